@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint format install bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m sgseg.train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup -q $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check sgseg tests scripts
+	$(VENV)/bin/ruff format --check sgseg tests scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix sgseg tests scripts
+	$(VENV)/bin/ruff format sgseg tests scripts
+
+bench: $(STAMP)
+	$(PY) scripts/bench_evaluator.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

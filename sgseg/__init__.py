@@ -1,0 +1,1 @@
+"""sgseg: segmentation-grounded scene graph generation."""
