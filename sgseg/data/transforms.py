@@ -1,0 +1,163 @@
+"""Per-image transforms between the dataset loaders and collation.
+
+Where this sits: ``VisualGenome`` / ``CocoInstances`` items (original-image pixels) → these transforms
+(resize, horizontal flip) → :func:`sgseg.data.collate.collate` (padding into the flat batch layout of
+``structures.py``). Everything here works on one item dict:
+
+``image`` Uint8[3, H, W]; ``boxes`` Float[N, 4] xyxy in that image's pixels; ``labels`` Long[N];
+optional ``relations`` Long[R, 3] (local subject, local object, predicate); optional ``masks`` UInt8[N, H, W].
+
+Transforms never drop boxes or relations; they add ``orig_size`` (h, w before resizing) once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Item = dict[str, Any]
+
+
+def flip_predicate_map(predicate_names: Sequence[str]) -> Tensor:
+    """Long[C_rel]: predicate index → its mirror image under a horizontal flip.
+
+    predicate_names: the predicates in index order 1..C (index 0, background, not listed). A name with the
+    word "left" maps to the same name with "right" and back (e.g. "left of" ↔ "right of"); every other
+    predicate maps to itself. VG150 has no such pair, so there the map is the identity.
+    """
+    names = list(predicate_names)
+    index = {n: i + 1 for i, n in enumerate(names)}
+    out = torch.arange(len(names) + 1)
+    for name, i in index.items():
+        words = name.split()
+        if "left" in words:
+            mirror = " ".join("right" if w == "left" else w for w in words)
+        elif "right" in words:
+            mirror = " ".join("left" if w == "right" else w for w in words)
+        else:
+            continue
+        if mirror in index:
+            out[i] = index[mirror]
+    return out
+
+
+def _check_item(item: Item, where: str) -> None:
+    img = item.get("image")
+    if not isinstance(img, Tensor) or img.dim() != 3 or img.shape[0] != 3:
+        raise ValueError(f"{where}: item['image'] must be a Uint8[3, H, W] tensor, got {type(img).__name__}")
+    boxes = item["boxes"]
+    if boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{where}: item['boxes'] must be Float[N, 4], got {tuple(boxes.shape)}")
+
+
+class Resize:
+    """Resize so the shorter side is ``min_size`` (one drawn at random per call when a tuple is given) and the
+    longer side at most ``max_size`` — the detection convention (multi-scale training with a tuple).
+
+    Boxes are scaled by the same per-axis factors; masks use nearest-neighbour interpolation so they stay
+    binary.
+    """
+
+    def __init__(self, min_size: int | Sequence[int], max_size: int) -> None:
+        self.min_sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
+        if not self.min_sizes or min(self.min_sizes) <= 0 or max_size <= 0:
+            raise ValueError(f"Resize: min_size {min_size} and max_size {max_size} must be positive")
+        self.max_size = max_size
+
+    def target_size(self, h: int, w: int, min_size: int) -> tuple[int, int]:
+        scale = min(min_size / min(h, w), self.max_size / max(h, w))
+        return max(1, round(h * scale)), max(1, round(w * scale))
+
+    def __call__(self, item: Item) -> Item:
+        _check_item(item, "Resize")
+        img = item["image"]
+        h, w = img.shape[-2:]
+        min_size = random.choice(self.min_sizes)
+        nh, nw = self.target_size(h, w, min_size)
+        out = dict(item)
+        out.setdefault("orig_size", (h, w))
+        if (nh, nw) == (h, w):
+            return out
+        out["image"] = (
+            F.interpolate(img[None].float(), size=(nh, nw), mode="bilinear", align_corners=False)[0]
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
+        scale = torch.tensor([nw / w, nh / h, nw / w, nh / h], dtype=item["boxes"].dtype)
+        out["boxes"] = item["boxes"] * scale
+        if item.get("masks") is not None and item["masks"].shape[0] > 0:
+            out["masks"] = F.interpolate(item["masks"][None].float(), size=(nh, nw), mode="nearest")[0].to(
+                torch.uint8
+            )
+        elif item.get("masks") is not None:
+            out["masks"] = item["masks"].new_zeros((0, nh, nw))
+        return out
+
+
+class HorizontalFlip:
+    """Flip with probability ``p``: image, boxes (x1' = W − x2, x2' = W − x1), masks, and left/right
+    predicates through ``predicate_map`` (from :func:`flip_predicate_map`)."""
+
+    def __init__(self, p: float = 0.5, predicate_map: Tensor | None = None) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"HorizontalFlip: p must be in [0, 1], got {p}")
+        self.p = p
+        self.predicate_map = predicate_map
+
+    def __call__(self, item: Item) -> Item:
+        _check_item(item, "HorizontalFlip")
+        if random.random() >= self.p:
+            return item
+        return hflip(item, self.predicate_map)
+
+
+def hflip(item: Item, predicate_map: Tensor | None = None) -> Item:
+    """Deterministic horizontal flip of one item (see :class:`HorizontalFlip`)."""
+    out = dict(item)
+    w = item["image"].shape[-1]
+    out["image"] = item["image"].flip(-1)
+    boxes = item["boxes"]
+    out["boxes"] = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
+    if item.get("masks") is not None:
+        out["masks"] = item["masks"].flip(-1)
+    rels = item.get("relations")
+    if rels is not None and predicate_map is not None and rels.shape[0] > 0:
+        if int(rels[:, 2].max()) >= predicate_map.numel():
+            raise ValueError(
+                f"HorizontalFlip: predicate {int(rels[:, 2].max())} outside the flip map of "
+                f"{predicate_map.numel()} predicates; build the map from the dataset's predicate names"
+            )
+        rels = rels.clone()
+        rels[:, 2] = predicate_map[rels[:, 2]]
+        out["relations"] = rels
+    return out
+
+
+class Compose:
+    def __init__(self, transforms: Sequence) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, item: Item) -> Item:
+        for t in self.transforms:
+            item = t(item)
+        return item
+
+
+class TransformedDataset(torch.utils.data.Dataset):
+    """Applies a transform to every item of a map-style dataset (keeps ``len``)."""
+
+    def __init__(self, dataset, transform) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Item:
+        return self.transform(self.dataset[i])
