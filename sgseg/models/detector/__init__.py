@@ -1,0 +1,20 @@
+"""Stage 1: the joint VG + COCO detector (image → boxes, VG label distributions, RoI features, COCO masks)."""
+
+from sgseg.models.detector.backbones import BACKBONE_NAMES, build_backbone
+from sgseg.models.detector.checkpoint import (
+    build_detector,
+    export_detector,
+    load_detector,
+    load_torchvision_maskrcnn,
+)
+from sgseg.models.detector.detector import JointDetector
+
+__all__ = [
+    "BACKBONE_NAMES",
+    "JointDetector",
+    "build_backbone",
+    "build_detector",
+    "export_detector",
+    "load_detector",
+    "load_torchvision_maskrcnn",
+]
