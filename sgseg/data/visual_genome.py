@@ -120,6 +120,16 @@ def sample_duplicate_relations(relations: Tensor, generator: torch.Generator | N
     return relations[torch.tensor(picks, dtype=torch.long)]
 
 
+def _ranges(first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Concatenated inclusive ranges ``first[k]..last[k]`` (skipping ``first = -1``), vectorised."""
+    has = first >= 0
+    first, counts = first[has], (last - first + 1)[has]
+    if counts.sum() == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(first - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return (np.arange(counts.sum()) + offsets).astype(np.int64)
+
+
 def _read_json(path: Path, what: str) -> Any:
     try:
         with open(path) as f:
@@ -322,8 +332,7 @@ class VisualGenome(torch.utils.data.Dataset):
         last_rel = index["img_to_last_rel"][rows]
         has = first_rel >= 0
         counts = np.where(has, last_rel - first_rel + 1, 0)
-        ranges = [np.arange(a, b + 1) for a, b in zip(first_rel[has], last_rel[has])]
-        rel_rows = np.concatenate(ranges).astype(np.int64) if ranges else np.zeros(0, dtype=np.int64)
+        rel_rows = _ranges(first_rel, last_rel)
         ok = np.zeros(0, dtype=bool)
         if rel_rows.size:
             pairs = rels[rel_rows]
@@ -400,6 +409,14 @@ class VisualGenome(torch.utils.data.Dataset):
             "file": self.image_dir / f"{image_id}.jpg",
             "h5_row": int(self._rows[i]),
         }
+
+    def box_rows(self) -> np.ndarray:
+        """Int64[B_split] the h5 box rows of this split's images, in image order (for whole-split checks)."""
+        return _ranges(self._first_box, self._last_box)
+
+    def relation_rows(self) -> np.ndarray:
+        """Int64[R_split] the h5 relation rows of this split's images (before the overlap filter)."""
+        return _ranges(self._first_rel, self._last_rel)
 
     def _check_index(self, i: int) -> int:
         n = len(self)
