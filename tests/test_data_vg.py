@@ -262,3 +262,14 @@ def test_missing_image_file(tmp_path: Path) -> None:
         DatasetError, match=rf"image file missing: .*VG_100K/{ids[0]}.jpg \(image id {ids[0]}\)"
     ):
         ds[0]
+
+
+def test_dataloader_workers_reopen_h5(split_root) -> None:
+    root, ids = split_root
+    ds = VisualGenome(root, split="train", num_val=3)
+    ds.get_groundtruth(0)  # the parent holds an open handle before the workers fork
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=2, multiprocessing_context="fork", shuffle=False
+    )
+    got = [item["image_id"] for item in loader]
+    assert got == ds.image_ids == [ids[r] for r in (3, 6, 7, 8, 9)]
