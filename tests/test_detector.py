@@ -1,0 +1,446 @@
+"""Stage-1 detector: losses (hand-worked), RoI frames, SGDet post-processing, backbones, weight mapping."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops import box_iou, roi_align
+
+from sgseg.data.label_spaces import COCO_CATEGORY_IDS
+from sgseg.models.detector import (
+    JointDetector,
+    build_backbone,
+    export_detector,
+    load_detector,
+    load_torchvision_maskrcnn,
+)
+from sgseg.models.losses import fast_rcnn_loss, mask_rcnn_loss, project_masks_on_boxes, rpn_loss
+from sgseg.structures import ImageBatch, Targets
+
+SMALL_HEADS = dict(
+    representation_size=128,
+    mask_head_channels=(32, 32),
+    mask_dim_reduced=32,
+    rpn_pre_nms_top_n_train=300,
+    rpn_post_nms_top_n_train=150,
+    rpn_pre_nms_top_n_test=150,
+    rpn_post_nms_top_n_test=60,
+    box_batch_size_per_image=64,
+    rpn_batch_size_per_image=128,
+)
+
+
+def tiny_detector(num_vg: int = 6, num_coco: int = 4, **kw) -> JointDetector:
+    torch.manual_seed(0)
+    return JointDetector(build_backbone("tiny"), num_vg, num_coco, **{**SMALL_HEADS, **kw})
+
+
+def images_of(tensors: torch.Tensor, sizes: list[tuple[int, int]]) -> ImageBatch:
+    s = torch.tensor(sizes, dtype=torch.long)
+    return ImageBatch(tensors, s, s.clone(), torch.arange(len(sizes)))
+
+
+def targets_of(boxes, labels, image_index, masks=None) -> Targets:
+    return Targets(
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(labels, dtype=torch.long),
+        torch.tensor(image_index, dtype=torch.long),
+        torch.zeros((0, 3), dtype=torch.long),
+        masks,
+    )
+
+
+def shapes_batch(h: int = 128, w: int = 128) -> tuple[ImageBatch, Targets]:
+    """Two images of coloured shapes; label = colour (1 red block, 2 green disc, 3 blue block)."""
+    img = torch.full((2, 3, h, w), 0.5)
+    specs = [  # image, label, x1, y1, x2, y2, disc?
+        (0, 1, 8, 10, 56, 50, False),
+        (0, 2, 64, 60, 120, 116, True),
+        (1, 3, 20, 30, 100, 70, False),
+        (1, 2, 10, 80, 50, 120, True),
+    ]
+    colours = {1: (0.9, 0.1, 0.1), 2: (0.1, 0.8, 0.2), 3: (0.1, 0.2, 0.9)}
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    masks, boxes, labels, index = [], [], [], []
+    for b, lab, x1, y1, x2, y2, disc in specs:
+        if disc:
+            cx, cy, r = (x1 + x2 - 1) / 2, (y1 + y2 - 1) / 2, (x2 - x1) / 2
+            m = ((xx - cx) ** 2 + (yy - cy) ** 2) <= r**2
+        else:
+            m = (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
+        img[b][:, m] = torch.tensor(colours[lab])[:, None]
+        masks.append(m.to(torch.uint8))
+        boxes.append([x1, y1, x2, y2])
+        labels.append(lab)
+        index.append(b)
+    return images_of(img, [(h, w), (h, w)]), targets_of(boxes, labels, index, torch.stack(masks))
+
+
+def empty_targets(h: int, w: int, with_masks: bool) -> Targets:
+    return targets_of([], [], [], torch.zeros((0, h, w), dtype=torch.uint8) if with_masks else None)
+
+
+# ---------------------------------------------------------------------------------------------- pure losses
+def test_fast_rcnn_loss_hand_worked():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    deltas = torch.zeros(2, 12)
+    deltas[1, 4:8] = torch.tensor([0.5, 0.0, 0.05, -0.2])  # class-1 deltas of row 1
+    labels = torch.tensor([0, 1])
+    targets = torch.tensor([[9.0, 9.0, 9.0, 9.0], [0.0, 0.0, 0.0, 0.0]])  # row 0 is background: never read
+    cls, box = fast_rcnn_loss(logits, deltas, labels, targets)
+    ce0 = -(2 - math.log(math.exp(2) + 2))
+    ce1 = -(1 - math.log(math.exp(1) + 2))
+    assert cls.item() == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+    beta = 1 / 9
+    # |d| >= beta: |d| - beta/2 ; |d| < beta: 0.5 d^2 / beta
+    expect = (0.5 - beta / 2) + 0.0 + 0.5 * 0.05**2 / beta + (0.2 - beta / 2)
+    assert box.item() == pytest.approx(expect / 2, rel=1e-6)
+
+
+def test_losses_on_empty_inputs_are_attached_zeros():
+    logits = torch.zeros(0, 3, requires_grad=True)
+    deltas = torch.zeros(0, 12, requires_grad=True)
+    cls, box = fast_rcnn_loss(logits, deltas, torch.zeros(0, dtype=torch.long), torch.zeros(0, 4))
+    assert cls.item() == 0 and box.item() == 0 and cls.requires_grad
+    m = torch.zeros(0, 4, 28, 28, requires_grad=True)
+    z = mask_rcnn_loss(
+        m, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 8, 8), torch.zeros(0)
+    )
+    assert z.item() == 0 and z.requires_grad
+    o, d = rpn_loss(
+        torch.zeros(5, requires_grad=True),
+        torch.zeros(5, 4),
+        torch.zeros(5),
+        torch.zeros(5, 4),
+        torch.zeros(0, dtype=torch.long),
+    )
+    assert o.item() == 0 and d.item() == 0
+
+
+def test_rpn_loss_hand_worked():
+    obj = torch.tensor([0.0, 2.0, -1.0, 3.0])
+    deltas = torch.tensor([[1.0, 0, 0, 0], [0.0, 0, 0, 0], [5.0, 5, 5, 5], [0.0, 0, 0, 0]])
+    labels = torch.tensor([1.0, 0.0, -1.0, 1.0])
+    targets = torch.zeros(4, 4)
+    sampled = torch.tensor([0, 1, 3])  # anchor 2 (ignored) not sampled
+    o, d = rpn_loss(obj, deltas, labels, targets, sampled)
+    bce = [math.log(2), math.log(1 + math.exp(2)), math.log(1 + math.exp(-3))]
+    assert o.item() == pytest.approx(sum(bce) / 3, rel=1e-6)
+    assert d.item() == pytest.approx((1 - 1 / 18) / 3, rel=1e-6)
+
+
+def test_mask_targets_cover_the_box_and_loss_values():
+    gt = torch.zeros(1, 64, 64)
+    gt[0, 16:48, 16:32] = 1  # left half of the box (16, 16, 48, 48)
+    box = torch.tensor([[16.0, 16.0, 48.0, 48.0]])
+    t = project_masks_on_boxes(gt, box, torch.tensor([0]), 28)
+    assert t.shape == (1, 28, 28)
+    # torchvision's (aligned=False) convention: pixel k's value sits at coordinate k. Cell j of 28 over 32 px
+    # samples x = 16 + (j + 1/4 or 3/4) * 8/7: cells 0..12 read only pixels 16..31 (1), cells 14.. only
+    # pixels >= 32 (0); cell 13 reads x = 31.14, 31.71 → (0.857 + 0.286) / 2 = 0.5714. Rows likewise: row 27
+    # reads y = 47.14, 47.71 between the last mask row 47 and 48.
+    assert torch.all(t[0, :27, :13] == 1) and torch.all(t[0, :, 14:] == 0)
+    assert t[0, 5, 13].item() == pytest.approx(4 / 7, abs=1e-4)
+    assert t[0, 27, 5].item() == pytest.approx(4 / 7, abs=1e-4)
+    logits = torch.zeros(1, 3, 28, 28)
+    # zero logits: BCE = log 2 whatever the target
+    assert mask_rcnn_loss(logits, box, torch.tensor([2]), gt, torch.tensor([0])).item() == pytest.approx(
+        math.log(2)
+    )
+    # the label's channel (label - 1) set to logit(target): the loss is its minimum, the mean binary entropy
+    # of the (soft) targets, and its gradient vanishes; another channel is untouched → log 2
+    tc = t[0].double().clamp(1e-12, 1 - 1e-12)
+    logits[0, 1] = torch.logit(tc).float()
+    logits.requires_grad_(True)
+    loss = mask_rcnn_loss(logits, box, torch.tensor([2]), gt, torch.tensor([0]))
+    entropy = -(tc * tc.log() + (1 - tc) * (1 - tc).log()).mean()
+    assert loss.item() == pytest.approx(entropy.item(), abs=1e-5)
+    loss.backward()
+    assert logits.grad.abs().max() < 1e-6
+    logits = logits.detach()
+    assert mask_rcnn_loss(logits, box, torch.tensor([1]), gt, torch.tensor([0])).item() == pytest.approx(
+        math.log(2)
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the detector
+def test_training_losses_route_gradients_per_dataset():
+    det = tiny_detector()
+    images, targets = shapes_batch()
+    det.train()
+    coco = det.training_losses(images, targets, "coco")
+    assert set(coco) == {"rpn_cls", "rpn_box", "rcnn_cls", "rcnn_box", "mask"}
+    assert all(torch.isfinite(v) and v > 0 for v in coco.values())
+    sum(coco.values()).backward()
+    assert det.mask_predictor.mask_fcn_logits.weight.grad.abs().sum() > 0
+    assert det.coco_predictor.cls_score.weight.grad.abs().sum() > 0
+    assert det.vg_predictor.cls_score.weight.grad is None
+    det.zero_grad(set_to_none=True)
+    vg_targets = targets_of(targets.boxes.tolist(), [1, 5, 6, 2], targets.image_index.tolist())
+    vg = det.training_losses(images, vg_targets, "vg")
+    assert set(vg) == {"rpn_cls", "rpn_box", "rcnn_cls", "rcnn_box"}  # VG never contributes to L_seg
+    sum(vg.values()).backward()
+    assert det.vg_predictor.cls_score.weight.grad.abs().sum() > 0
+    assert (
+        det.coco_predictor.cls_score.weight.grad is None
+        and det.mask_predictor.mask_fcn_logits.weight.grad is None
+    )
+    with pytest.raises(ValueError, match="masks"):
+        det.training_losses(images, vg_targets, "coco")
+
+
+@pytest.mark.parametrize("dataset", ["vg", "coco"])
+def test_empty_targets_do_not_crash(dataset):
+    det = tiny_detector()
+    images, targets = shapes_batch()
+    losses = det.training_losses(images, empty_targets(128, 128, dataset == "coco"), dataset)
+    assert losses["rpn_box"].item() == 0 and losses["rcnn_box"].item() == 0
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    # one image with boxes, one without
+    keep = targets.image_index == 0
+    partial = Targets(targets.boxes[keep], targets.labels[keep], targets.image_index[keep], targets.relations,
+                      targets.masks[keep] if dataset == "coco" else None)  # fmt: skip
+    losses = det.training_losses(images, partial, dataset)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["rcnn_box"] > 0
+
+
+def test_roi_features_equal_roi_align_on_the_fpn_level():
+    det = tiny_detector().eval()
+    torch.manual_seed(1)
+    images = images_of(torch.rand(2, 3, 256, 256), [(256, 256), (200, 240)])
+    feats = det.features(images)
+    # FPN rule k = floor(4 + log2(sqrt(area) / 224)) clamped to 3..5: side 32 → 1 → 3 = '0' (stride 8);
+    # side 224 → 4 = '1' (stride 16)
+    boxes = torch.tensor([[10.0, 12.0, 42.0, 44.0], [0.0, 0.0, 224.0, 224.0], [3.5, 7.25, 36.0, 40.0]])
+    index = torch.tensor([1, 0, 0])  # not sorted: the order must come back as given
+    out = det.roi_features(feats, images, boxes, index, 14)
+    assert out.shape == (3, det.backbone.out_channels, 14, 14)
+    strides = {"0": 8, "1": 16, "2": 32}
+    for i, level in enumerate(["0", "1", "0"]):
+        rois = torch.cat([index[i : i + 1, None].float(), boxes[i : i + 1]], 1)
+        ref = roi_align(feats[level], rois, (14, 14), spatial_scale=1 / strides[level], sampling_ratio=2)
+        torch.testing.assert_close(out[i : i + 1], ref)
+    # the box head sees the same pooling at 7 × 7
+    det_out = det.detect(feats, images, boxes, index)
+    z = det.box_head(det.roi_features(feats, images, boxes, index, 7))
+    torch.testing.assert_close(det_out.box_features, z)
+    logits = det.vg_predictor(z)[0]
+    torch.testing.assert_close(det_out.label_logits, logits)
+    probs = logits.softmax(-1)
+    assert torch.equal(det_out.labels, probs[:, 1:].argmax(1) + 1)
+    torch.testing.assert_close(det_out.scores, probs.gather(1, det_out.labels[:, None])[:, 0])
+
+
+def test_mask_logits_for_given_boxes_shape_frame_and_order():
+    det = tiny_detector(num_coco=4).eval()
+    images, targets = shapes_batch()
+    feats = det.features(images)
+    m = det.mask_logits(feats, images, targets.boxes, targets.image_index)
+    assert m.logits.shape == (4, 4, 28, 28) and torch.equal(m.boxes, targets.boxes)
+    perm = torch.tensor([2, 0, 3, 1])
+    m2 = det.mask_logits(feats, images, targets.boxes[perm], targets.image_index[perm])
+    torch.testing.assert_close(m2.logits, m.logits[perm])
+    empty = det.mask_logits(feats, images, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert empty.logits.shape == (0, 4, 28, 28)
+
+
+def test_sgdet_postprocess_thresholds_nms_and_cap():
+    det = tiny_detector(num_vg=3, score_thresh=0.2, nms_thresh=0.5, detections_per_img=2)
+    images = images_of(torch.zeros(2, 3, 64, 64), [(64, 64), (48, 40)])
+    proposals = torch.tensor(
+        [[0.0, 0, 20, 20], [1, 1, 21, 21], [40, 40, 60, 60], [30, 30, 50, 60], [0, 0, 10, 10]]
+    )
+    image_index = torch.tensor([0, 0, 0, 1, 1])
+    big = 10.0
+    # probabilities (after softmax) — bg, c1, c2, c3 — chosen through logits
+    logits = torch.full((5, 4), -big)
+    logits[0, 1] = big  # c1 ~1.0
+    logits[1, 1], logits[1, 2] = big, big  # c1 0.5, c2 0.5: c1 suppressed by row 0, c2 survives
+    logits[2, 0], logits[2, 3] = 0.5, 0.0  # c3 = 1 / (1 + e^0.5) = 0.38 > 0.2: third in image 0, over the cap
+    logits[3, 2] = big  # image 1: box extends past the image (h=48): clipped to y2 = 48
+    logits[4, 0] = big  # background: every class below threshold
+    deltas = torch.zeros(5, 16)
+    feats = torch.arange(5, dtype=torch.float32)[:, None].repeat(1, 3)
+    d = det._postprocess(proposals, image_index, logits, deltas, feats, images)
+    assert d.image_index.tolist() == [0, 0, 1]
+    assert d.labels.tolist() == [1, 2, 2]
+    torch.testing.assert_close(d.scores, torch.tensor([1.0, 0.5, 1.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(d.boxes, torch.tensor([[0.0, 0, 20, 20], [1, 1, 21, 21], [30, 30, 40, 48]]))
+    # each detection keeps its proposal's logits and features
+    assert d.box_features[:, 0].tolist() == [0.0, 1.0, 3.0]
+    torch.testing.assert_close(d.label_logits, logits[[0, 1, 3]])
+
+
+def test_overfit_two_images_loss_drops_and_boxes_are_found():
+    det = tiny_detector(num_vg=3, num_coco=3)
+    images, targets = shapes_batch()
+    opt = torch.optim.AdamW(det.parameters(), lr=2e-3)
+    det.train()
+    history = []
+    for step in range(70):
+        dataset = "coco" if step % 2 else "vg"
+        losses = det.training_losses(images, targets, dataset)
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append((dataset, loss.item()))
+    first = [v for d, v in history[:6] if d == "coco"]
+    last = [v for d, v in history[-6:] if d == "coco"]
+    assert sum(last) / len(last) < 0.35 * sum(first) / len(first), history
+    det.eval()
+    with torch.no_grad():
+        feats = det.features(images)
+        dets = det.detect(feats, images)
+        for i in range(len(targets.boxes)):
+            same = (dets.image_index == targets.image_index[i]) & (dets.labels == targets.labels[i])
+            assert same.any(), f"GT {i} has no detection of its class"
+            assert box_iou(targets.boxes[i : i + 1], dets.boxes[same]).max() > 0.5
+        masks = det.mask_logits(feats, images, targets.boxes, targets.image_index)
+        probs = masks.probs[torch.arange(4), targets.labels - 1]
+        goal = project_masks_on_boxes(targets.masks, targets.boxes, torch.arange(4), 28) > 0.5
+        assert ((probs > 0.5) == goal).float().mean() > 0.85
+
+
+def test_bf16_autocast_training_step():
+    det = tiny_detector()
+    images, targets = shapes_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = det.training_losses(images, targets, "coco")
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert torch.isfinite(det.box_head.fc6.weight.grad).all()
+
+
+# ---------------------------------------------------------------------------------------------- backbones
+@pytest.mark.parametrize("name", ["resnet18_fpn", "resnet50_fpn", "vgg16", "resnext101_32x8d_fpn"])
+def test_real_backbones_train_one_step_at_64px(name):
+    with pytest.warns(UserWarning, match="random initialisation"):
+        backbone = build_backbone(name)
+    det = JointDetector(
+        backbone, 6, 4, representation_size=64, mask_head_channels=(16,), mask_dim_reduced=16,
+        rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50, box_batch_size_per_image=32,
+    )  # fmt: skip
+    levels = {"vgg16": 1}.get(name, 5)
+    assert len(det.rpn.anchor_generator.sizes) == levels
+    images, targets = shapes_batch(64, 64)
+    targets = Targets(
+        targets.boxes / 2, targets.labels, targets.image_index, targets.relations, targets.masks[:, ::2, ::2]
+    )
+    feats = det.features(images)
+    stride = 16 if name == "vgg16" else 4
+    assert feats["0"].shape == (2, backbone.out_channels, 64 // stride, 64 // stride)
+    losses = det.training_losses(images, targets, "coco")
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    grads = [p.grad for p in det.backbone.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads[-4:])
+
+
+def test_vgg16_is_the_real_architecture_and_freezes_from_the_bottom():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bb = build_backbone("vgg16", trainable_layers=2)
+    ref = torchvision.models.vgg16(weights=None).features[:30]
+    assert [tuple(p.shape) for p in bb.body.parameters()] == [tuple(p.shape) for p in ref.parameters()]
+    convs = [m for m in bb.body if isinstance(m, torch.nn.Conv2d)]
+    # blocks 1-3 (7 convs) frozen, blocks 4-5 (6 convs) trainable
+    assert [c.weight.requires_grad for c in convs] == [False] * 7 + [True] * 6
+
+
+def test_pretrained_from_path_and_offline_enum(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    ref = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(ref.state_dict(), path)
+    bb = build_backbone("resnet18_fpn", pretrained=str(path))
+    torch.testing.assert_close(bb.body.conv1.weight, ref.conv1.weight)
+    assert (
+        not bb.body.conv1.weight.requires_grad and bb.body.layer4[0].conv1.weight.requires_grad
+    )  # 3 trainable
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_hub"))
+    with pytest.raises(FileNotFoundError, match="hub cache"):
+        build_backbone("resnet18_fpn", pretrained="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="ResNet18_Weights"):
+        build_backbone("resnet18_fpn", pretrained="NOT_A_WEIGHT")
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("alexnet")
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def test_torchvision_maskrcnn_weights_map_onto_shared_parts_and_coco_heads():
+    torch.manual_seed(0)
+    tv = MaskRCNN(
+        resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5), num_classes=91
+    )
+    tv.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = JointDetector(build_backbone("resnet18_fpn"), 150, 80).eval()
+    left = load_torchvision_maskrcnn(det, tv.state_dict())
+    assert left and all(k.startswith("vg_predictor.") for k in left)
+    images, targets = shapes_batch()
+    feats = det.features(images)
+    x = (images.tensors - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    )[:, None, None]
+    tv_feats = tv.backbone(x)
+    for k in feats:
+        torch.testing.assert_close(feats[k], tv_feats[k])
+    shapes = [(128, 128)] * 2
+    per_image = [targets.boxes[targets.image_index == i] for i in range(2)]
+    z = tv.roi_heads.box_head(tv.roi_heads.box_roi_pool(tv_feats, per_image, shapes))
+    tv_logits, tv_deltas = tv.roi_heads.box_predictor(z)
+    ours = det.detect(feats, images, targets.boxes, targets.image_index, head="coco")
+    ids = torch.tensor(COCO_CATEGORY_IDS)
+    torch.testing.assert_close(ours.box_features, z)
+    torch.testing.assert_close(ours.label_logits[:, 0], tv_logits[:, 0])
+    torch.testing.assert_close(ours.label_logits[:, 1:], tv_logits[:, ids])
+    ours_deltas = det.coco_predictor(z)[1].reshape(-1, 81, 4)
+    torch.testing.assert_close(ours_deltas[:, 1:], tv_deltas.reshape(-1, 91, 4)[:, ids])
+    tv_masks = tv.roi_heads.mask_predictor(
+        tv.roi_heads.mask_head(tv.roi_heads.mask_roi_pool(tv_feats, per_image, shapes))
+    )
+    ours_masks = det.mask_logits(feats, images, targets.boxes, targets.image_index).logits
+    torch.testing.assert_close(ours_masks, tv_masks[:, ids])
+    # person (category 1) is our class 1 / channel 0; toothbrush (category 90) our class 80 / channel 79
+    torch.testing.assert_close(ours_masks[:, 79], tv_masks[:, 90])
+
+
+def test_export_and_load_roundtrip(tmp_path):
+    det = tiny_detector().eval()
+    path = export_detector(det, tmp_path / "det.pt")
+    again = load_detector(path).eval()
+    assert again.config == det.config
+    images, targets = shapes_batch()
+    a = det.detect(det.features(images), images, targets.boxes, targets.image_index)
+    b = again.detect(again.features(images), images, targets.boxes, targets.image_index)
+    torch.testing.assert_close(a.label_logits, b.label_logits)
+    with pytest.raises(FileNotFoundError, match="detector.checkpoint"):
+        load_detector(tmp_path / "nope.pt")
+    torch.save({"x": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="export_detector"):
+        load_detector(tmp_path / "bad.pt")
+
+
+def test_features_normalise_and_ignore_padding():
+    det = tiny_detector().eval()
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 96, 128)
+    padded = torch.zeros(1, 3, 128, 128)
+    padded[..., :96, :] = x
+    noisy = padded.clone()
+    noisy[..., 96:, :] = torch.rand(1, 3, 32, 128)  # garbage in the pad must not matter
+    a = det.features(images_of(padded, [(96, 128)]))
+    b = det.features(images_of(noisy, [(96, 128)]))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert F.mse_loss(a["0"], det.features(images_of(noisy, [(128, 128)]))["0"]) > 0
