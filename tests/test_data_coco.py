@@ -130,3 +130,21 @@ def test_errors(tiny8, tmp_path: Path) -> None:
 def test_code_category_ids_match_json(tiny8) -> None:
     _, js = tiny8
     assert tuple(sorted(c["id"] for c in js["categories"])) == COCO_CATEGORY_IDS
+
+
+def test_custom_label_space(tiny8, tmp_path: Path) -> None:
+    root, js = tiny8
+    js = json.loads(json.dumps(js))
+    used = sorted({a["category_id"] for a in js["annotations"]})
+    js["categories"] = [{"id": cid, "name": f"shape{cid}"} for cid in reversed(used)]
+    (tmp_path / "custom.json").write_text(json.dumps(js))
+    with pytest.raises(DatasetError, match="check_label_space=False"):
+        CocoInstances(tmp_path, split="val", ann_file="custom.json", image_dir=root / "images")
+    ds = CocoInstances(
+        tmp_path, split="val", ann_file="custom.json", image_dir=root / "images", check_label_space=False
+    )
+    # Labels 1..K follow the sorted category ids of the file.
+    assert ds.class_names == tuple(f"shape{cid}" for cid in used)
+    assert ds.category_to_label == {cid: k for k, cid in enumerate(used, start=1)}
+    gt = ds.get_groundtruth(ds.image_ids.index(184324))
+    assert gt["labels"].max() <= len(used) and ds.class_names[0] == "shape1"

@@ -273,3 +273,19 @@ def test_dataloader_workers_reopen_h5(split_root) -> None:
     )
     got = [item["image_id"] for item in loader]
     assert got == ds.image_ids == [ids[r] for r in (3, 6, 7, 8, 9)]
+
+
+def test_custom_label_space(tmp_path: Path) -> None:
+    from tests.vg_format import write_dicts
+
+    write_vg_dataset(tmp_path, [_img(n=3, rels=[(0, 1, 2)]), _img(n=3)])
+    write_dicts(tmp_path / "VG-SGG-dicts-with-attri.json", ["ball", "cube", "disc"], ["near", "on"])
+    with pytest.raises(DatasetError, match="at index 1: file has 'ball', expected 'airplane'"):
+        VisualGenome(tmp_path)
+    ds = VisualGenome(tmp_path, split="train", num_val=0, check_label_space=False)
+    assert ds.idx_to_label == ["__background__", "ball", "cube", "disc"] and ds.predicates == ("near", "on")
+    gt = ds.get_groundtruth(0)
+    assert gt["labels"].tolist() == [1, 2, 3] and gt["relations"].tolist() == [[0, 1, 2]]
+    # The second image's default relation has predicate 31, outside this 2-predicate space.
+    with pytest.raises(DatasetError, match=r"'predicates' has 31 at relation row 1, outside 1..2"):
+        ds.get_graph(1)

@@ -9,7 +9,8 @@ traceback — so it is safe to run first thing on a new machine.
 
 Keys (``key=value``, all optional but ``data.root`` or ``data.coco_root``):
 ``data.root``, ``data.h5_file``, ``data.dicts_file``, ``data.image_data_file``, ``data.image_dir``,
-``data.num_val``, ``data.check_images`` (true), ``data.top`` (10 predicate rows),
+``data.num_val``, ``data.check_images`` (true), ``data.top`` (10 predicate rows), ``data.check_label_space``
+(true: the VG150 / COCO-80 class lists; false for a custom label space such as the synthetic benchmark's),
 ``data.coco_root``, ``data.coco_split`` (val), ``data.coco_ann_file``, ``data.coco_image_dir``.
 """
 
@@ -34,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "num_val": 5000,
     "check_images": True,
     "top": 10,
+    "check_label_space": True,
     "coco_root": None,
     "coco_split": "val",
     "coco_ann_file": None,
@@ -146,13 +148,14 @@ def check_vg(cfg: dict[str, Any], out: TextIO) -> None:
             image_data_file=cfg["image_data_file"],
             image_dir=cfg["image_dir"],
             num_val=cfg["num_val"],
+            check_label_space=cfg["check_label_space"],
         )
         rows[split] = _check_split_arrays(ds)
         if cfg["check_images"]:
             _check_images(ds, f"VG {split}")
         train_ds = ds if split == "train" else train_ds
     assert train_ds is not None
-    print(f"VG150 at {root}  (h5: {train_ds.h5_path.name})", file=out)
+    print(f"Visual Genome (VG-SGG format) at {root}  (h5: {train_ds.h5_path.name})", file=out)
     print(f"  {'split':<6} {'images':>9} {'objects':>10} {'relations':>10}", file=out)
     for split, r in rows.items():
         print(f"  {split:<6} {r['images']:>9,} {r['objects']:>10,} {r['relations']:>10,}", file=out)
@@ -177,6 +180,7 @@ def check_coco(cfg: dict[str, Any], out: TextIO) -> None:
         ann_file=cfg["coco_ann_file"],
         image_dir=cfg["coco_image_dir"],
         skip_empty=False,
+        check_label_space=cfg["check_label_space"],
     )
     if cfg["check_images"]:
         _check_images(ds, f"COCO {cfg['coco_split']}")
@@ -186,7 +190,7 @@ def check_coco(cfg: dict[str, Any], out: TextIO) -> None:
     print(f"COCO {cfg['coco_split']} at {ds.ann_path}", file=out)
     print(
         f"  images {len(ds):,} ({empty:,} without training annotations), annotations {len(anns):,} "
-        f"(crowd {crowd:,}, degenerate dropped {ds.num_dropped_degenerate:,}), categories 80",
+        f"(crowd {crowd:,}, degenerate dropped {ds.num_dropped_degenerate:,}), categories {len(ds.class_names)}",
         file=out,
     )
 

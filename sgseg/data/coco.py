@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from sgseg.data.errors import DatasetError
-from sgseg.data.label_spaces import coco_category_to_contiguous
+from sgseg.data.label_spaces import COCO_OBJECT_CLASSES, coco_category_to_contiguous
 
 OBTAIN_HINT = (
     "download COCO 2017 (annotations/instances_{split}2017.json and {split}2017/) into the COCO root, "
@@ -40,7 +40,7 @@ class CocoInstances(torch.utils.data.Dataset):
     Item (a dict, one image):
         image: Uint8[3, H, W] RGB.
         boxes: Float[N, 4] xyxy in original-image pixels (non-crowd, non-degenerate annotations).
-        labels: Long[N] in 1..80.
+        labels: Long[N] in 1..80 (1..K for a custom label space).
         masks: UInt8[N, H, W] binary instance masks (polygons and RLE decoded by ``annToMask``).
         image_id: int; width, height: int.
         With ``include_crowd``: crowd_boxes Float[K, 4], crowd_labels Long[K], crowd_masks UInt8[K, H, W].
@@ -49,6 +49,8 @@ class CocoInstances(torch.utils.data.Dataset):
         ``{split}2017`` and, when relative, are joined to ``root``.
     skip_empty: drop images without any training annotation; None = True for train, False otherwise.
     min_box_size: boxes with w or h below this (pixels) are degenerate: dropped and counted.
+    check_label_space: require the 80 COCO categories; False accepts the file's own (labels 1..K in sorted
+        category-id order, names in :attr:`class_names`), e.g. for the synthetic benchmark.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class CocoInstances(torch.utils.data.Dataset):
         skip_empty: bool | None = None,
         include_crowd: bool = False,
         min_box_size: float = 1.0,
+        check_label_space: bool = True,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.root = Path(root)
@@ -93,9 +96,16 @@ class CocoInstances(torch.utils.data.Dataset):
             if key not in self.coco.dataset:
                 raise DatasetError(f"COCO annotation file {self.ann_path} lacks the {key!r} list")
         self.category_to_label = coco_category_to_contiguous(
-            self.coco.dataset["categories"], str(self.ann_path)
+            self.coco.dataset["categories"],
+            str(self.ann_path),
+            COCO_OBJECT_CLASSES if check_label_space else None,
         )
         self.label_to_category = {v: k for k, v in self.category_to_label.items()}
+        # Foreground names in label order: class_names[k - 1] is label k.
+        self.class_names: tuple[str, ...] = tuple(
+            str(self.coco.cats[self.label_to_category[k]]["name"])
+            for k in range(1, len(self.label_to_category) + 1)
+        )
 
         self._ann_ids: list[list[int]] = []
         self._crowd_ids: list[list[int]] = []
@@ -129,7 +139,7 @@ class CocoInstances(torch.utils.data.Dataset):
         if ann.get("category_id") not in self.category_to_label:
             raise DatasetError(
                 f"COCO annotation file {self.ann_path}: annotation id {ann.get('id')} has category_id "
-                f"{ann.get('category_id')!r}, not one of the 80 categories; the file is corrupt"
+                f"{ann.get('category_id')!r}, not one of its 'categories'; the file is corrupt"
             )
 
     @property

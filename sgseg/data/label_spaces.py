@@ -98,8 +98,8 @@ def check_names(got: Sequence[str], expected: Sequence[str], *, what: str, sourc
     e = repr(expected[i]) if i < len(expected) else "<none expected>"
     raise DatasetError(
         f"{source}: {what} differ from the built-in list at index {i + 1}: file has {g}, expected {e} "
-        f"({len(got)} in file, {len(expected)} expected); use the standard VG150 dicts file "
-        "(VG-SGG-dicts-with-attri.json of the IMP/VG150 preprocessing) or pass the matching class lists"
+        f"({len(got)} in file, {len(expected)} expected); use the standard file of that dataset, or set "
+        "check_label_space=False for a custom label space (e.g. the synthetic benchmark)"
     )
 
 
@@ -196,13 +196,15 @@ def load_vg_dicts(
 
 
 def coco_category_to_contiguous(
-    categories: Sequence[dict], source: str = "COCO annotation file"
+    categories: Sequence[dict],
+    source: str = "COCO annotation file",
+    expected: Sequence[str] | None = COCO_OBJECT_CLASSES,
 ) -> dict[int, int]:
-    """Map COCO category ids to contiguous labels 1..80 in the standard order (sorted category id).
+    """Map COCO category ids to contiguous labels 1..K in the standard order (sorted category id).
 
     categories: the ``categories`` list of an instances json (dicts with ``id`` and ``name``). Their names,
-    sorted by id, must equal :data:`COCO_OBJECT_CLASSES`; otherwise :class:`DatasetError` names the first
-    mismatching index.
+    sorted by id, must equal ``expected`` (default the 80 COCO classes; None accepts any label space, e.g.
+    the synthetic benchmark's); otherwise :class:`DatasetError` names the first mismatching index.
     """
     try:
         cats = sorted(((int(c["id"]), str(c["name"])) for c in categories), key=lambda t: t[0])
@@ -211,5 +213,8 @@ def coco_category_to_contiguous(
             f"{source}: every entry of 'categories' needs an integer 'id' and a 'name' ({e})"
         ) from e
     names = [n for _, n in cats]
-    check_names(names, COCO_OBJECT_CLASSES, what="COCO categories (sorted by id)", source=source)
+    if len({cid for cid, _ in cats}) != len(cats):
+        raise DatasetError(f"{source}: duplicate category ids in 'categories'; the file is corrupt")
+    if expected is not None:
+        check_names(names, expected, what="COCO categories (sorted by id)", source=source)
     return {cid: k for k, (cid, _) in enumerate(cats, start=1)}

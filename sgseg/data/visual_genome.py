@@ -385,6 +385,16 @@ class VisualGenome(torch.utils.data.Dataset):
         return int(self._rows.shape[0])
 
     @property
+    def object_classes(self) -> tuple[str, ...]:
+        """Foreground object names, class k at position k - 1 (no background entry)."""
+        return self.dicts.object_classes
+
+    @property
+    def predicates(self) -> tuple[str, ...]:
+        """Foreground predicate names, predicate k at position k - 1 (no background entry)."""
+        return self.dicts.predicates
+
+    @property
     def idx_to_label(self) -> list[str]:
         """151 names, ``[0]`` = ``"__background__"``, ``[k]`` = object class k."""
         return self.dicts.idx_to_label
