@@ -142,13 +142,19 @@ def test_mask_targets_cover_the_box_and_loss_values():
     box = torch.tensor([[16.0, 16.0, 48.0, 48.0]])
     t = project_masks_on_boxes(gt, box, torch.tensor([0]), 28)
     assert t.shape == (1, 28, 28)
-    # torchvision's (aligned=False) convention: pixel k's value sits at coordinate k. Cell j of 28 over 32 px
-    # samples x = 16 + (j + 1/4 or 3/4) * 8/7: cells 0..12 read only pixels 16..31 (1), cells 14.. only
-    # pixels >= 32 (0); cell 13 reads x = 31.14, 31.71 → (0.857 + 0.286) / 2 = 0.5714. Rows likewise: row 27
-    # reads y = 47.14, 47.71 between the last mask row 47 and 48.
-    assert torch.all(t[0, :27, :13] == 1) and torch.all(t[0, :, 14:] == 0)
-    assert t[0, 5, 13].item() == pytest.approx(4 / 7, abs=1e-4)
-    assert t[0, 27, 5].item() == pytest.approx(4 / 7, abs=1e-4)
+    # aligned=True: pixel k covers [k, k+1), its value sits at k + 0.5. Cell j of 28 over 32 px samples
+    # x = 16 + (j + 1/4 or 3/4) * 8/7 - 0.5 (array coordinates): cells 1..12 read only pixels 16..31 (1);
+    # cell 0 reads 15.79 → 0.786 and 16.36 → 1: 25/28; cell 13 reads 30.64 → 1, 31.21 → 0.786: 25/28;
+    # cell 14 reads 31.79 → 0.214 and 32.36 → 0: 3/28; cells 15.. read only zeros. Rows likewise.
+    assert torch.all(t[0, 1:27, 1:13] == 1) and torch.all(t[0, :, 15:] == 0)
+    for row, col, value in [
+        (5, 0, 25 / 28),
+        (5, 13, 25 / 28),
+        (5, 14, 3 / 28),
+        (0, 5, 25 / 28),
+        (27, 5, 25 / 28),
+    ]:
+        assert t[0, row, col].item() == pytest.approx(value, abs=1e-5)
     logits = torch.zeros(1, 3, 28, 28)
     # zero logits: BCE = log 2 whatever the target
     assert mask_rcnn_loss(logits, box, torch.tensor([2]), gt, torch.tensor([0])).item() == pytest.approx(

@@ -87,12 +87,15 @@ def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, gt_index: Tensor, si
 
     gt_masks: UInt8/Bool/Float[N, H, W] in the padded batch frame. boxes: Float[P, 4] xyxy, same frame.
     gt_index: Long[P] row of ``gt_masks`` each box takes its target from.
-    Returns Float[P, size, size] in [0, 1] (bilinear RoIAlign of the binary mask, aligned=False as torchvision).
+    Returns Float[P, size, size] in [0, 1]: bilinear RoIAlign with ``aligned=True``, i.e. boxes are continuous
+    extents and pixel k covers [k, k + 1) (the COCO box convention; torchvision's ``aligned=False`` would shift
+    every target by half a pixel, which matters on small objects). Cell (i, j) covers the box's (i, j)-th
+    ``1/size`` sub-rectangle; :func:`sgseg.evaluation.detection.paste_masks` is its inverse.
     """
     if boxes.shape[0] == 0:
         return boxes.new_zeros((0, size, size))
     rois = torch.cat([gt_index[:, None].to(boxes.dtype), boxes], dim=1).float()
-    return roi_align(gt_masks[:, None].float(), rois, (size, size), 1.0)[:, 0]
+    return roi_align(gt_masks[:, None].float(), rois, (size, size), 1.0, aligned=True)[:, 0]
 
 
 def mask_rcnn_loss(
