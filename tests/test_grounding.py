@@ -342,3 +342,24 @@ def test_node_grounding_uses_masks_and_baseline_passes_box_features():
     assert NoNodeGrounding(out_dim=6)(feats, masks, box) is box
     with pytest.raises(ValueError, match="box_features"):
         NoNodeGrounding(out_dim=7)(feats, masks, box)
+
+
+@pytest.mark.parametrize("frame", ["union", "own_box"])
+def test_joint_params_with_block_weights_equal_per_object(frame):
+    """Linear(2C → 6) with weights blockdiag(W, W) is Linear(C → 3) applied to each member: both paths agree."""
+    kw = dict(in_channels=2, num_mask_channels=3, num_label_classes=4, hidden_dim=8, out_dim=4, roi_size=8)
+    per_obj = GaussianEdgeGrounding(mask_frame=frame, sigmoid_relation_masks=True, **kw)
+    joint = GaussianEdgeGrounding(mask_frame=frame, sigmoid_relation_masks=True, joint_pair_params=True, **kw)
+    g = torch.Generator().manual_seed(6)
+    w, b = torch.randn(3, 4, generator=g), torch.randn(3, generator=g)
+    with torch.no_grad():
+        per_obj.param_map.weight.copy_(w)
+        per_obj.param_map.bias.copy_(b)
+        joint.param_map.weight.copy_(torch.block_diag(w, w))
+        joint.param_map.bias.copy_(torch.cat([b, b]))
+    masks, labels = torch.rand(3, 3, 8, 8, generator=g), torch.rand(3, 4, generator=g).softmax(1)
+    boxes = torch.tensor([[0.0, 0, 8, 8], [4.0, 2, 12, 10], [1.0, 1, 6, 5]])
+    pairs = torch.tensor([[0, 1], [1, 2], [2, 0], [1, 0]])
+    a = per_obj.relation_masks(masks, boxes, pairs, labels)
+    torch.testing.assert_close(a, joint.relation_masks(masks, boxes, pairs, labels))
+    assert a.min() >= 0.5  # the reference's extra sigmoid

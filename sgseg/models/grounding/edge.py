@@ -119,12 +119,16 @@ class _MaskEdgeGrounding(nn.Module):
         s = self.head.roi_size
         if self.mask_frame == "union":
             return paste_into_union(mask_probs, boxes, pair_index, out_size=s)
+        self._check_own_box_size(mask_probs)
+        return mask_probs[pair_index.t()]
+
+    def _check_own_box_size(self, mask_probs: Tensor) -> None:
+        s = self.head.roi_size
         if mask_probs.shape[-1] != s:
             raise ValueError(
                 f"{type(self).__name__}: with mask_frame='own_box' the mask side ({mask_probs.shape[-1]}) must equal "
                 f"roi_size ({s}); resize the masks or use mask_frame='union'"
             )
-        return mask_probs[pair_index.t()]
 
     def combine(self, pair_masks: Tensor, pair_index: Tensor, label_probs: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -229,8 +233,11 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
         nn.init.zeros_(self.param_map.weight)
         nn.init.zeros_(self.param_map.bias)
 
-    def kernel_params(self, label_probs: Tensor, pair_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(σx, σy, ρ), each Float[2R]: subjects' then objects' parameters, in grid cells."""
+    def kernel_params(self, label_probs: Tensor, pair_index: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(σx, σy, ρ), each Float[2R]: subjects' then objects' parameters, in grid cells.
+
+        With ``pair_index=None`` (per-object parameters only): each Float[N], one set per object.
+        """
         if label_probs is None or label_probs.dim() != 2 or label_probs.shape[1] != self.num_label_classes:
             got = None if label_probs is None else tuple(label_probs.shape)
             raise ValueError(
@@ -238,12 +245,16 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
                 f"label logits), got {got}"
             )
         if self.joint_pair_params:
+            if pair_index is None:
+                raise ValueError("GaussianEdgeGrounding: joint_pair_params needs `pair_index`")
             v = self.param_map(
                 torch.cat([label_probs[pair_index[:, 0]], label_probs[pair_index[:, 1]]], dim=1)
             )
             v = v.view(-1, 2, 3).transpose(0, 1).reshape(-1, 3)  # [2R, 3], subjects then objects
         else:
-            v = self.param_map(label_probs)[pair_index.t().reshape(-1)]  # [2R, 3]
+            v = self.param_map(label_probs)  # [N, 3]
+            if pair_index is not None:
+                v = v[pair_index.t().reshape(-1)]  # [2R, 3]
         return torch.exp(0.5 * v[:, 0]), torch.exp(0.5 * v[:, 1]), torch.tanh(v[:, 2])
 
     def combine(self, pair_masks: Tensor, pair_index: Tensor, label_probs: Tensor | None) -> Tensor:
@@ -252,6 +263,18 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
         kernels = gaussian_kernels(sx, sy, rho, size=self.kernel_size)
         blurred = blur_per_sample(pair_masks.reshape(2 * r, c, s, s), kernels).view(2, r, c, s, s)
         return blurred[0] * blurred[1]
+
+    def relation_masks(
+        self, mask_probs: Tensor, boxes: Tensor, pair_index: Tensor, label_probs: Tensor | None = None
+    ) -> Tensor:
+        if self.mask_frame != "own_box" or self.joint_pair_params:
+            return super().relation_masks(mask_probs, boxes, pair_index, label_probs)
+        # Own frames + per-object kernels: blur the N objects once instead of their 2R pair copies (R ≈ N²).
+        self._check_own_box_size(mask_probs)
+        kernels = gaussian_kernels(*self.kernel_params(label_probs, None), size=self.kernel_size)
+        blurred = blur_per_sample(mask_probs, kernels)
+        rel = blurred[pair_index[:, 0]] * blurred[pair_index[:, 1]]
+        return rel.sigmoid() if self.sigmoid_relation_masks else rel
 
 
 class NoEdgeGrounding(nn.Module):
