@@ -250,6 +250,11 @@ def test_context_contract(cls, mode, counts):
             assert torch.equal(out.obj_labels, b["gt_labels"])  # GT / teacher forcing
         if mode == "predcls":
             assert torch.equal(out.obj_scores, torch.ones(n))
+        if mode == "sgcls" and not training:
+            assert torch.equal(out.obj_labels, out.obj_logits[:, 1:].argmax(1) + 1)  # greedy decoding
+        if mode == "sgdet" and not training and n:  # labels after the per-class label NMS
+            nms = label_nms(out.obj_logits.softmax(-1), b["boxes"], b["image_index"], 0.3)
+            assert torch.equal(out.obj_labels, nms)
         if cls is VCTreeContext:
             num_pairs = sum(c * (c - 1) for c in counts)
             assert out.tree_logits.shape == (num_pairs,) and out.tree_pair_index.shape == (num_pairs, 2)

@@ -299,3 +299,30 @@ def test_tiny_models_learn_label_determined_predicates():
             losses.append(float(loss.detach()))
         first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
         assert last < 0.25 * first, (cls.__name__, first, last)
+
+
+def test_sample_sgdet_pairs_empty_inputs():
+    gt_boxes, det_boxes, det_labels = _sgdet_scene()
+    z = torch.zeros(0, dtype=torch.long)
+    # no proposals
+    pairs, labels = sample_sgdet_pairs(
+        torch.zeros(0, 4),
+        z,
+        z,
+        gt_boxes,
+        torch.tensor([1, 2]),
+        torch.zeros(2, dtype=torch.long),
+        torch.tensor([[0, 1, 3]]),
+    )
+    assert pairs.shape == (0, 2) and labels.shape == (0,)
+    # no GT relation (and no GT box): background only
+    pairs, labels = sample_sgdet_pairs(
+        det_boxes,
+        det_labels,
+        torch.zeros(7, dtype=torch.long),
+        torch.zeros(0, 4),
+        z,
+        z,
+        torch.zeros(0, 3, dtype=torch.long),
+    )
+    assert pairs.shape == (30, 2) and bool((labels == 0).all())
