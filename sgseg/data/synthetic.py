@@ -419,7 +419,7 @@ def word_vectors(config: SyntheticConfig) -> dict[str, np.ndarray]:
     for name in NOVEL_CLASSES:
         v = 0.85 * src[TARGET_TO_SOURCE[name]] + rng.normal(0, 0.2, size=d)
         if name in _SOURCE_CONFUSER:
-            v = v + 0.3 * src[_SOURCE_CONFUSER[name]]
+            v = v + 0.6 * src[_SOURCE_CONFUSER[name]]
         key = name.replace(" ", "_")
         vecs[key] = v
         words = name.split(" ")
@@ -668,7 +668,8 @@ def _generate_into(root: Path, config: SyntheticConfig, num_workers: int) -> dic
         (root / sub).mkdir(parents=True, exist_ok=True)
     tasks = _tasks(config)
     t0 = time.perf_counter()
-    if num_workers <= 1 or len(tasks) < 64:
+    num_workers = max(1, min(num_workers, len(tasks)))
+    if num_workers == 1:
         _init_worker(config, str(root))
         results = [_render_one(t) for t in tasks]
     else:
@@ -676,7 +677,7 @@ def _generate_into(root: Path, config: SyntheticConfig, num_workers: int) -> dic
         # output independent of the worker count and scheduling.
         ctx = mp.get_context("spawn")
         with ctx.Pool(num_workers, initializer=_init_worker, initargs=(config, str(root))) as pool:
-            results = pool.map(_render_one, tasks, chunksize=32)
+            results = pool.map(_render_one, tasks, chunksize=max(1, min(32, len(tasks) // (4 * num_workers))))
     render_s = time.perf_counter() - t0
     by_part: dict[str, list[dict[str, Any]]] = {p: [] for p in _PARTS}
     for r in results:

@@ -654,8 +654,15 @@ def compose_scene(
         tex[rim] *= 0.6
         region = img[y1:y2, x1:x2]
         region[local] = tex[local]
-    image = np.clip(img, 0, 255).astype(np.uint8)
+    scene = scene_from_objects(np.clip(img, 0, 255).astype(np.uint8), objects)
+    scene.planned, scene.crowds = planned, crowds
+    return scene
 
+
+def scene_from_objects(image: np.ndarray, objects: list[SceneObject]) -> Scene:
+    """A :class:`Scene` from objects in drawing order: visible masks (what later objects leave uncovered)
+    and amodal boxes. Also the way to build hand-made scenes for testing :func:`pair_predicates`."""
+    height, width = image.shape[:2]
     n = len(objects)
     visible = np.zeros((n, height, width), dtype=bool)
     above = np.zeros((height, width), dtype=bool)
@@ -663,7 +670,7 @@ def compose_scene(
         visible[i] = objects[i].full & ~above
         above |= objects[i].full
     boxes = np.stack([mask_box(o.full) for o in objects]) if n else np.zeros((0, 4))
-    return Scene(image, objects, visible, boxes, planned, crowds)
+    return Scene(image, objects, visible, boxes)
 
 
 def _bbox_int(m: np.ndarray) -> tuple[int, int, int, int]:
