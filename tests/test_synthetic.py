@@ -526,3 +526,25 @@ def test_coco_loader_reads_the_output(data: SyntheticLayout) -> None:
     assert item["masks"].shape[0] == len(anns)
     assert sorted(item["masks"].sum((1, 2)).tolist()) == sorted(int(a["area"]) for a in anns)
     assert set(item["labels"].tolist()) <= set(range(1, len(SOURCE_CLASSES) + 1))
+
+
+def test_similarity_matrix_finds_each_novel_source(data: SyntheticLayout) -> None:
+    from sgseg.models.masks.similarity import build_similarity, load_word_vectors
+
+    sim = build_similarity(TARGET_CLASSES, SOURCE_CLASSES, load_word_vectors(data.word_vectors))
+    for i, name in enumerate(TARGET_CLASSES):
+        right = SOURCE_CLASSES.index(TARGET_TO_SOURCE[name])
+        if name in SOURCE_CLASSES:
+            assert sim[i, right] == 1.0  # same name: copied one-to-one
+        else:
+            assert int(sim[i].argmax()) == right and sim[i, right] > 0.5, (name, sim[i])
+
+
+def test_data_check_cli_accepts_the_output(data: SyntheticLayout) -> None:
+    from sgseg.data.check import main
+
+    out, err = io.StringIO(), io.StringIO()
+    num_val = read_stamp(data.root)["recommended_num_val"]
+    argv = [f"data.root={data.vg_root}", f"data.coco_root={data.coco_root}", f"data.num_val={num_val}",
+            "data.check_label_space=false"]  # fmt: skip
+    assert main(argv, out=out, err=err) == 0, err.getvalue()
