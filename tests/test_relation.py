@@ -170,18 +170,22 @@ def test_sample_sgdet_pairs_matching():
     gt_boxes, det_boxes, det_labels = _sgdet_scene()
     args = (det_boxes, det_labels, torch.zeros(7, dtype=torch.long))
     gt = (gt_boxes, torch.tensor([1, 2]), torch.zeros(2, dtype=torch.long), torch.tensor([[0, 1, 3]]))
-    pairs, labels = sample_sgdet_pairs(*args, *gt, pairs_per_image=100)
+    pairs, labels = sample_sgdet_pairs(*args, *gt, pairs_per_image=100, require_overlap=False)
     fg = {tuple(p) for p in pairs[labels > 0].tolist()}
     assert fg == {(0, 3), (0, 5), (1, 3), (1, 5)} and set(labels[labels > 0].tolist()) == {3}
     bg = {tuple(p) for p in pairs[labels == 0].tolist()}
     assert len(bg) == 6 * 5 - 4 and not (bg & fg) and all(6 not in p for p in bg)
     # at most 2 proposal pairs per GT relation
-    pairs, labels = sample_sgdet_pairs(*args, *gt, max_pairs_per_rel=2, pairs_per_image=100)
+    pairs, labels = sample_sgdet_pairs(
+        *args, *gt, max_pairs_per_rel=2, pairs_per_image=100, require_overlap=False
+    )
     assert (
         int((labels > 0).sum()) == 2 and int((labels == 0).sum()) == 26
     )  # unpicked candidates stay out of bg
     # a stricter IoU threshold drops p1 and p5
-    pairs, labels = sample_sgdet_pairs(*args, *gt, iou_threshold=0.95, pairs_per_image=100)
+    pairs, labels = sample_sgdet_pairs(
+        *args, *gt, iou_threshold=0.95, pairs_per_image=100, require_overlap=False
+    )
     assert {tuple(p) for p in pairs[labels > 0].tolist()} == {(0, 3)}
     # require_overlap: only overlapping, non-identical proposal pairs are background
     pairs, labels = sample_sgdet_pairs(*args, *gt, pairs_per_image=100, require_overlap=True)
@@ -324,5 +328,6 @@ def test_sample_sgdet_pairs_empty_inputs():
         z,
         z,
         torch.zeros(0, 3, dtype=torch.long),
+        require_overlap=False,
     )
     assert pairs.shape == (30, 2) and bool((labels == 0).all())

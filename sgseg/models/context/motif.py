@@ -6,6 +6,9 @@ position embedding] gives the object context z^o_j; an LSTM decoder walks the sa
 (SGCls/SGDet; teacher forcing with GT labels in training, greedy at test, plus per-class label NMS at SGDet
 test); a second BiLSTM over [decoded-label embedding, visual feature, z^o_j] gives the edge context.
 All images of a batch run together as one packed sequence batch.
+
+Order: left to right, as the paper describes. (The reference's ``sort_by_score`` sorts centre x descending,
+i.e. right to left; only the unidirectional label decoder can tell the two apart.)
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ class MotifContext(ContextEncoder):
 
     in_dim: D_node; num_obj_classes: C_obj; embed_dim: label embedding width (reference 200, GloVe);
     hidden_dim: H of every LSTM and of both outputs (reference 512); num_obj_layers / num_edge_layers: BiLSTM
-    depths (reference 1 / 1... up to 4 / 2); dropout: between stacked LSTM layers and the decoder's
-    recurrent dropout (reference 0.2); nms_threshold: IoU of the SGDet-test label NMS (reference 0.3; None
+    depths (reference defaults 1 / 1); dropout: between stacked LSTM layers and the decoder's recurrent dropout
+    (reference 0.2); nms_threshold: IoU of the SGDet-test label NMS (reference 0.3; None
     turns it off); class_embeddings: optional Float[C_obj, embed_dim] word vectors.
 
     Output widths: ``object_context`` Float[N, H], ``edge_context`` Float[N, H].

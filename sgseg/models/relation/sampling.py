@@ -5,6 +5,10 @@ computes union features only for the chosen pairs). Training samples foreground 
 background pairs (label 0) per image under a budget (reference ``RelationSampling``); testing scores every
 ordered pair (:func:`all_pairs`). Everything is vectorised over the flat batch: no Python loop over images.
 
+Budgets: the reference config samples ``pairs_per_image = 64`` with ``positive_fraction = 0.25`` (≤ 16
+foreground pairs per image); "up to 256 foreground pairs" corresponds to ``pairs_per_image = 1024``. SGDet
+training keeps only overlapping proposal pairs as background by default (reference ``REQUIRE_BOX_OVERLAP``).
+
 Conventions: ``pair_index`` rows are flat (subject, object) indices, both in one image; results are ordered by
 image, foreground before background inside an image. Randomness comes from ``generator`` (a CPU
 ``torch.Generator``) so a seeded run samples the same pairs.
@@ -120,7 +124,7 @@ def _assemble(
 def sample_gt_pairs(
     gt_relations: Tensor,
     image_index: Tensor,
-    pairs_per_image: int = 1024,
+    pairs_per_image: int = 64,
     positive_fraction: float = 0.25,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
@@ -160,9 +164,9 @@ def sample_sgdet_pairs(
     gt_relations: Tensor,
     iou_threshold: float = 0.5,
     max_pairs_per_rel: int = 4,
-    pairs_per_image: int = 1024,
+    pairs_per_image: int = 64,
     positive_fraction: float = 0.25,
-    require_overlap: bool = False,
+    require_overlap: bool = True,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Training pairs for SGDet: reference ``detect_relsample`` (neural-motifs ``rel_assignments``).
