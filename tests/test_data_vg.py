@@ -289,3 +289,33 @@ def test_custom_label_space(tmp_path: Path) -> None:
     # The second image's default relation has predicate 31, outside this 2-predicate space.
     with pytest.raises(DatasetError, match=r"'predicates' has 31 at relation row 1, outside 1..2"):
         ds.get_graph(1)
+
+
+def test_iter_graphs_equals_get_graph(split_root) -> None:
+    root, _ = split_root
+    for kw in ({"split": "train"}, {"split": "test"}, {"split": "train", "filter_non_overlap": True}):
+        ds = VisualGenome(root, num_val=3, **kw)
+        bulk = list(ds.iter_graphs())
+        assert len(bulk) == len(ds)
+        for i, g in enumerate(bulk):
+            one = ds.get_graph(i)
+            assert g["image_id"] == one["image_id"]
+            np.testing.assert_array_equal(g["boxes_1024"], one["boxes_1024"])
+            assert torch.equal(g["labels"], one["labels"]) and torch.equal(g["relations"], one["relations"])
+
+
+def test_image_size_mismatch_warns(tmp_path: Path) -> None:
+    ids = write_vg_dataset(tmp_path, [_img(w=64, h=48)])["image_ids"]
+    records = json.loads((tmp_path / "image_data.json").read_text())
+    for r in records:
+        if r["image_id"] == ids[0]:
+            r["width"] = 65
+    (tmp_path / "image_data.json").write_text(json.dumps(records))
+    ds = VisualGenome(tmp_path, split="train", num_val=0)
+    with pytest.warns(UserWarning, match=r"decoded size 64x48 differs from image_data.json 65x48"):
+        item = ds[0]
+    assert item["width"] == 65 and item["image"].shape == (
+        3,
+        48,
+        64,
+    )  # boxes follow the json, as the reference

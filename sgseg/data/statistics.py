@@ -24,6 +24,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,14 +122,22 @@ def overlapping_pairs(boxes: np.ndarray, must_overlap: bool = True) -> np.ndarra
     return np.argwhere(all_pairs)
 
 
+def _graphs(dataset: GraphDataset) -> Iterator[dict[str, Any]]:
+    """Every image's graph; through ``iter_graphs`` (one bulk read) when the dataset offers it."""
+    if hasattr(dataset, "iter_graphs"):
+        yield from dataset.iter_graphs()
+    else:
+        for i in range(len(dataset)):
+            yield dataset.get_graph(i)
+
+
 def compute_frequency_statistics(dataset: GraphDataset, must_overlap: bool = True) -> FrequencyStatistics:
     """Count fg/bg matrices over every image of ``dataset`` (no cache; see :func:`frequency_statistics`)."""
     c_obj = dataset.num_object_classes + 1
     c_rel = dataset.num_predicates + 1
     fg = np.zeros((c_obj, c_obj, c_rel), dtype=np.int64)
     bg = np.zeros((c_obj, c_obj), dtype=np.int64)
-    for i in range(len(dataset)):
-        g = dataset.get_graph(i)
+    for g in _graphs(dataset):
         labels = np.asarray(g["labels"], dtype=np.int64)
         rels = np.asarray(g["relations"], dtype=np.int64).reshape(-1, 3)
         np.add.at(fg, (labels[rels[:, 0]], labels[rels[:, 1]], rels[:, 2]), 1)
@@ -190,20 +199,21 @@ def frequency_statistics(
 
 def relation_triplets(dataset: GraphDataset) -> Tensor:
     """Long[T, 3] sorted unique (subject label, object label, predicate) over all GT relations of ``dataset``."""
-    rows = []
-    for i in range(len(dataset)):
-        g = dataset.get_graph(i)
-        labels = torch.as_tensor(g["labels"], dtype=torch.long)
-        rels = torch.as_tensor(g["relations"], dtype=torch.long).reshape(-1, 3)
-        rows.append(torch.stack([labels[rels[:, 0]], labels[rels[:, 1]], rels[:, 2]], 1))
-    if not rows:
-        return torch.zeros((0, 3), dtype=torch.long)
-    return torch.unique(torch.cat(rows), dim=0)
+    rows = [np.zeros((0, 3), dtype=np.int64)]
+    for g in _graphs(dataset):
+        labels = np.asarray(g["labels"], dtype=np.int64)
+        rels = np.asarray(g["relations"], dtype=np.int64).reshape(-1, 3)
+        rows.append(np.column_stack([labels[rels[:, 0]], labels[rels[:, 1]], rels[:, 2]]))
+    return torch.from_numpy(np.unique(np.concatenate(rows), axis=0)).reshape(-1, 3)
 
 
 def zeroshot_triplets(train_dataset: GraphDataset, test_dataset: GraphDataset) -> Tensor:
     """Long[Z, 3] sorted unique test triplets (subject label, object label, predicate) absent from train."""
-    train = {tuple(t) for t in relation_triplets(train_dataset).tolist()}
+    train = relation_triplets(train_dataset)
     test = relation_triplets(test_dataset)
-    keep = torch.tensor([tuple(t) not in train for t in test.tolist()], dtype=torch.bool)
-    return test[keep] if test.shape[0] else test
+    if test.shape[0] == 0 or train.shape[0] == 0:
+        return test
+    # One integer key per triplet, so membership is a vectorised isin instead of a Python set.
+    base = int(max(train.max(), test.max())) + 1
+    key = lambda t: (t[:, 0] * base + t[:, 1]) * base + t[:, 2]  # noqa: E731
+    return test[~torch.isin(key(test), key(train))]
