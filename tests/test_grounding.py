@@ -83,6 +83,11 @@ def test_kernels_finite_at_the_extremes():
     assert k[2].diagonal().sum() > 0.9  # ρ → 1: mass on the x = y line
     (k * torch.randn(6, 7, 7)).sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in (sx, sy, rho))
+    # Half-precision parameters (autocast): computed in float32, so (3/σ)² cannot overflow into inf − inf.
+    half = gaussian_kernels(
+        *(torch.tensor([1e-3, 0.5]).half() for _ in range(2)), torch.tensor([0.99, 0.3]).half()
+    )
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
 
 
 def test_kernels_gradcheck():

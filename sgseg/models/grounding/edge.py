@@ -68,9 +68,11 @@ def paste_into_union(
         return mask_probs.new_zeros(2, 0, c, s, s)
     union = union_boxes(boxes, pair_index).repeat(2, 1)  # [2R, 4], subjects then objects
     members = pair_index.t().reshape(-1)  # [2R]
-    own = boxes[members].to(mask_probs.dtype)
-    union = union.to(mask_probs.dtype)
-    cells = (torch.arange(s, device=mask_probs.device, dtype=mask_probs.dtype) + 0.5) / s  # [S]
+    # Coordinates in float32 at least: half precision resolves only ~0.5 px at x ≈ 1000.
+    dtype = torch.promote_types(mask_probs.dtype, torch.float32)
+    own = boxes[members].to(dtype)
+    union = union.to(dtype)
+    cells = (torch.arange(s, device=mask_probs.device, dtype=dtype) + 0.5) / s  # [S]
     xs = union[:, 0:1] + cells * (union[:, 2:3] - union[:, 0:1])  # [2R, S] image x of union cell centres
     ys = union[:, 1:2] + cells * (union[:, 3:4] - union[:, 1:2])
     # Degenerate (zero-size) boxes: tiny width puts every cell "outside", so the pasted mask is 0, not NaN.
@@ -78,7 +80,7 @@ def paste_into_union(
     ty = (ys - own[:, 1:2]) / (own[:, 3:4] - own[:, 1:2]).clamp_min(1e-6)
     grid = torch.stack(
         [(2 * tx - 1).unsqueeze(1).expand(-1, s, -1), (2 * ty - 1).unsqueeze(2).expand(-1, -1, s)], dim=-1
-    )  # [2R, S(rows, y), S(cols, x), 2] with (x, y) order, as grid_sample expects
+    ).to(mask_probs.dtype)  # [2R, S(rows, y), S(cols, x), 2] with (x, y) order, as grid_sample expects
     inside = ((ty >= 0) & (ty <= 1)).unsqueeze(2) & ((tx >= 0) & (tx <= 1)).unsqueeze(1)  # [2R, S, S]
     pasted = F.grid_sample(
         mask_probs[members], grid, mode="bilinear", padding_mode="border", align_corners=False

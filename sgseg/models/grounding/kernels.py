@@ -33,7 +33,7 @@ def gaussian_kernels(
     - The quadratic form is evaluated as ``(x/σx − ρ y/σy)² / (1 − ρ²) + (y/σy)²`` (the same value, completed
       square), which is ≥ 0 by construction: no cancellation can make the exponent positive, and the centre
       cell's exponent is exactly 0, so the normaliser is ≥ 1 (a tiny σ gives a delta at the centre, not 0/0).
-    Differentiable in all three parameters. The kernels are point-symmetric (K(x, y) = K(−x, −y)), so
+    Computed (and returned) in float32 or wider whatever the input dtype. Differentiable in all three parameters. The kernels are point-symmetric (K(x, y) = K(−x, −y)), so
     correlation (``conv2d``) and convolution coincide.
     """
     if not (sigma_x.shape == sigma_y.shape == rho.shape) or sigma_x.dim() != 1:
@@ -44,7 +44,10 @@ def gaussian_kernels(
     if size < 1 or size % 2 == 0:
         raise ValueError(f"gaussian_kernels: `size` must be a positive odd number, got {size}")
     half = size // 2
-    offsets = torch.arange(-half, half + 1, dtype=sigma_x.dtype, device=sigma_x.device)
+    # At least float32: in half precision (3/σ)² overflows for small σ and inf − inf would give NaN.
+    dtype = torch.promote_types(sigma_x.dtype, torch.float32)
+    sigma_x, sigma_y, rho = sigma_x.to(dtype), sigma_y.to(dtype), rho.to(dtype)
+    offsets = torch.arange(-half, half + 1, dtype=dtype, device=sigma_x.device)
     x = offsets.view(1, 1, size)  # column offset, varies along j
     y = offsets.view(1, size, 1)  # row offset, varies along i
     sx = sigma_x.clamp(min=sigma_min).view(-1, 1, 1)
