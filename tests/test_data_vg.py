@@ -319,3 +319,19 @@ def test_image_size_mismatch_warns(tmp_path: Path) -> None:
         48,
         64,
     )  # boxes follow the json, as the reference
+
+
+def test_corrupt_index_ranges(tmp_path: Path) -> None:
+    write_vg_dataset(tmp_path, [_img(), _img()])
+    with h5py.File(tmp_path / "VG-SGG-with-attri.h5", "a") as f:
+        f["img_to_last_box"][1] = 9  # only 4 box rows exist
+    with pytest.raises(
+        DatasetError, match=r"row 1 has img_to_first_box=2, img_to_last_box=9, outside the 4 box"
+    ):
+        VisualGenome(tmp_path)
+    with h5py.File(tmp_path / "VG-SGG-with-attri.h5", "a") as f:
+        f["img_to_last_box"][1] = 3
+        del f["img_to_first_rel"]
+        f["img_to_first_rel"] = np.zeros(3, dtype=np.int32)
+    with pytest.raises(DatasetError, match=r"'img_to_first_rel' has 3 rows but 'split' has 2"):
+        VisualGenome(tmp_path)

@@ -214,6 +214,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except DatasetError as e:
         print(f"error: {' '.join(str(e).split())}", file=err)
         return 1
+    except BrokenPipeError:  # output piped into `head`: nothing left to report to
+        return 0
     except Exception as e:  # the contract is one line, never a traceback, whatever broke
         print(f"error: unexpected {type(e).__name__}: {' '.join(str(e).split())}", file=err)
         return 1

@@ -273,7 +273,7 @@ class VisualGenome(torch.utils.data.Dataset):
         ):
             a, b = index[first], index[last]
             has = a >= 0
-            bad = np.flatnonzero(has & ((b < a) | (b >= total)) | (~has & (b >= 0)))
+            bad = np.flatnonzero(has & ((b < a) | (b >= total)))
             if bad.size:
                 r = int(bad[0])
                 raise DatasetError(
