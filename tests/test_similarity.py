@@ -136,3 +136,15 @@ def test_cli_filters_and_saves(shared_data, tmp_path, capsys):
     # The streaming loader agrees with gensim's on the rows it keeps.
     vecs = load_word_vectors(shared_data / "class-embeddings.glove840b.300d.txt", ["paw", "traffic_light"])
     assert set(vecs) == {"paw", "traffic_light"} and vecs["paw"].shape == (300,)
+
+
+def test_cli_targets_file(shared_data, tmp_path, capsys):
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps(["paw", "man", "flower"]))
+    vectors = str(shared_data / "class-embeddings.glove840b.300d.txt")
+    s = main(["--vectors", vectors, "--targets", str(names)])
+    assert s.shape == (3, 80)
+    assert "1 one-to-one by name/alias" in capsys.readouterr().out
+    main(["--vectors", vectors, "--targets", str(names), "--no-aliases"])
+    out = capsys.readouterr().out  # man is novel now, listed with its GloVe neighbours (person wins outright)
+    assert "0 one-to-one" in out and "man ← person 1.00" in out
