@@ -28,7 +28,7 @@ def _open(root: Path, **kw) -> CocoInstances:
 def test_tiny8_counts_boxes_labels(tiny8) -> None:
     root, js = tiny8
     ds = _open(root)
-    assert len(ds) == 8 and ds.num_dropped_degenerate == 0
+    assert len(ds) == 8 and ds.num_dropped_degenerate == 0 and ds.num_object_classes == 81
     assert ds.image_ids == sorted(im["id"] for im in js["images"])
     non_crowd = Counter(a["image_id"] for a in js["annotations"] if not a["iscrowd"])
     by_id = {a["id"]: a for a in js["annotations"]}
@@ -145,6 +145,7 @@ def test_custom_label_space(tiny8, tmp_path: Path) -> None:
     )
     # Labels 1..K follow the sorted category ids of the file.
     assert ds.class_names == tuple(f"shape{cid}" for cid in used)
+    assert ds.num_object_classes == len(used) + 1
     assert ds.category_to_label == {cid: k for k, cid in enumerate(used, start=1)}
     gt = ds.get_groundtruth(ds.image_ids.index(184324))
     assert gt["labels"].max() <= len(used) and ds.class_names[0] == "shape1"

@@ -164,6 +164,8 @@ def test_item_image_and_types(split_root) -> None:
     assert item["relations"].dtype == torch.long and item["image_id"] == iid
     assert ds.idx_to_label[0] == "__background__" and ds.idx_to_label[1] == "airplane"
     assert len(ds.idx_to_label) == 151 and len(ds.idx_to_predicate) == 51 and ds.idx_to_predicate[31] == "on"
+    assert (ds.num_object_classes, ds.num_predicates) == (151, 51)  # with background, as structures.py
+    assert ds.predicates[30] == "on" and ds.object_classes[0] == "airplane"
     calls = []
     with_tf = VisualGenome(root, split="test", transform=lambda d: calls.append(d["image_id"]) or d)
     with_tf[1]
@@ -284,6 +286,7 @@ def test_custom_label_space(tmp_path: Path) -> None:
         VisualGenome(tmp_path)
     ds = VisualGenome(tmp_path, split="train", num_val=0, check_label_space=False)
     assert ds.idx_to_label == ["__background__", "ball", "cube", "disc"] and ds.predicates == ("near", "on")
+    assert (ds.num_object_classes, ds.num_predicates) == (4, 3)
     gt = ds.get_groundtruth(0)
     assert gt["labels"].tolist() == [1, 2, 3] and gt["relations"].tolist() == [[0, 1, 2]]
     # The second image's default relation has predicate 31, outside this 2-predicate space.

@@ -87,18 +87,18 @@ def _check_split_arrays(ds: Any) -> dict[str, Any]:
     except (OSError, KeyError, ValueError) as e:
         raise DatasetError(f"VG h5 {ds.h5_path} is unreadable ({e}); download it again") from e
     lab = labels[box_rows]
-    bad = np.flatnonzero((lab < 1) | (lab > ds.num_object_classes))
+    bad = np.flatnonzero((lab < 1) | (lab >= ds.num_object_classes))
     if bad.size:
         raise DatasetError(
             f"VG h5 {ds.h5_path}: 'labels' row {int(box_rows[bad[0]])} is {int(lab[bad[0]])}, outside "
-            f"1..{ds.num_object_classes}; the h5 does not match the dicts file {ds.dicts_path}"
+            f"1..{ds.num_object_classes - 1}; the h5 does not match the dicts file {ds.dicts_path}"
         )
     pred = predicates[rel_rows]
-    bad = np.flatnonzero((pred < 1) | (pred > ds.num_predicates))
+    bad = np.flatnonzero((pred < 1) | (pred >= ds.num_predicates))
     if bad.size:
         raise DatasetError(
             f"VG h5 {ds.h5_path}: 'predicates' row {int(rel_rows[bad[0]])} is {int(pred[bad[0]])}, outside "
-            f"1..{ds.num_predicates}; the h5 does not match the dicts file {ds.dicts_path}"
+            f"1..{ds.num_predicates - 1}; the h5 does not match the dicts file {ds.dicts_path}"
         )
     # Each relation must point into the box rows of its own image.
     counts = np.where(ds._first_rel >= 0, ds._last_rel - ds._first_rel + 1, 0)
@@ -116,7 +116,7 @@ def _check_split_arrays(ds: Any) -> dict[str, Any]:
         "images": len(ds),
         "objects": int(box_rows.size),
         "relations": int(rel_rows.size),
-        "predicate_counts": np.bincount(pred, minlength=ds.num_predicates + 1),
+        "predicate_counts": np.bincount(pred, minlength=ds.num_predicates),
     }
 
 
@@ -162,7 +162,7 @@ def check_vg(cfg: dict[str, Any], out: TextIO) -> None:
     counts = rows["train"]["predicate_counts"]
     total = max(int(counts.sum()), 1)
     order = [k for k in np.argsort(-counts[1:], kind="stable")[: cfg["top"]] + 1 if counts[k] > 0]
-    print(f"  predicate histogram (train, top {len(order)} of {train_ds.num_predicates}):", file=out)
+    print(f"  predicate histogram (train, top {len(order)} of {train_ds.num_predicates - 1}):", file=out)
     for k in order:
         share = counts[k] / total
         bar = "#" * max(int(round(40 * share)), 1)

@@ -101,6 +101,8 @@ class CocoInstances(torch.utils.data.Dataset):
             COCO_OBJECT_CLASSES if check_label_space else None,
         )
         self.label_to_category = {v: k for k, v in self.category_to_label.items()}
+        # C with background (81 for COCO), the project's convention; labels lie in 1..C-1.
+        self.num_object_classes = len(self.category_to_label) + 1
         # Foreground names in label order: class_names[k - 1] is label k.
         self.class_names: tuple[str, ...] = tuple(
             str(self.coco.cats[self.label_to_category[k]]["name"])

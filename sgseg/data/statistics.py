@@ -42,8 +42,8 @@ _NUM_SAMPLES = 64
 
 
 class GraphDataset(Protocol):
-    num_object_classes: int
-    num_predicates: int
+    num_object_classes: int  # C_obj, with background
+    num_predicates: int  # C_rel, with background
 
     def __len__(self) -> int: ...
 
@@ -133,8 +133,8 @@ def _graphs(dataset: GraphDataset) -> Iterator[dict[str, Any]]:
 
 def compute_frequency_statistics(dataset: GraphDataset, must_overlap: bool = True) -> FrequencyStatistics:
     """Count fg/bg matrices over every image of ``dataset`` (no cache; see :func:`frequency_statistics`)."""
-    c_obj = dataset.num_object_classes + 1
-    c_rel = dataset.num_predicates + 1
+    c_obj = dataset.num_object_classes
+    c_rel = dataset.num_predicates
     fg = np.zeros((c_obj, c_obj, c_rel), dtype=np.int64)
     bg = np.zeros((c_obj, c_obj), dtype=np.int64)
     for g in _graphs(dataset):

@@ -159,6 +159,11 @@ class VisualGenome(torch.utils.data.Dataset):
     num_images: keep only the first ``num_images`` images of the split before the val carve-out (-1: all).
     check_label_space: check the dicts json against the built-in VG150 lists.
     transform: optional callable applied to each item dict (the DataModule's transforms).
+
+    Label-space attributes: ``num_object_classes`` / ``num_predicates`` are C_obj = 151 / C_rel = 51 *with*
+    background (structures.py's convention); ``idx_to_label`` / ``idx_to_predicate`` list ``"__background__"``
+    at index 0 (as the reference's ``ind_to_classes``); ``object_classes`` / ``predicates`` are the
+    foreground names only (class k at position k - 1).
     """
 
     def __init__(
@@ -199,8 +204,9 @@ class VisualGenome(torch.utils.data.Dataset):
             VG150_OBJECT_CLASSES if check_label_space else None,
             VG150_PREDICATES if check_label_space else None,
         )
-        self.num_object_classes = len(self.dicts.object_classes)
-        self.num_predicates = len(self.dicts.predicates)
+        # C_obj / C_rel with background, the project's convention (structures.py): labels lie in 1..C-1.
+        self.num_object_classes = len(self.dicts.object_classes) + 1
+        self.num_predicates = len(self.dicts.predicates) + 1
 
         index, num_boxes, num_rels = self._read_index()
         infos = self._read_image_data(expected=index["split"].shape[0])
@@ -484,11 +490,11 @@ class VisualGenome(torch.utils.data.Dataset):
         preds = preds.reshape(-1).astype(np.int64)
         n = labels.shape[0]
         where = f"VG h5 {self.h5_path}, image id {image_id} (h5 row {int(self._rows[i])})"
-        bad = np.flatnonzero((labels < 1) | (labels > self.num_object_classes))
+        bad = np.flatnonzero((labels < 1) | (labels >= self.num_object_classes))
         if bad.size:
             raise DatasetError(
                 f"{where}: 'labels' has {int(labels[bad[0]])} at box row {b0 + int(bad[0])}, outside "
-                f"1..{self.num_object_classes}; the h5 does not match the dicts file {self.dicts_path}"
+                f"1..{self.num_object_classes - 1}; the h5 does not match the dicts file {self.dicts_path}"
             )
         if (raw[:, :2] < 0).any() or (raw[:, 2:] <= 0).any():
             r = int(np.flatnonzero((raw[:, :2] < 0).any(1) | (raw[:, 2:] <= 0).any(1))[0])
@@ -503,11 +509,11 @@ class VisualGenome(torch.utils.data.Dataset):
                 f"{(pairs[bad[0]] + b0).tolist()}, outside this image's rows {b0}..{b0 + n - 1}; "
                 "the file is corrupt"
             )
-        bad = np.flatnonzero((preds < 1) | (preds > self.num_predicates))
+        bad = np.flatnonzero((preds < 1) | (preds >= self.num_predicates))
         if bad.size:
             raise DatasetError(
                 f"{where}: 'predicates' has {int(preds[bad[0]])} at relation row {r0 + int(bad[0])}, "
-                f"outside 1..{self.num_predicates}; the h5 does not match the dicts file "
+                f"outside 1..{self.num_predicates - 1}; the h5 does not match the dicts file "
                 f"{self.dicts_path}"
             )
         rels = np.column_stack([pairs, preds]).reshape(-1, 3)
