@@ -338,3 +338,26 @@ def test_corrupt_index_ranges(tmp_path: Path) -> None:
         f["img_to_first_rel"] = np.zeros(3, dtype=np.int32)
     with pytest.raises(DatasetError, match=r"'img_to_first_rel' has 3 rows but 'split' has 2"):
         VisualGenome(tmp_path)
+
+
+def test_decode_matches_reference_int32_arithmetic() -> None:
+    # Independent route: the reference's literal in-place arithmetic on the h5's int32 array, where
+    # assigning the float difference back into int32 truncates toward zero.
+    rng = np.random.default_rng(1)
+    raw = np.concatenate([rng.integers(0, 1024, (5000, 2)), rng.integers(1, 1025, (5000, 2))], 1).astype(
+        np.int32
+    )
+    ref = raw.copy()
+    ref[:, :2] = ref[:, :2] - ref[:, 2:] / 2
+    ref[:, 2:] = ref[:, :2] + ref[:, 2:]
+    got = decode_boxes_1024(raw)
+    np.testing.assert_array_equal(got, ref)
+    assert (got[:, 0] < 0).any()  # the sample does exercise negative x1 (trunc ≠ floor there)
+    # and Python's int() (also truncation toward zero) row by row
+    for (cx, cy, w, h), (x1, y1, x2, y2) in zip(raw[:200].tolist(), got[:200].tolist()):
+        assert (x1, y1, x2, y2) == (
+            int(cx - w / 2),
+            int(cy - h / 2),
+            int(cx - w / 2) + w,
+            int(cy - h / 2) + h,
+        )
