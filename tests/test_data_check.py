@@ -100,6 +100,13 @@ def test_missing_image_label_and_dicts_errors(vg_root: Path) -> None:
     assert rc == 1 and "VG-SGG-dicts-with-attri.json is not readable JSON" in err
 
 
+def test_invalid_box(vg_root: Path) -> None:
+    with h5py.File(vg_root / "VG-SGG-with-attri.h5", "a") as f:
+        f["boxes_1024"][4] = [10, 10, 0, 5]  # zero width
+    rc, _, err = _run(f"data.root={vg_root}", "data.num_val=1", "data.check_images=false")
+    assert rc == 1 and "'boxes_1024' row 4 = [10, 10, 0, 5] is not a valid (cx, cy, w, h) box" in err
+
+
 def test_relation_pointing_to_other_image(vg_root: Path) -> None:
     with h5py.File(vg_root / "VG-SGG-with-attri.h5", "a") as f:
         f["relationships"][1] = [2, 6]  # image A owns box rows 2..5; row 6 is image B's

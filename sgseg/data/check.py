@@ -77,13 +77,14 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
 
 
 def _check_split_arrays(ds: Any) -> dict[str, Any]:
-    """Range-check labels, predicates and relation indices of a split's h5 rows in one pass; return counts."""
+    """Range-check labels, boxes, predicates and relation indices of a split's h5 rows; return counts."""
     box_rows, rel_rows = ds.box_rows(), ds.relation_rows()
     try:
         with h5py.File(ds.h5_path, "r") as f:
             labels = np.asarray(f["labels"][:, 0], dtype=np.int64)
             predicates = np.asarray(f["predicates"][:, 0], dtype=np.int64)
             pairs = np.asarray(f["relationships"][:], dtype=np.int64)
+            boxes = np.asarray(f["boxes_1024"][:], dtype=np.int64)
     except (OSError, KeyError, ValueError) as e:
         raise DatasetError(f"VG h5 {ds.h5_path} is unreadable ({e}); download it again") from e
     lab = labels[box_rows]
@@ -92,6 +93,13 @@ def _check_split_arrays(ds: Any) -> dict[str, Any]:
         raise DatasetError(
             f"VG h5 {ds.h5_path}: 'labels' row {int(box_rows[bad[0]])} is {int(lab[bad[0]])}, outside "
             f"1..{ds.num_object_classes - 1}; the h5 does not match the dicts file {ds.dicts_path}"
+        )
+    b = boxes[box_rows]
+    bad = np.flatnonzero((b[:, :2] < 0).any(1) | (b[:, 2:] <= 0).any(1))
+    if bad.size:
+        raise DatasetError(
+            f"VG h5 {ds.h5_path}: 'boxes_1024' row {int(box_rows[bad[0]])} = {b[bad[0]].tolist()} is not a valid "
+            "(cx, cy, w, h) box (needs cx, cy >= 0 and w, h > 0); the file is corrupt, download it again"
         )
     pred = predicates[rel_rows]
     bad = np.flatnonzero((pred < 1) | (pred >= ds.num_predicates))
