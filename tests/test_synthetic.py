@@ -548,3 +548,21 @@ def test_data_check_cli_accepts_the_output(data: SyntheticLayout) -> None:
     argv = [f"data.root={data.vg_root}", f"data.coco_root={data.coco_root}", f"data.num_val={num_val}",
             "data.check_label_space=false"]  # fmt: skip
     assert main(argv, out=out, err=err) == 0, err.getvalue()
+
+
+def test_boxes_alone_leave_mask_predicates_ambiguous(data: SyntheticLayout) -> None:
+    """Same box relation, different labels: only the masks tell "in hole of" from "on", "touching" from "near"."""
+    h5 = _h5(data)
+    rows = _image_rows(h5, data)
+    by_box_relation: dict[str, set[str]] = {"inside": set(), "overlapping": set()}
+    for r in np.flatnonzero(h5["img_to_first_rel"] >= 0):
+        w, h = rows[r]["width"], rows[r]["height"]
+        for j in range(h5["img_to_first_rel"][r], h5["img_to_last_rel"][r] + 1):
+            bs, bo = decode_vg_boxes(h5["boxes_1024"][h5["relationships"][j]], w, h, 1024)
+            pred = PREDICATES[int(h5["predicates"][j, 0]) - 1]
+            if (bs[:2] >= bo[:2]).all() and (bs[2:] <= bo[2:]).all():
+                by_box_relation["inside"].add(pred)
+            elif min(bs[2], bo[2]) > max(bs[0], bo[0]) and min(bs[3], bo[3]) > max(bs[1], bo[1]):
+                by_box_relation["overlapping"].add(pred)
+    assert {"in hole of", "on"} <= by_box_relation["inside"]
+    assert {"touching", "near", "partly covering"} <= by_box_relation["overlapping"]

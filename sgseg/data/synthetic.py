@@ -91,7 +91,7 @@ __all__ = [
 ]
 
 #: Bump when the generator's output changes for the same config: stale datasets are then regenerated.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Image ids the real VG preprocessing drops from ``image_data.json`` before aligning it with the h5 rows.
 CORRUPT_VG_IMAGE_IDS: frozenset[int] = frozenset({1592, 1722, 4616, 4617})
 
@@ -368,7 +368,7 @@ def _render_one(task: tuple[str, int, int, str]) -> dict[str, Any]:
     held = _WORKER["held"]
     chosen = [(s, o) for _, s, o in scene.planned if (s, o) in true]
     rest = [pair for pair in sorted(true) if pair not in chosen]
-    for k in rng.permutation(len(rest))[: int(rng.integers(0, 3))]:
+    for k in rng.permutation(len(rest))[: int(rng.integers(0, 4))]:
         chosen.append(rest[int(k)])
     rels = []
     for s, o in chosen:
