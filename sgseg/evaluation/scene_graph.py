@@ -1,0 +1,562 @@
+"""Scene-graph recall: R@K, ngR@K, zsR@K, ng-zsR@K, mR@K, ng-mR@K of the VG150 benchmark protocol.
+
+Where this sits: the last stage of the pipeline. The LightningModules split their flat
+:class:`~sgseg.structures.RelationPredictions` per image (``per_image``, rows already ranked) and hand each
+image's ground truth and prediction to :meth:`SceneGraphEvaluator.update`; ``compute`` gives the numbers the
+papers' tables report. The protocol is ``docs/evaluation.md`` of the shared docs, reproduced quirk for quirk
+(per-image means, "+1" IoU, many-to-many matching, input row order as the ranking, top-100 candidate list
+for the no-graph-constraint variant, absent predicates scoring 0 in mR, ...).
+
+How it is computed (no Python loop over predictions or GT relations inside an image):
+
+* ``obj_ok[g, m]``: GT object ``g`` and predicted object ``m`` have equal labels and ``IoU+1 >= thr``;
+* for a ranked candidate list (rows with their argmax predicate, or the top-100 (row, predicate) pairs) the
+  GT-by-candidate hit matrix is ``obj_ok[s][:, a] & obj_ok[o][:, b] & (p == c)``;
+* the first hit rank of every GT row, compared with each K, gives the hits of every prefix at once
+  (many-to-many matching: a GT row is hit when *any* candidate of the prefix hits it).
+
+Each image leaves one fixed-length ``int32`` record (:class:`RecordLayout`): counts only, so merging
+evaluators across processes is concatenation, and the dataset means are taken with an exactly rounded,
+order-independent sum (``math.fsum``): a DDP run gives bit-identical numbers to a single process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sgseg.evaluation.matching import box_iou_plus1, to_numpy
+
+MODES = ("predcls", "sgcls", "sgdet")
+NG_TOP = 100  # length of the no-graph-constraint candidate list (the protocol's "top 100")
+_I32_MAX = np.iinfo(np.int32).max
+
+
+@dataclass(frozen=True)
+class RecordLayout:
+    """Column layout of one image's ``int32`` record.
+
+    ``image_id`` (-1 when not given), ``counted`` (0 = skipped: no GT relation or no predicted row),
+    ``n_rel`` (GT relation rows R), ``n_zs`` (zero-shot GT rows), then per K: hits of the graph-constrained
+    list, of the no-graph-constraint list, and the same restricted to zero-shot rows; then the GT row count
+    of every predicate 1..C, and per K the hits per predicate (graph constraint, then no graph constraint).
+    """
+
+    num_ks: int
+    num_classes: int  # C = num_predicates - 1 foreground predicates
+
+    @property
+    def hits(self) -> slice:  # (4, num_ks): gc, ng, zs-gc, zs-ng
+        return slice(4, 4 + 4 * self.num_ks)
+
+    @property
+    def pred_count(self) -> slice:  # (C,)
+        start = 4 + 4 * self.num_ks
+        return slice(start, start + self.num_classes)
+
+    @property
+    def pred_hits(self) -> slice:  # (2, num_ks, C): gc, ng
+        start = self.pred_count.stop
+        return slice(start, start + 2 * self.num_ks * self.num_classes)
+
+    @property
+    def width(self) -> int:
+        return self.pred_hits.stop
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+def _where(index: int, image_id: int | None) -> str:
+    return f"image {index}" if image_id is None else f"image {index} (image_id {image_id})"
+
+
+def _field(d: Any, side: str, key: str, where: str, required: bool = True) -> np.ndarray | None:
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where}: `{side}` must be a dict of arrays, got {type(d).__name__}")
+    if key not in d or d[key] is None:
+        if required:
+            raise ValueError(f"{where}: {side}['{key}'] is missing (keys given: {sorted(d)})")
+        return None
+    try:
+        return to_numpy(d[key])
+    except Exception as err:  # np.asarray of ragged lists and the like
+        raise ValueError(f"{where}: {side}['{key}'] is not an array ({err})") from err
+
+
+def _real(a: np.ndarray, name: str, where: str) -> np.ndarray:
+    if a.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: {name} must be a real-valued array, got dtype {a.dtype}")
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{where}: {name} contains NaN/inf (first at index {tuple(int(i) for i in bad)})")
+    return a
+
+
+def _index(a: np.ndarray, name: str, where: str) -> np.ndarray:
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64, copy=False)
+    if a.dtype.kind == "f":
+        if a.size and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            raise ValueError(f"{where}: {name} must hold integers, got non-integer values")
+        return a.astype(np.int64)
+    raise ValueError(f"{where}: {name} must be an integer array, got dtype {a.dtype}")
+
+
+def _shape(a: np.ndarray, name: str, where: str, rows: int | None, cols: int | None, what: str) -> None:
+    """Check ``a`` is 1-D (cols None) or 2-D with ``cols`` columns, and has ``rows`` rows if given."""
+    if cols is None:
+        if a.ndim != 1:
+            raise ValueError(f"{where}: {name} must be {what}, got shape {a.shape}")
+    else:
+        if a.ndim != 2:
+            raise ValueError(f"{where}: {name} must be {what}, got shape {a.shape}")
+        if a.shape[1] != cols:
+            raise ValueError(f"{where}: {name} has {a.shape[1]} columns, expected {cols}")
+    if rows is not None and a.shape[0] != rows:
+        raise ValueError(f"{where}: {name} has {a.shape[0]} rows, expected {rows}")
+
+
+def _in_range(a: np.ndarray, name: str, where: str, lo: int, hi: int, hint: str = "") -> None:
+    if a.size and (a.min() < lo or a.max() > hi):
+        bad = np.argwhere((a < lo) | (a > hi))[0]
+        pos = ", ".join(str(int(i)) for i in bad)
+        raise ValueError(f"{where}: {name}[{pos}] = {int(a[tuple(bad)])} is out of range {lo}..{hi}{hint}")
+
+
+def _boxes(a: np.ndarray, name: str, where: str, rows: int | None) -> np.ndarray:
+    if a.size == 0 and a.ndim == 1:
+        a = a.reshape(0, 4)  # an empty list
+    _shape(a, name, where, rows, 4, "Float[N, 4] xyxy")
+    a = _real(a, name, where).astype(np.float64, copy=False)
+    bad = (a[:, 2] < a[:, 0]) | (a[:, 3] < a[:, 1])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{where}: {name}[{i}] = {a[i].tolist()} has x2 < x1 or y2 < y1 (boxes must be xyxy)"
+        )
+    return a
+
+
+# ------------------------------------------------------------------------------------------- the protocol
+
+
+def _top_candidates(cand: np.ndarray, n: int) -> np.ndarray:
+    """Flat indices (row-major into ``cand`` Float[P, C]) of the ``n`` highest scores, best first.
+
+    Ties are broken by the lower flat index (earlier row, then lower predicate), deterministically; the
+    reference sorts with numpy's unstable quicksort, whose tie order is not defined.
+    Only rows whose best candidate is among the ``n`` best row maxima can contribute (at least ``n``
+    candidates score >= the n-th row maximum), so the selection runs on those rows only.
+    """
+    num_rows, num_cls = cand.shape
+    if num_rows > n:
+        row_max = cand.max(1)
+        v = np.partition(row_max, num_rows - n)[num_rows - n]
+        rows = np.flatnonzero(row_max >= v)
+        sub = cand[rows].ravel()
+        flat = (rows[:, None] * num_cls + np.arange(num_cls)).ravel()
+    else:
+        sub = cand.ravel()
+        flat = np.arange(sub.size)
+    if sub.size > n:
+        kth = np.partition(sub, sub.size - n)[sub.size - n]
+        above = np.flatnonzero(sub > kth)
+        tied = np.flatnonzero(sub == kth)[: n - above.size]  # ascending position = ascending flat index
+        sel = np.concatenate([above, tied])
+        sub, flat = sub[sel], flat[sel]
+    return flat[np.lexsort((flat, -sub))]
+
+
+def _first_hit(hit: np.ndarray) -> np.ndarray:
+    """Int64[R]: rank of the first candidate hitting each GT row (``hit`` Bool[R, L]); L+huge when none."""
+    if hit.shape[1] == 0:
+        return np.full(hit.shape[0], np.iinfo(np.int64).max)
+    return np.where(hit.any(1), hit.argmax(1), np.iinfo(np.int64).max)
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    """The evaluator's configuration and its two pure functions: one image → record, records → metrics."""
+
+    mode: str
+    num_predicates: int
+    ks: tuple[int, ...]
+    iou_threshold: float
+    zeroshot_keys: np.ndarray | None  # sorted unique int64 keys of (subject label, object label, predicate)
+    num_object_classes: int
+
+    @property
+    def layout(self) -> RecordLayout:
+        return RecordLayout(len(self.ks), self.num_predicates - 1)
+
+    def same_as(self, other: _Protocol) -> bool:
+        zs_a, zs_b = self.zeroshot_keys, other.zeroshot_keys
+        same_zs = (zs_a is None and zs_b is None) or (
+            zs_a is not None and zs_b is not None and np.array_equal(zs_a, zs_b)
+        )
+        return (
+            self.mode == other.mode
+            and self.num_predicates == other.num_predicates
+            and self.ks == other.ks
+            and self.iou_threshold == other.iou_threshold
+            and self.num_object_classes == other.num_object_classes
+            and same_zs
+        )
+
+    def triplet_keys(self, subj: np.ndarray, obj: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        return (subj * self.num_object_classes + obj) * self.num_predicates + pred
+
+    # ------------------------------------------------------------------------------------------ one image
+    def evaluate_image(self, gt: Any, pred: Any, index: int, image_id: int | None) -> np.ndarray:
+        where = _where(index, image_id)
+        num_cls = self.num_predicates - 1
+        max_label = self.num_object_classes - 1
+
+        # --- ground truth
+        gt_boxes = _boxes(_field(gt, "gt", "boxes", where), "gt['boxes']", where, None)
+        n_gt = gt_boxes.shape[0]
+        gt_labels = _field(gt, "gt", "labels", where)
+        _shape(gt_labels, "gt['labels']", where, n_gt, None, "Long[N] (one per GT box)")
+        gt_labels = _index(gt_labels, "gt['labels']", where)
+        _in_range(gt_labels, "gt['labels']", where, 1, max_label)
+        rels = _field(gt, "gt", "relations", where)
+        if rels.size == 0 and rels.ndim == 1:
+            rels = rels.reshape(0, 3)  # an empty list
+        _shape(rels, "gt['relations']", where, None, 3, "Long[R, 3] rows (subject, object, predicate)")
+        rels = _index(rels, "gt['relations']", where)
+        _in_range(rels[:, :2], "gt['relations']", where, 0, n_gt - 1, f" (N = {n_gt} GT objects)")
+        _in_range(rels[:, 2:], "gt['relations'][:, 2:]", where, 1, num_cls, " (predicates)")
+
+        # --- prediction; with GT boxes (predcls, sgcls) the predicted objects *are* the GT objects
+        rel_pairs = _field(pred, "pred", "rel_pairs", where)
+        if rel_pairs.size == 0 and rel_pairs.ndim == 1:
+            rel_pairs = rel_pairs.reshape(0, 2)
+        _shape(rel_pairs, "pred['rel_pairs']", where, None, 2, "Long[P, 2] (subject, object) indices")
+        rel_pairs = _index(rel_pairs, "pred['rel_pairs']", where)
+        num_rows = rel_pairs.shape[0]
+        rel_scores = _field(pred, "pred", "rel_scores", where)
+        if rel_scores.size == 0 and rel_scores.ndim == 1:
+            rel_scores = rel_scores.reshape(0, self.num_predicates)
+        _shape(rel_scores, "pred['rel_scores']", where, num_rows, self.num_predicates, "Float[P, C_rel]")
+        rel_scores = _real(rel_scores, "pred['rel_scores']", where)
+
+        if self.mode == "sgdet":
+            boxes = _boxes(_field(pred, "pred", "boxes", where), "pred['boxes']", where, None)
+            n_obj = boxes.shape[0]
+            what = "one per predicted box"
+        else:
+            n_obj = n_gt
+            what = f"{self.mode} uses the GT boxes: one per GT object, N = {n_gt}"
+            given_boxes = _field(pred, "pred", "boxes", where, required=False)
+            if given_boxes is not None and given_boxes.shape[:1] != (n_gt,):
+                raise ValueError(
+                    f"{where}: pred['boxes'] has {given_boxes.shape[0] if given_boxes.ndim else 0} rows, "
+                    f"expected {n_gt}: in {self.mode} the predicted objects are the GT objects "
+                    "(pred['rel_pairs'] index GT objects, pred['boxes'] is ignored)"
+                )
+            boxes = gt_boxes
+        if self.mode == "predcls":
+            for key in ("labels", "scores"):  # ignored, but a different count betrays other indices
+                given = _field(pred, "pred", key, where, required=False)
+                if given is not None and given.shape[:1] != (n_gt,):
+                    raise ValueError(
+                        f"{where}: pred['{key}'] has shape {given.shape}, expected ({n_gt},): {what} "
+                        f"(pred['{key}'] is ignored in predcls, but its length shows what rel_pairs index)"
+                    )
+            labels = gt_labels
+            scores = np.ones(n_gt, dtype=rel_scores.dtype)
+        else:
+            labels = _field(pred, "pred", "labels", where)
+            _shape(labels, "pred['labels']", where, n_obj, None, f"Long[M] ({what})")
+            labels = _index(labels, "pred['labels']", where)
+            _in_range(labels, "pred['labels']", where, 1, max_label)
+            scores = _field(pred, "pred", "scores", where)
+            _shape(scores, "pred['scores']", where, n_obj, None, f"Float[M] ({what})")
+            scores = _real(scores, "pred['scores']", where)
+        hint = f" ({n_obj} predicted objects" + ("" if self.mode == "sgdet" else " = the GT objects") + ")"
+        _in_range(rel_pairs, "pred['rel_pairs']", where, 0, n_obj - 1, hint)
+
+        # --- the record
+        lay = self.layout
+        nk = len(self.ks)
+        rec = np.zeros(lay.width, dtype=np.int32)
+        rec[0] = -1 if image_id is None else image_id
+        n_rel = rels.shape[0]
+        rec[2] = n_rel
+        gt_pred = rels[:, 2]
+        if self.zeroshot_keys is not None and n_rel:
+            keys = self.triplet_keys(gt_labels[rels[:, 0]], gt_labels[rels[:, 1]], gt_pred)
+            pos = np.minimum(np.searchsorted(self.zeroshot_keys, keys), self.zeroshot_keys.size - 1)
+            is_zs = (
+                self.zeroshot_keys[pos] == keys if self.zeroshot_keys.size else np.zeros(n_rel, dtype=bool)
+            )
+        else:
+            is_zs = np.zeros(n_rel, dtype=bool)
+        rec[3] = int(is_zs.sum())
+        rec[lay.pred_count] = np.bincount(gt_pred - 1, minlength=num_cls)
+        if n_rel == 0 or num_rows == 0:
+            return rec  # skipped: enters no average
+        rec[1] = 1
+
+        # obj_ok[g, m]: GT object g and predicted object m match (labels equal and IoU+1 >= threshold)
+        obj_ok = (gt_labels[:, None] == labels[None, :]) & (
+            box_iou_plus1(gt_boxes, boxes) >= self.iou_threshold
+        )
+        ok_subj = obj_ok[rels[:, 0]]  # Bool[R, M]
+        ok_obj = obj_ok[rels[:, 1]]
+        kmax = max(self.ks)
+        subj, obj = rel_pairs[:, 0], rel_pairs[:, 1]
+
+        # graph constraint: the first K input rows, each with its argmax predicate (ties -> lowest id)
+        n_gc = min(num_rows, kmax)
+        gc_pred = rel_scores[:n_gc, 1:].argmax(1) + 1
+        hit_gc = ok_subj[:, subj[:n_gc]] & ok_obj[:, obj[:n_gc]] & (gt_pred[:, None] == gc_pred[None, :])
+
+        # no graph constraint: every (row, predicate) scored scores[s] * scores[o] * rel_scores[row, c]
+        cand = (scores[subj] * scores[obj])[:, None] * rel_scores[:, 1:]
+        top = _top_candidates(cand, max(NG_TOP, kmax))
+        ng_rows, ng_pred = top // num_cls, top % num_cls + 1
+        hit_ng = ok_subj[:, subj[ng_rows]] & ok_obj[:, obj[ng_rows]] & (gt_pred[:, None] == ng_pred[None, :])
+
+        ks = np.asarray(self.ks)
+        hits = (
+            np.stack([_first_hit(hit_gc), _first_hit(hit_ng)])[:, None, :] < ks[None, :, None]
+        )  # (2, nk, R)
+        rec[lay.hits] = np.concatenate([hits.sum(2), (hits & is_zs).sum(2)]).ravel()
+        # per-predicate hits of each (list, K): bincount of (list * nk + k) * C + (predicate - 1)
+        bins = (np.arange(2 * nk)[:, None] * num_cls + (gt_pred - 1)[None, :]).reshape(2, nk, -1)
+        rec[lay.pred_hits] = np.bincount(bins[hits], minlength=2 * nk * num_cls)
+        return rec
+
+    # ---------------------------------------------------------------------------------------- aggregation
+    def aggregate(self, records: np.ndarray) -> dict[str, Any]:
+        lay = self.layout
+        records = _dedupe(np.asarray(records).reshape(-1, lay.width))
+        counted = records[records[:, 1] == 1]
+        nk, num_cls = len(self.ks), lay.num_classes
+        n_rel = counted[:, 2].astype(np.float64)
+        n_zs = counted[:, 3].astype(np.float64)
+        hits = counted[:, lay.hits].reshape(-1, 4, nk)
+        is_zs = n_zs > 0
+        count = counted[:, lay.pred_count]
+        pred_hits = counted[:, lay.pred_hits].reshape(-1, 2, nk, num_cls)
+        present = count > 0
+        out: dict[str, Any] = {}
+        for ki, k in enumerate(self.ks):
+            out[f"R@{k}"] = _mean(hits[:, 0, ki] / n_rel)
+            out[f"ngR@{k}"] = _mean(hits[:, 1, ki] / n_rel)
+            out[f"zsR@{k}"] = _mean(hits[is_zs, 2, ki] / n_zs[is_zs])
+            out[f"ng-zsR@{k}"] = _mean(hits[is_zs, 3, ki] / n_zs[is_zs])
+            for li, prefix in enumerate(("", "ng-")):
+                per_pred = []
+                for c in range(num_cls):
+                    m = present[:, c]
+                    # a predicate absent from every counted image scores 0 (and still divides by C)
+                    per_pred.append(_mean(pred_hits[m, li, ki, c] / count[m, c]) if m.any() else 0.0)
+                total = 0.0
+                for r in per_pred:  # sequential, in predicate order, as the reference sums
+                    total += r
+                out[f"{prefix}mR@{k}"] = total / num_cls
+                out[f"{prefix}mR_per_predicate@{k}"] = per_pred
+        out["num_images"] = int(counted.shape[0])
+        out["num_images_skipped"] = int(records.shape[0] - counted.shape[0])
+        out["num_images_zeroshot"] = int(is_zs.sum())
+        return out
+
+
+def _mean(x: np.ndarray) -> float:
+    """Plain mean with an exactly rounded sum, so it does not depend on the order of the images."""
+    return math.fsum(x.tolist()) / x.size if x.size else float("nan")
+
+
+def _dedupe(records: np.ndarray) -> np.ndarray:
+    """Drop repeated records of one ``image_id`` (DistributedSampler pads shards by repeating images).
+
+    Records without an id (-1) are all kept. Two *different* records under one id raise: that is two images
+    sharing an id, not a repeat.
+    """
+    ids = records[:, 0]
+    has_id = np.flatnonzero(ids >= 0)
+    if has_id.size < 2:
+        return records
+    order = has_id[np.argsort(ids[has_id], kind="stable")]
+    same_id = ids[order[1:]] == ids[order[:-1]]
+    if not same_id.any():
+        return records
+    differs = same_id & (records[order[1:]] != records[order[:-1]]).any(1)
+    if differs.any():
+        i = int(ids[order[1:][differs][0]])
+        raise ValueError(f"image_id {i} was evaluated twice with different results: image ids must be unique")
+    keep = np.ones(records.shape[0], dtype=bool)
+    keep[order[1:][same_id]] = False
+    return records[keep]
+
+
+def _zeroshot_keys(triplets: Any, num_object_classes: int, num_predicates: int) -> np.ndarray | None:
+    if triplets is None:
+        return None
+    a = to_numpy(triplets)
+    where = "zeroshot_triplets"
+    if a.size == 0:
+        a = a.reshape(0, 3)
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise ValueError(
+            f"{where} must be Long[Z, 3] rows (subject label, object label, predicate), got {a.shape}"
+        )
+    a = _index(a, where, "SceneGraphEvaluator")
+    _in_range(a[:, :2], where, "SceneGraphEvaluator", 1, num_object_classes - 1, " (object labels)")
+    _in_range(a[:, 2:], where + "[:, 2:]", "SceneGraphEvaluator", 1, num_predicates - 1, " (predicates)")
+    return np.unique((a[:, 0] * num_object_classes + a[:, 1]) * num_predicates + a[:, 2])
+
+
+def make_protocol(
+    mode: str,
+    num_predicates: int,
+    ks: Iterable[int],
+    iou_threshold: float,
+    zeroshot_triplets: Any,
+    num_object_classes: int,
+) -> _Protocol:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if int(num_predicates) != num_predicates or num_predicates < 2:
+        raise ValueError(
+            f"num_predicates must be an int >= 2 (background + predicates), got {num_predicates}"
+        )
+    if int(num_object_classes) != num_object_classes or num_object_classes < 2:
+        raise ValueError(
+            f"num_object_classes must be an int >= 2 (background + classes), got {num_object_classes}"
+        )
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+        raise ValueError(f"ks must be distinct positive integers, got {ks}")
+    if not 0.0 <= float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    return _Protocol(
+        mode=mode,
+        num_predicates=int(num_predicates),
+        ks=ks,
+        iou_threshold=float(iou_threshold),
+        zeroshot_keys=_zeroshot_keys(zeroshot_triplets, int(num_object_classes), int(num_predicates)),
+        num_object_classes=int(num_object_classes),
+    )
+
+
+def check_image_id(image_id: Any) -> int | None:
+    if image_id is None:
+        return None
+    if hasattr(image_id, "item"):
+        image_id = image_id.item()
+    if isinstance(image_id, bool) or int(image_id) != image_id or not 0 <= int(image_id) <= _I32_MAX:
+        raise ValueError(f"image_id must be an int in 0..{_I32_MAX} or None, got {image_id!r}")
+    return int(image_id)
+
+
+class SceneGraphEvaluator:
+    """Recall metrics of scene-graph generation, as the VG150 benchmark computes them.
+
+    Args:
+        mode: ``predcls`` (GT boxes, GT labels, object scores 1), ``sgcls`` (GT boxes, predicted labels and
+            scores) or ``sgdet`` (everything predicted).
+        num_predicates: C_rel, predicate logits including background column 0 (51 for VG150).
+        ks: the K of R@K (any distinct positive ints; the no-graph-constraint list holds
+            ``max(100, max(ks))`` candidates, so K <= 100 are prefixes of the protocol's top-100 list).
+        iou_threshold: IoU+1 at or above which boxes match (0.5: exactly 0.5 counts).
+        zeroshot_triplets: Long[Z, 3] rows ``(subject label, object label, predicate)`` or None (then every
+            zero-shot key is NaN).
+        num_object_classes: C_obj including background (151 for VG150); labels must lie in 1..C_obj-1.
+
+    ``update(gt, pred, image_id=None)`` once per image (numpy arrays or torch tensors on any device):
+
+    * ``gt``: ``boxes`` Float[N, 4] xyxy original-image pixels, ``labels`` Long[N],
+      ``relations`` Long[R, 3] rows ``(subject index, object index, predicate 1..C_rel-1)``;
+    * ``pred``: ``boxes`` Float[M, 4], ``labels`` Long[M], ``scores`` Float[M], ``rel_pairs`` Long[P, 2],
+      ``rel_scores`` Float[P, C_rel]; rows ranked by the model (the evaluator never re-sorts them).
+      In ``predcls``/``sgcls`` the predicted objects are the GT objects: ``rel_pairs`` index the GT objects
+      (``< N``), ``pred['boxes']`` is ignored and may be absent (if given it must have N rows), and in
+      ``predcls`` ``labels``/``scores`` are ignored as well (if given they must have N rows); ``sgcls``
+      needs ``labels`` and ``scores`` with N rows.
+
+    Malformed input raises ``ValueError`` naming the image (its ``update`` index, and ``image_id`` if given)
+    and the field. ``image_id`` is optional; when given, repeats of an id (the padding of
+    ``DistributedSampler``) are counted once, and two different results under one id raise.
+
+    ``compute()`` returns, per K: ``R@K``, ``ngR@K``, ``zsR@K``, ``ng-zsR@K``, ``mR@K``, ``ng-mR@K`` (floats;
+    R/zsR keys are NaN when no image counts) and ``mR_per_predicate@K``, ``ng-mR_per_predicate@K`` (lists of
+    C_rel - 1 floats, predicate 1 first); plus ``num_images`` (counted), ``num_images_skipped`` and
+    ``num_images_zeroshot``. Means use an exactly rounded sum, so they do not depend on image order.
+    """
+
+    def __init__(
+        self,
+        mode: str = "sgdet",
+        num_predicates: int = 51,
+        ks: Sequence[int] = (20, 50, 100),
+        iou_threshold: float = 0.5,
+        zeroshot_triplets: Any = None,
+        num_object_classes: int = 151,
+    ) -> None:
+        self.protocol = make_protocol(
+            mode, num_predicates, ks, iou_threshold, zeroshot_triplets, num_object_classes
+        )
+        self._records: list[np.ndarray] = []
+        self._num_updates = 0
+
+    @property
+    def mode(self) -> str:
+        return self.protocol.mode
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        return self.protocol.ks
+
+    def __len__(self) -> int:
+        """Number of per-image records held (counted and skipped images)."""
+        return sum(r.shape[0] for r in self._records)
+
+    def update(self, gt: Mapping[str, Any], pred: Mapping[str, Any], image_id: int | None = None) -> None:
+        """Evaluate one image and keep its record."""
+        image_id = check_image_id(image_id)
+        rec = self.protocol.evaluate_image(gt, pred, self._num_updates, image_id)
+        self._num_updates += 1
+        self._records.append(rec[None])
+
+    def compute(self) -> dict[str, Any]:
+        return self.protocol.aggregate(self.records)
+
+    @property
+    def records(self) -> np.ndarray:
+        """Int32[I, L] one row per image (see :class:`RecordLayout`); concatenating these merges evaluators."""
+        if not self._records:
+            return np.zeros((0, self.protocol.layout.width), dtype=np.int32)
+        if len(self._records) > 1:
+            self._records = [np.concatenate(self._records)]
+        return self._records[0]
+
+    def merge(self, other: SceneGraphEvaluator | np.ndarray) -> SceneGraphEvaluator:
+        """Add another evaluator's records (or a records array, e.g. all-gathered), in place; returns self."""
+        if isinstance(other, SceneGraphEvaluator):
+            if not self.protocol.same_as(other.protocol):
+                raise ValueError(
+                    "cannot merge evaluators with different settings (mode, ks, predicates, zero-shot)"
+                )
+            rec = other.records
+        else:
+            rec = to_numpy(other)
+            if rec.ndim != 2 or rec.shape[1] != self.protocol.layout.width:
+                raise ValueError(f"records must be Int[I, {self.protocol.layout.width}], got {rec.shape}")
+            rec = rec.astype(np.int32)
+        if rec.shape[0]:
+            self._records.append(rec)
+        return self
+
+    def reset(self) -> None:
+        self._records = []
+        self._num_updates = 0
