@@ -441,7 +441,10 @@ def test_ensure_regenerates_only_when_stale(tmp_path: Path, monkeypatch: pytest.
     marker = out / "vg" / "marker.txt"
     marker.write_text("kept while the stamp matches")
     ensure_synthetic(out, TINY, num_workers=1)
+    ensure_synthetic(out, dict(TINY.__dict__), num_workers=1)  # a plain mapping (e.g. from Hydra) works too
     assert marker.exists()
+    with pytest.raises(TypeError, match="unknown field"):
+        ensure_synthetic(out, {"num_vg_trian": 3})
     # a different config regenerates (and the old tree is replaced, not merged)
     other = SyntheticConfig(**{**TINY.__dict__, "num_vg_test": 5})
     ensure_synthetic(out, other, num_workers=1)

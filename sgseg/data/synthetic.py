@@ -28,7 +28,18 @@ Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
     coco/annotations/instances_{train,val}2017.json  coco/{train,val}2017/<id:012d>.jpg
 
 Usage: ``python -m sgseg.data.synthetic out=DIR [seed=0 num_vg_train=2000 num_vg_test=500
-num_coco_train=1000 num_coco_val=200 image_size=128,160 workers=2 force=false]``.
+num_coco_train=1000 num_coco_val=200 image_size=128,160 workers=2 force=false]``; from Python,
+:func:`ensure_synthetic` (generate only when absent or stale) or :func:`generate`. Loaders need
+``check_label_space=False`` (19 object classes, 9 predicates, 5 COCO-like classes) and VG ``num_val`` =
+the stamp's ``recommended_num_val`` (10 % of train instead of the real 5000).
+
+Measured on the default set (seed 0, FORMAT_VERSION 2; 3,700 images, 43 MB): about 25 s of CPU in all,
+i.e. ~13 s wall on two idle cores (56 s on this project's shared 2-core machine at load 8). 12,852 VG
+boxes, 6,881 relations (train: left of 1751, near 1338, above 732, below 630, on 318, touching 299,
+partly covering 192, in hole of 132, around 73); 222 held-out triplets give 210 test triplets unseen in
+train. An MLP given GT boxes and labels only reaches 0.85 accuracy / 0.81 mean per-predicate recall on
+the test relations; adding five mask features (gap, adjacency, hole containment, overlap) gives 0.96 /
+0.95 — the room segmentation grounding can use.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -667,7 +679,6 @@ def _generate_into(root: Path, config: SyntheticConfig, num_workers: int) -> dic
     for sub in ("vg/VG_100K", "coco/annotations", "coco/train2017", "coco/val2017"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     tasks = _tasks(config)
-    t0 = time.perf_counter()
     num_workers = max(1, min(num_workers, len(tasks)))
     if num_workers == 1:
         _init_worker(config, str(root))
@@ -678,7 +689,6 @@ def _generate_into(root: Path, config: SyntheticConfig, num_workers: int) -> dic
         ctx = mp.get_context("spawn")
         with ctx.Pool(num_workers, initializer=_init_worker, initargs=(config, str(root))) as pool:
             results = pool.map(_render_one, tasks, chunksize=max(1, min(32, len(tasks) // (4 * num_workers))))
-    render_s = time.perf_counter() - t0
     by_part: dict[str, list[dict[str, Any]]] = {p: [] for p in _PARTS}
     for r in results:
         by_part[r["part"]].append(r)
@@ -696,8 +706,19 @@ def _generate_into(root: Path, config: SyntheticConfig, num_workers: int) -> dic
         "num_held_out_triplets": len(held_out_triplets(config)),
         **vg_stats,
         "coco": coco_stats,
-        "_seconds": {"render": render_s, "total": time.perf_counter() - t0},
     }
+
+
+def _as_config(config: SyntheticConfig | Mapping[str, Any] | None) -> SyntheticConfig:
+    if config is None:
+        return SyntheticConfig()
+    if isinstance(config, SyntheticConfig):
+        return config
+    known = {f.name for f in fields(SyntheticConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise TypeError(f"SyntheticConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+    return SyntheticConfig(**dict(config))
 
 
 def read_stamp(out_dir: str | Path) -> dict[str, Any] | None:
@@ -717,7 +738,9 @@ def _stamp_matches(stamp: dict[str, Any] | None, config: SyntheticConfig) -> boo
     )
 
 
-def generate(out_dir: str | Path, config: SyntheticConfig | None = None, num_workers: int = 2) -> Path:
+def generate(
+    out_dir: str | Path, config: SyntheticConfig | Mapping[str, Any] | None = None, num_workers: int = 2
+) -> Path:
     """Generate the synthetic benchmark into ``out_dir`` (replacing an older synthetic dataset there).
 
     Everything is written into a temporary sibling directory and moved into place only when complete
@@ -725,7 +748,7 @@ def generate(out_dir: str | Path, config: SyntheticConfig | None = None, num_wor
     Refuses to replace a non-empty ``out_dir`` that has no stamp (it is not ours to delete).
     Returns ``out_dir``.
     """
-    config = config or SyntheticConfig()
+    config = _as_config(config)
     out = Path(out_dir).absolute()
     if out.exists() and read_stamp(out) is None and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(
@@ -736,7 +759,6 @@ def generate(out_dir: str | Path, config: SyntheticConfig | None = None, num_wor
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         stats = _generate_into(tmp, config, num_workers)
-        seconds = stats.pop("_seconds")
         stamp = {
             "format_version": FORMAT_VERSION,
             "config": asdict(config),
@@ -760,11 +782,7 @@ def generate(out_dir: str | Path, config: SyntheticConfig | None = None, num_wor
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    _LAST_TIMING.update(seconds)
     return out
-
-
-_LAST_TIMING: dict[str, float] = {}
 
 
 @contextlib.contextmanager
@@ -779,14 +797,15 @@ def _lock(out: Path):
 
 
 def ensure_synthetic(
-    out_dir: str | Path, config: SyntheticConfig | None = None, num_workers: int = 2
+    out_dir: str | Path, config: SyntheticConfig | Mapping[str, Any] | None = None, num_workers: int = 2
 ) -> Path:
     """Return ``out_dir`` holding the synthetic benchmark for ``config``, generating it only if needed.
 
-    Regenerates when the stamp is missing, or its format version or config differs (never silently stale).
-    Concurrent callers (pytest-xdist workers) serialise on a lock file next to ``out_dir``.
+    config: a :class:`SyntheticConfig`, or a mapping of its fields (e.g. a Hydra node as a dict); None =
+    the defaults. Regenerates when the stamp is missing, or its format version or config differs (never
+    silently stale). Concurrent callers (pytest-xdist workers) serialise on a lock file next to ``out_dir``.
     """
-    config = config or SyntheticConfig()
+    config = _as_config(config)
     out = Path(out_dir).absolute()
     with _lock(out):
         if _stamp_matches(read_stamp(out), config):
