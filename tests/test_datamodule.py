@@ -37,6 +37,17 @@ def _mask_box(m):
 def test_flip_predicate_map_swaps_left_right_only():
     m = flip_predicate_map(["left of", "above", "right of", "on"])
     assert m.tolist() == [0, 3, 2, 1, 4]
+    # only "left of" exists: it is kept and marked (negated) for a subject/object swap
+    assert flip_predicate_map(["__background__", "above", "left of"]).tolist() == [0, 1, -2]
+
+
+def test_hflip_swaps_subject_object_of_one_directional_predicates():
+    it = _item()
+    it["relations"] = torch.tensor([[0, 1, 2], [1, 0, 1]])  # 0 "left of" 1; 1 "above" 0
+    out = hflip(it, flip_predicate_map(["above", "left of"]))
+    # box 0 [2..6] is left of box 1 [10..20]; after the flip box 1 [0..10] is left of box 0 [14..18]
+    assert out["relations"].tolist() == [[1, 0, 2], [1, 0, 1]]
+    assert out["boxes"][1, 2] <= out["boxes"][0, 0]
 
 
 def test_hflip_boxes_masks_predicates_by_hand():
@@ -149,7 +160,9 @@ def test_interleave_one_coco_batch_per_vg_batch_and_epoch_by_vg():
 
 def test_interleave_resume_mid_epoch_matches_uninterrupted():
     def make():
-        return InterleavedLoader(_Ids(10), _Ids(3, base=100), _ids, batch_size_vg=2, batch_size_coco=2, seed=7)
+        return InterleavedLoader(
+            _Ids(10), _Ids(3, base=100), _ids, batch_size_vg=2, batch_size_coco=2, seed=7
+        )
 
     full = make()
     reference = _run(full) + _run(full)
@@ -196,7 +209,9 @@ def test_lightning_resume_mid_epoch_sees_the_same_batches(tmp_path):
             max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False, **kw
         )
 
-    ck = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}")
+    ck = pl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}"
+    )
     full = Recorder()
     trainer(callbacks=[ck]).fit(full, train_dataloaders=loader())
     assert len(full.seen) == 10

@@ -24,13 +24,19 @@ Item = dict[str, Any]
 
 
 def flip_predicate_map(predicate_names: Sequence[str]) -> Tensor:
-    """Long[C_rel]: predicate index → its mirror image under a horizontal flip.
+    """Long[C_rel]: how a horizontal flip rewrites each predicate, index 0 = background.
 
-    predicate_names: the predicates in index order 1..C (index 0, background, not listed). A name with the
-    word "left" maps to the same name with "right" and back (e.g. "left of" ↔ "right of"); every other
-    predicate maps to itself. VG150 has no such pair, so there the map is the identity.
+    predicate_names: the predicates in index order 1..C (a leading "__background__" is skipped).
+    - A name with the word "left" whose mirror ("right" for "left") is also a predicate maps to the mirror,
+      and back (e.g. "left of" ↔ "right of").
+    - A left/right predicate whose mirror is *not* in the label space (the synthetic benchmark has "left of"
+      but no "right of") stays itself, and the relation's subject and object are swapped instead
+      ("A left of B" becomes "B left of A"): the value is stored negated (``-p``).
+    - Every other predicate maps to itself. VG150 has no left/right predicate, so there it is the identity.
     """
     names = list(predicate_names)
+    if names and names[0] == "__background__":
+        names = names[1:]
     index = {n: i + 1 for i, n in enumerate(names)}
     out = torch.arange(len(names) + 1)
     for name, i in index.items():
@@ -41,8 +47,7 @@ def flip_predicate_map(predicate_names: Sequence[str]) -> Tensor:
             mirror = " ".join("left" if w == "right" else w for w in words)
         else:
             continue
-        if mirror in index:
-            out[i] = index[mirror]
+        out[i] = index.get(mirror, -i)
     return out
 
 
@@ -134,7 +139,10 @@ def hflip(item: Item, predicate_map: Tensor | None = None) -> Item:
                 f"{predicate_map.numel()} predicates; build the map from the dataset's predicate names"
             )
         rels = rels.clone()
-        rels[:, 2] = predicate_map[rels[:, 2]]
+        mapped = predicate_map.to(rels.device)[rels[:, 2]]
+        swap = mapped < 0  # a one-directional left/right predicate: swap its subject and object
+        rels[swap] = rels[swap][:, [1, 0, 2]]
+        rels[:, 2] = mapped.abs()
         out["relations"] = rels
     return out
 

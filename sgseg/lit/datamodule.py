@@ -53,9 +53,18 @@ class SceneGraphDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         self.vg_factory, self.coco_factory, self.prepare = vg, coco, prepare
-        self.batch_size_vg, self.batch_size_coco, self.eval_batch_size = batch_size_vg, batch_size_coco, eval_batch_size
+        self.batch_size_vg, self.batch_size_coco, self.eval_batch_size = (
+            batch_size_vg,
+            batch_size_coco,
+            eval_batch_size,
+        )
         self.num_workers, self.seed, self.size_divisible = num_workers, seed, size_divisible
-        self.min_size, self.test_min_size, self.max_size, self.flip_prob = min_size, test_min_size, max_size, flip_prob
+        self.min_size, self.test_min_size, self.max_size, self.flip_prob = (
+            min_size,
+            test_min_size,
+            max_size,
+            flip_prob,
+        )
         self.datasets: dict[str, Dataset] = {}
         self._train_loader: InterleavedLoader | None = None
 
@@ -71,7 +80,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         return self.datasets[key]
 
     def predicate_names(self) -> list[str]:
-        return list(getattr(self._dataset("vg", "train"), "idx_to_predicate", []))
+        return list(getattr(self._dataset("vg", "train"), "predicates", []))
 
     def _train_transform(self, flip_map) -> Compose:
         return Compose([Resize(self.min_size, self.max_size), HorizontalFlip(self.flip_prob, flip_map)])

@@ -1,0 +1,209 @@
+"""Config → objects: the one place that reads Hydra configs and builds datasets, models and modules.
+
+Where this sits: called by :mod:`sgseg.lit.run` (and the tests that check every experiment builds). The
+constructors below it take modules, tensors and numbers only; this module resolves a config into those.
+Class lists come from the dataset files (never from YAML), word vectors and statistics are computed by
+functions and passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from sgseg.data.statistics import frequency_statistics, zeroshot_triplets
+from sgseg.lit.datamodule import SceneGraphDataModule
+from sgseg.models.detector import JointDetector
+from sgseg.models.detector.backbones import build_backbone
+from sgseg.models.detector.checkpoint import load_detector
+from sgseg.models.grounding.edge import build_edge_grounding
+from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
+from sgseg.models.masks import DEFAULT_ALIASES, MaskRefinement, MaskTransfer, build_similarity
+from sgseg.models.masks.similarity import _needed_words, load_word_vectors
+from sgseg.models.relation import FrequencyBias, RelationPredictor
+from sgseg.models.scene_graph import SceneGraphModel
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work (missing file, unknown variant); the message says what to set."""
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+# ---------------------------------------------------------------------------------------------- data
+def prepare_data(cfg: DictConfig) -> None:
+    """Generate the synthetic benchmark when the data config asks for it (cached; regenerated when stale)."""
+    gen = cfg.data.get("generate")
+    if gen is None:
+        return
+    from sgseg.data.synthetic import SyntheticConfig, ensure_synthetic
+
+    ensure_synthetic(
+        cfg.data.root, SyntheticConfig(**_plain(gen)), num_workers=int(cfg.data.get("gen_workers", 2))
+    )
+
+
+def check_data_paths(cfg: DictConfig) -> None:
+    """One clear error for a missing dataset folder, naming the key and what to put there."""
+    checks = [
+        (
+            "data.vg.root",
+            cfg.data.vg.root,
+            "VG150 (VG-SGG-with-attri.h5, dicts json, image_data.json, VG_100K/)",
+        )
+    ]
+    if cfg.data.get("coco") is not None:
+        checks.append(
+            ("data.coco.root", cfg.data.coco.root, "COCO 2017 (annotations/, train2017/, val2017/)")
+        )
+    for key, path, what in checks:
+        if not Path(path).is_dir():
+            raise ConfigError(
+                f"{key}={path} does not exist: download {what} and point paths.data_dir (SGSEG_DATA) or {key} "
+                "at it, or run on the synthetic benchmark (data=synthetic)."
+            )
+
+
+def build_datamodule(cfg: DictConfig) -> SceneGraphDataModule:
+    vg = hydra.utils.instantiate(cfg.data.vg)
+    coco = hydra.utils.instantiate(cfg.data.coco) if cfg.data.get("coco") is not None else None
+    loader = _plain(cfg.data.loader)
+    return SceneGraphDataModule(
+        vg=vg, coco=coco, seed=int(cfg.seed), prepare=partial(prepare_data, cfg), **loader
+    )
+
+
+# ---------------------------------------------------------------------------------------------- stage 1
+def build_detector(cfg: DictConfig, num_vg_classes: int, num_coco_classes: int) -> JointDetector:
+    backbone = build_backbone(**_plain(cfg.detector.backbone))
+    return JointDetector(backbone, num_vg_classes, num_coco_classes, **_plain(cfg.detector.net))
+
+
+# ---------------------------------------------------------------------------------------------- stage 2
+@dataclass
+class StageTwoInputs:
+    """What stage 2 derives from the data: label spaces, statistics, similarity, zero-shot triplets."""
+
+    object_classes: list[str]
+    predicates: list[str]
+    coco_classes: list[str]
+    similarity: Tensor
+    fg_matrix: Tensor
+    bg_matrix: Tensor
+    zeroshot: Tensor
+
+
+def stage_two_inputs(cfg: DictConfig, dm: SceneGraphDataModule) -> StageTwoInputs:
+    vg_train = dm._dataset("vg", "train")
+    vg_test = dm._dataset("vg", "test")
+    if cfg.data.get("coco") is not None:
+        coco_classes = list(dm._dataset("coco", "train").class_names)
+    else:
+        names = cfg.data.get("coco_classes")
+        if names is None:
+            raise ConfigError("stage 2 needs the COCO class names: set data.coco (or data.coco_classes)")
+        coco_classes = list(names)
+    targets = list(vg_train.object_classes)
+    aliases = (
+        DEFAULT_ALIASES if cfg.data.get("aliases", "default") == "default" else dict(cfg.data.aliases or {})
+    )
+    vectors_path = Path(cfg.data.vectors)
+    if not vectors_path.is_file():
+        raise ConfigError(
+            f"data.vectors={vectors_path} not found: download GloVe (e.g. glove.840B.300d.txt) and set data.vectors"
+        )
+    vectors = load_word_vectors(vectors_path, _needed_words(targets + coco_classes))
+    t = cfg.model.transfer
+    similarity = build_similarity(
+        targets, coco_classes, vectors, aliases, float(t.threshold), float(t.temperature)
+    )
+    stats = frequency_statistics(vg_train)
+    return StageTwoInputs(
+        object_classes=targets,
+        predicates=list(vg_train.predicates),
+        coco_classes=coco_classes,
+        similarity=similarity,
+        fg_matrix=stats.fg_matrix,
+        bg_matrix=stats.bg_matrix,
+        zeroshot=zeroshot_triplets(vg_train, vg_test),
+    )
+
+
+def build_scene_graph_model(
+    cfg: DictConfig, detector: JointDetector, inputs: StageTwoInputs
+) -> SceneGraphModel:
+    m = cfg.model
+    g = m.grounding
+    c_obj = len(inputs.object_classes) + 1
+    c_rel = len(inputs.predicates) + 1
+    d = detector.backbone.out_channels
+    box_dim = detector.config["representation_size"]
+    head = {"hidden_dim": int(g.hidden_dim), "out_dim": int(g.out_dim), "pool_size": int(g.pool_size)}
+    if g.node == "masks":
+        node: nn.Module = NodeGrounding(d, len(inputs.object_classes), **head)
+        node_dim = node.out_dim
+    elif g.node == "none":
+        node, node_dim = NoNodeGrounding(box_dim), box_dim
+    else:
+        raise ConfigError(f"model.grounding.node={g.node!r}: choose masks | none")
+    if g.edge not in ("gaussian", "avg", "union", "none"):
+        raise ConfigError(f"model.grounding.edge={g.edge!r}: choose gaussian | avg | union | none")
+    edge = build_edge_grounding(
+        str(g.edge), in_channels=d, num_mask_channels=len(inputs.object_classes), num_label_classes=c_obj,
+        mask_frame=str(g.mask_frame), **head,
+    )  # fmt: skip
+    context = hydra.utils.instantiate(m.context, in_dim=node_dim, num_obj_classes=c_obj)
+    freq = FrequencyBias.from_statistics(inputs.fg_matrix, inputs.bg_matrix) if m.freq_bias else None
+    predictor = RelationPredictor(
+        edge_dim=context.hidden_dim if hasattr(context, "hidden_dim") else int(m.context.hidden_dim),
+        union_dim=edge.out_dim,
+        pooling_dim=int(m.predictor.pooling_dim),
+        num_obj_classes=c_obj,
+        num_predicates=c_rel,
+        freq_bias=freq,
+        project_relu=bool(m.predictor.get("project_relu", False)),
+    )
+    refinement = None
+    if m.refine:
+        refinement = MaskRefinement(
+            d, int(m.context.hidden_dim), detector.num_coco_classes, **_plain(m.refine_head),
+            roi_size=detector.config["mask_roi_size"],
+        )  # fmt: skip
+    return SceneGraphModel(
+        detector=detector,
+        transfer=MaskTransfer(inputs.similarity),
+        node_grounding=node,
+        edge_grounding=edge,
+        context=context,
+        predictor=predictor,
+        refinement=refinement,
+        **_plain(m.sampling),
+    )
+
+
+def load_frozen_detector(path: str | Path) -> JointDetector:
+    if path is None:
+        raise ConfigError(
+            "detector.checkpoint is not set: train stage 1 first (stage=detector) and pass the detector.pt it "
+            "writes, or run stage=pipeline"
+        )
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"detector.checkpoint={path} not found: pass the detector.pt (or .ckpt) of a stage-1 run"
+        )
+    return load_detector(path, map_location="cpu")
+
+
+def torch_threads(cfg: DictConfig) -> None:
+    n = cfg.get("num_threads")
+    if n:
+        torch.set_num_threads(int(n))

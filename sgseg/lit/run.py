@@ -1,0 +1,198 @@
+"""The stage runners behind ``python -m sgseg.train``: stage 1, stage 2, or both chained through a file.
+
+Where this sits: called by the thin Hydra entry point :mod:`sgseg.train` with the composed config.
+``stage=detector`` pretrains the joint detector and writes ``<run dir>/detector/detector.pt``;
+``stage=scene_graph`` loads ``detector.checkpoint``, trains and tests the scene-graph model and writes
+``<run dir>/metrics.json``; ``stage=pipeline`` (the default) runs both, handing over only the file path.
+Errors a user can fix (missing data, unset checkpoint) end in one line on stderr, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from sgseg.data.errors import DatasetError
+from sgseg.lit.build import (
+    ConfigError,
+    build_datamodule,
+    build_detector,
+    build_scene_graph_model,
+    check_data_paths,
+    load_frozen_detector,
+    prepare_data,
+    stage_two_inputs,
+    torch_threads,
+)
+from sgseg.lit.detector_module import DetectorPretrainModule
+from sgseg.lit.scene_graph_module import SceneGraphModule
+from sgseg.models.detector.checkpoint import export_detector
+
+STAGES = ("detector", "scene_graph", "pipeline")
+
+
+def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        kwargs: dict[str, Any] = {"save_dir": str(out_dir)}
+        if key == "wandb":
+            kwargs["name"] = name
+        loggers.append(hydra.utils.instantiate(node, **kwargs))
+    return loggers
+
+
+def _callbacks(cfg: DictConfig, out_dir: Path, monitor: str | None) -> list[Any]:
+    callbacks = []
+    for key, node in (cfg.get("callbacks") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        kwargs: dict[str, Any] = {}
+        if key == "model_checkpoint":
+            kwargs["dirpath"] = str(out_dir / "checkpoints")
+            if monitor:
+                kwargs.update(monitor=monitor, mode="max", save_top_k=1)
+        callbacks.append(hydra.utils.instantiate(node, **kwargs))
+    return callbacks
+
+
+def _trainer(
+    cfg: DictConfig, overrides: DictConfig | None, out_dir: Path, name: str, monitor: str | None
+) -> pl.Trainer:
+    tcfg = OmegaConf.merge(
+        OmegaConf.to_container(cfg.trainer, resolve=True),
+        OmegaConf.to_container(overrides, resolve=True) if overrides is not None else {},
+    )
+    return hydra.utils.instantiate(
+        tcfg,
+        default_root_dir=str(out_dir),
+        logger=_loggers(cfg, out_dir, name) or False,
+        callbacks=_callbacks(cfg, out_dir, monitor),
+    )
+
+
+def _resume(cfg: DictConfig, out_dir: Path) -> str | None:
+    """``ckpt_path=last`` resumes from this stage's last checkpoint when there is one."""
+    if cfg.get("ckpt_path") in (None, ""):
+        return None
+    if cfg.ckpt_path == "last":
+        last = out_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return str(cfg.ckpt_path)
+
+
+def run_detector(cfg: DictConfig, out_dir: Path) -> Path:
+    """Stage 1: train the joint detector; returns the path of the exported ``detector.pt``."""
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    check_data_paths(cfg)
+    vg = dm._dataset("vg", "train")
+    num_coco = (
+        len(dm._dataset("coco", "train").class_names)
+        if cfg.data.get("coco") is not None
+        else int(cfg.data.num_coco_classes)
+    )
+    detector = build_detector(cfg, len(vg.object_classes), num_coco)
+    module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
+    trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None)
+    trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir))
+    path = export_detector(module.detector, out_dir / "detector.pt")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    (out_dir / "detector_metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"stage 1: detector written to {path}  {_fmt(metrics)}")
+    return path
+
+
+def run_scene_graph(cfg: DictConfig, out_dir: Path, detector_path: str | Path) -> dict[str, Any]:
+    """Stage 2: train, validate and test the scene-graph model on the frozen detector."""
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    check_data_paths(cfg)
+    detector = load_frozen_detector(detector_path)
+    inputs = stage_two_inputs(cfg, dm)
+    model = build_scene_graph_model(cfg, detector, inputs)
+    coco_val = dm._dataset("coco", "val") if cfg.data.get("coco") is not None else None
+    module = SceneGraphModule(
+        model,
+        mode=str(cfg.task.name),
+        num_object_classes=len(inputs.object_classes) + 1,
+        num_predicates=len(inputs.predicates) + 1,
+        zeroshot_triplets=inputs.zeroshot,
+        predicate_names=inputs.predicates,
+        coco_val_gt=coco_val.coco if coco_val is not None else None,
+        coco_label_to_category=coco_val.label_to_category if coco_val is not None else None,
+        **OmegaConf.to_container(cfg.model.optim, resolve=True),
+    )
+    monitor = f"val/{cfg.model.get('monitor', 'mR@50')}"
+    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, f"{cfg.model.name}-{cfg.task.name}", monitor)
+    trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
+    return module.test_metrics
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
+
+
+def results_table(metrics: dict[str, Any], mode: str, ks=(20, 50, 100)) -> str:
+    """A small text table of the headline numbers (in %)."""
+
+    def pct(key: str) -> str:
+        v = metrics.get(f"{mode}/{key}")
+        return "  n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
+
+    lines = [f"{'metric':<10}" + "".join(f"{'@' + str(k):>8}" for k in ks)]
+    for name in ("R", "ngR", "mR", "ng-mR", "zsR", "ng-zsR"):
+        lines.append(f"{name:<10}" + "".join(f"{pct(f'{name}@{k}'):>8}" for k in ks))
+    masks = [(k, metrics[f"{mode}/mask_{k}_refined"], metrics[f"{mode}/mask_{k}_unrefined"])
+             for k in ("AP", "AP50", "AP75") if f"{mode}/mask_{k}_refined" in metrics]  # fmt: skip
+    if masks:
+        lines.append("COCO mask " + "  ".join(f"{k} {100 * u:.1f} → {100 * r:.1f}" for k, r, u in masks)
+                     + "  (unrefined → refined)")  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> float | None:
+    stage = cfg.get("stage", "pipeline")
+    if stage not in STAGES:
+        print(f"sgseg: stage={stage!r} is not one of {STAGES}", file=sys.stderr)
+        return None
+    torch_threads(cfg)
+    pl.seed_everything(int(cfg.seed), workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    try:
+        if stage in ("detector", "pipeline"):
+            prepare_data(cfg)
+        detector_path = cfg.detector.get("checkpoint")
+        if stage in ("detector", "pipeline"):
+            detector_path = run_detector(cfg, out_dir / "detector")
+        if stage == "detector":
+            print(f"run directory: {out_dir}")
+            return None
+        metrics = run_scene_graph(cfg, out_dir, detector_path)
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        print(f"sgseg: {err}", file=sys.stderr)
+        sys.exit(1)
+    mode = str(cfg.task.name)
+    print(f"\n{cfg.model.name} / {mode}  (recall in %, {time.time() - start:.0f} s)")
+    print(results_table(metrics, mode))
+    print(f"run directory: {out_dir}")
+    wandb_dirs = sorted(out_dir.glob("wandb/offline-run-*"))
+    if wandb_dirs:
+        print(f"W&B offline run: {wandb_dirs[-1]}  (upload with `wandb sync {wandb_dirs[-1]}`)")
+    key = f"{mode}/{cfg.model.get('monitor', 'mR@50')}"
+    value = metrics.get(key)
+    return float(value) if isinstance(value, float) else None
+

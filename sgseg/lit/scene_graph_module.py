@@ -1,0 +1,266 @@
+"""Stage 2 as a LightningModule: L = L_sg (VG) + L_seg (COCO), evaluation with the standard protocol.
+
+Where this sits: wraps :class:`sgseg.models.scene_graph.SceneGraphModel` (whose detector is frozen) for the
+Trainer. Every training step takes one VG batch (relation CE + object CE in SGCls/SGDet + VCTree's tree BCE)
+and, when present and the refinement head is on, one COCO batch (per-pixel BCE of the refined masks, paper
+Eq. 9). Validation runs :class:`~sgseg.evaluation.SceneGraphMetric` on the VG val split (never test) and,
+with a refinement head, COCO mask AP of refined vs. unrefined masks; test does the same on the test split and
+writes ``metrics.json`` (flat keys ``predcls/mR@50``), the per-predicate recall table and a bar plot into
+the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from sgseg.evaluation import coco_mask_ap
+from sgseg.evaluation.metric import SceneGraphMetric
+from sgseg.lit.detector_module import warmup_multistep
+from sgseg.models.masks.refine import refinement_loss
+from sgseg.models.relation.losses import object_loss, relation_loss, tree_score_loss
+from sgseg.models.scene_graph import SceneGraphModel
+from sgseg.structures import ImageBatch, Targets
+
+Batch = dict[str, tuple[ImageBatch, Targets]]
+
+
+def _to_original(boxes: Tensor, image_index: Tensor, images: ImageBatch) -> Tensor:
+    """Boxes from resized-image pixels back to original-image pixels (the evaluator's frame)."""
+    scale = images.original_sizes.to(boxes) / images.image_sizes.to(boxes)  # (sy, sx) per image
+    s = scale[image_index]
+    return boxes * torch.stack([s[:, 1], s[:, 0], s[:, 1], s[:, 0]], 1)
+
+
+class SceneGraphModule(pl.LightningModule):
+    """model: the stage-2 model; mode: predcls | sgcls | sgdet.
+
+    num_object_classes / num_predicates: C_obj / C_rel of the VG label space (with background).
+    zeroshot_triplets: Long[Z, 3] (subject, object, predicate) for zsR@K, or None.
+    predicate_names: names of predicates 1..C_rel-1 (for the per-predicate table and plot).
+    lr, momentum, weight_decay, warmup_steps, warmup_factor, milestones, gamma: SGD + linear warm-up +
+        multi-step decay (reference: 0.01, 0.9, 1e-4, warm-up, ×0.1 at 25k and 35k of 40k).
+    ks: the K of R@K. coco_val_gt: the COCO val instances json (path / dict / COCO) for mask AP, or None.
+    coco_label_to_category: contiguous COCO label → json category id (for the AP detections).
+    """
+
+    def __init__(
+        self,
+        model: SceneGraphModel,
+        mode: str,
+        num_object_classes: int,
+        num_predicates: int,
+        zeroshot_triplets: Tensor | None = None,
+        predicate_names: Sequence[str] | None = None,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 500,
+        warmup_factor: float = 0.1,
+        milestones: Sequence[int] = (25000, 35000),
+        gamma: float = 0.1,
+        ks: Sequence[int] = (20, 50, 100),
+        coco_val_gt: Any = None,
+        coco_label_to_category: dict[int, int] | None = None,
+        loss_weights: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.mode = mode
+        self.num_object_classes, self.num_predicates = num_object_classes, num_predicates
+        self.predicate_names = list(predicate_names) if predicate_names else None
+        self.opt = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        self.sched = {"warmup_iters": warmup_steps, "warmup_factor": warmup_factor,
+                      "milestones": list(milestones), "gamma": gamma}  # fmt: skip
+        self.ks = tuple(ks)
+        self.coco_val_gt = coco_val_gt
+        self.coco_label_to_category = coco_label_to_category
+        self.loss_weights = {"rel": 1.0, "obj": 1.0, "tree": 1.0, "seg": 1.0, **(loss_weights or {})}
+        self.metric = SceneGraphMetric(
+            mode=mode, num_predicates=num_predicates, ks=self.ks, zeroshot_triplets=zeroshot_triplets,
+            num_object_classes=num_object_classes,
+        )  # fmt: skip
+        self._coco_dets: dict[str, list[dict[str, Any]]] = {"refined": [], "unrefined": []}
+        self.test_metrics: dict[str, Any] = {}
+        self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt"])
+
+    # ------------------------------------------------------------------ training
+    def losses(self, batch: Batch) -> dict[str, Tensor]:
+        """All loss terms of one step (unweighted), keyed ``rel``, ``obj``, ``tree``, ``seg``."""
+        out: dict[str, Tensor] = {}
+        images, targets = batch["vg"]
+        res = self.model(images, targets, self.mode)
+        out["rel"] = relation_loss(res.predictions.rel_logits, res.rel_labels)
+        if self.mode != "predcls":
+            out["obj"] = object_loss(res.context.obj_logits, res.obj_targets)
+        if res.context.tree_logits is not None:
+            out["tree"] = tree_score_loss(
+                res.context.tree_logits, res.context.tree_pair_index, res.positive_pairs,
+                res.predictions.image_index,
+            )  # fmt: skip
+        if "coco" in batch and self.model.refinement is not None:
+            c_images, c_targets = batch["coco"]
+            refined, _ = self.model.coco_refinement_logits(c_images, c_targets)
+            out["seg"] = refinement_loss(refined, c_targets.labels, c_targets.masks, c_targets.boxes)
+        return out
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        parts = self.losses(batch)
+        loss = sum(self.loss_weights[k] * v for k, v in parts.items())
+        bs = batch["vg"][0].num_images
+        for k, v in parts.items():
+            self.log(f"train/loss_{k}", v.detach(), batch_size=bs)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = self.model.trainable_parameters()
+        optimizer = torch.optim.SGD(params, **self.opt)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(warmup_multistep, **self.sched))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval()
+
+    def _reset_eval(self) -> None:
+        self.metric.reset()
+        self._coco_dets = {"refined": [], "unrefined": []}
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    @torch.no_grad()
+    def _eval_step(self, batch: Batch) -> None:
+        if "vg" in batch:
+            images, targets = batch["vg"]
+            res = self.model(images, targets, self.mode)
+            self.update_metric(res.predictions, images, targets)
+        if "coco" in batch and self.model.refinement is not None and self.coco_val_gt is not None:
+            self._coco_masks(*batch["coco"])
+
+    def update_metric(self, predictions, images: ImageBatch, targets: Targets) -> None:
+        preds = predictions.per_image(images.num_images)
+        gt_boxes = _to_original(targets.boxes, targets.image_index, images)
+        for b, pred in enumerate(preds):
+            keep = targets.image_index == b
+            objects = keep.nonzero().flatten()
+            local = torch.full_like(targets.image_index, -1)
+            local[objects] = torch.arange(objects.numel(), device=objects.device)
+            rels = targets.relations[targets.rel_image_index == b]
+            gt = {
+                "boxes": gt_boxes[keep],
+                "labels": targets.labels[keep],
+                "relations": torch.cat([local[rels[:, :2]], rels[:, 2:]], 1),
+            }
+            img_index = torch.full(
+                (pred["boxes"].shape[0],), b, dtype=torch.long, device=pred["boxes"].device
+            )
+            pred = dict(pred, boxes=_to_original(pred["boxes"], img_index, images))
+            self.metric.update(gt, pred, image_id=images.image_ids[b])
+
+    def _coco_masks(self, images: ImageBatch, targets: Targets) -> None:
+        """COCO mask AP detections for GT boxes + GT labels (the PredCls setting of paper Table 2)."""
+        refined, unrefined = self.model.coco_refinement_logits(images, targets)
+        boxes = _to_original(targets.boxes, targets.image_index, images)
+        channel = targets.labels - 1
+        rows = torch.arange(len(channel), device=channel.device)
+        for name, logits in (("refined", refined), ("unrefined", unrefined)):
+            probs = logits[rows, channel].sigmoid().float().cpu()
+            for b in range(images.num_images):
+                keep = (targets.image_index == b).cpu()
+                self._coco_dets[name].append({
+                    "image_id": int(images.image_ids[b]),
+                    "scores": torch.ones(int(keep.sum())),
+                    "category_ids": torch.tensor(
+                        [self.coco_label_to_category[int(c)] for c in targets.labels[keep.to(targets.labels.device)]]
+                    , dtype=torch.long),
+                    "mask_probs": probs[keep],
+                    "boxes": boxes[keep.to(boxes.device)].float().cpu(),
+                })  # fmt: skip
+
+    def _eval_results(self, prefix: str) -> dict[str, Any]:
+        result = self.metric.compute()
+        flat: dict[str, Any] = {}
+        for key, value in result.items():
+            if isinstance(value, (list, tuple)):
+                flat[f"{prefix}/{key}"] = [float(v) for v in value]
+            elif isinstance(value, (int, float)):
+                flat[f"{prefix}/{key}"] = float(value)
+        for name, dets in self._coco_dets.items():
+            if dets:
+                image_ids = sorted({d["image_id"] for d in dets})
+                ap = coco_mask_ap(self.coco_val_gt, dets, image_ids=image_ids)
+                for k, v in ap.items():
+                    flat[f"{prefix}/mask_{k}_{name}"] = float(v)
+        return flat
+
+    def _log_scalars(self, flat: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in flat.items() if isinstance(v, float) and not math.isnan(v)}
+        self.log_dict(scalars, sync_dist=False)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            self.metric.reset()
+            return
+        self._log_scalars(self._eval_results("val"))
+
+    def on_test_epoch_end(self) -> None:
+        flat = self._eval_results(self.mode)
+        self.test_metrics = flat
+        self._log_scalars(flat)
+        if self.trainer.is_global_zero:
+            write_metrics(flat, Path(self.trainer.default_root_dir), self.mode, self.predicate_names, self.ks)
+
+
+def write_metrics(
+    flat: dict[str, Any], out_dir: Path, mode: str, predicate_names: Sequence[str] | None, ks: Sequence[int]
+) -> Path:
+    """metrics.json (flat keys), per_predicate_recall.csv and per_predicate_recall.png in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    existing.update(flat)
+    path.write_text(json.dumps(existing, indent=2, sort_keys=True, allow_nan=True))
+    k = max(ks)
+    per_pred = flat.get(f"{mode}/mR_per_predicate@{k}")
+    if per_pred is not None:
+        names = list(predicate_names) if predicate_names else [str(i + 1) for i in range(len(per_pred))]
+        with open(out_dir / f"{mode}_per_predicate_recall.csv", "w") as f:
+            f.write(f"predicate,R@{k}\n")
+            for n, r in zip(names, per_pred):
+                f.write(f"{n},{r:.6f}\n")
+        plot_per_predicate(names, per_pred, out_dir / f"{mode}_per_predicate_recall.png", f"{mode} R@{k}")
+    return path
+
+
+def plot_per_predicate(names: Sequence[str], recalls: Sequence[float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(names) + 1.5), 3.5))
+    ax.bar(range(len(names)), [100 * r for r in recalls], color="#4C72B0")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("recall (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"per-predicate {title}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,247 @@
+"""The stage-2 scene-graph model: frozen detector → mask transfer → grounding → context → relations.
+
+Where this sits: composed from the stage-1 :class:`~sgseg.models.detector.JointDetector` (frozen: eval mode,
+no gradients) and the trainable stage-2 parts; :class:`sgseg.lit.scene_graph_module.SceneGraphModule` wraps
+it for training and evaluation. One VG forward:
+
+1. detector features; boxes = GT boxes (PredCls / SGCls) or detections (SGDet); VG label logits and box
+   features z_j for those boxes; COCO mask logits (80 channels, 28 × 28) for the same boxes.
+2. zero-shot transfer of the COCO mask logits to the C_vg classes (``MaskTransfer``), sigmoid → masks m_j.
+3. node grounding ẑ_j = f_N([z_j, m_j]) → context model (MOTIF / VCTree) → object labels, object context
+   z^o_j, edge context.
+4. mask refinement (optional): m̂_j = transfer(COCO logits + f_M'(RoI features, z^o_j)). The node features
+   have already been computed from the unrefined masks at this point (the context needs them, and
+   refinement needs the context), so the refined masks feed the *edge* grounding; the refinement head is
+   trained only by the COCO mask loss (its residual is detached on the VG stream).
+5. pairs (sampled in training, all ordered pairs at test) → union-box RoI features → edge grounding
+   ẑ_{j,j'} = f_E(...) → relation predictor (+ frequency bias) → relation logits.
+
+The COCO forward (:meth:`SceneGraphModel.coco_refinement_logits`) runs steps 1–3 without gradients on COCO
+GT boxes to get z^o_j, then the refinement head with gradients, for the per-pixel BCE of paper Eq. 9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from sgseg.models.context.base import MODES, ContextOutput
+from sgseg.models.detector.detector import JointDetector
+from sgseg.models.grounding.edge import union_boxes
+from sgseg.models.masks.refine import MaskRefinement
+from sgseg.models.masks.transfer import MaskTransfer
+from sgseg.models.relation.predictor import RelationPredictor
+from sgseg.models.relation.sampling import all_pairs, sample_gt_pairs, sample_sgdet_pairs
+from sgseg.structures import Detections, ImageBatch, RelationPredictions, Targets
+
+
+@dataclass
+class SceneGraphOutput:
+    """Everything one VG forward produces (same type in training and evaluation).
+
+    predictions: the ranked-ready predictions (objects + pairs + relation logits).
+    context: the context model's output (object logits for the object loss, VCTree tree scores).
+    rel_labels: Long[R] predicate label of each pair (0 = background) in training; None at test.
+    obj_targets: Long[N] GT label of each object (SGDet: of its matched GT box, 0 = none); None when unknown.
+    positive_pairs: Long[F, 2] foreground pairs (for VCTree's tree loss) in training; None at test.
+    vg_mask_probs: Float[N, C_vg, M, M] the masks the edge grounding used (refined when refinement is on).
+    """
+
+    predictions: RelationPredictions
+    context: ContextOutput
+    rel_labels: Tensor | None
+    obj_targets: Tensor | None
+    positive_pairs: Tensor | None
+    vg_mask_probs: Tensor
+
+
+def assign_gt_labels(
+    det_boxes: Tensor,
+    det_index: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_index: Tensor,
+    iou: float = 0.5,
+) -> Tensor:
+    """Long[P]: the label of the best-overlapping GT box of the same image when IoU ≥ ``iou``, else 0."""
+    if det_boxes.shape[0] == 0 or gt_boxes.shape[0] == 0:
+        return torch.zeros(det_boxes.shape[0], dtype=torch.long, device=det_boxes.device)
+    ious = box_iou(det_boxes.float(), gt_boxes.float())
+    ious[det_index[:, None] != gt_index[None, :]] = -1.0
+    best, which = ious.max(1)
+    return torch.where(best >= iou, gt_labels[which], torch.zeros_like(which))
+
+
+class SceneGraphModel(nn.Module):
+    """Segmentation-grounded MOTIF / VCTree on a frozen joint detector (see module docstring).
+
+    detector: the stage-1 detector (frozen here). transfer: COCO → VG :class:`MaskTransfer`.
+    node_grounding: ``NodeGrounding`` or ``NoNodeGrounding``; edge_grounding: one of the f_E variants
+    (``NoEdgeGrounding`` for the baseline); context: ``MotifContext`` / ``VCTreeContext``;
+    predictor: :class:`RelationPredictor`; refinement: :class:`MaskRefinement` or None (``model.refine``).
+    pairs_per_image / positive_fraction: training pair budget (reference 64 / 0.25).
+    roi_size: RoIAlign side for node and union features (28, the mask side).
+    """
+
+    def __init__(
+        self,
+        detector: JointDetector,
+        transfer: MaskTransfer,
+        node_grounding: nn.Module,
+        edge_grounding: nn.Module,
+        context: nn.Module,
+        predictor: RelationPredictor,
+        refinement: MaskRefinement | None = None,
+        pairs_per_image: int = 64,
+        positive_fraction: float = 0.25,
+        roi_size: int = 28,
+        sgdet_match_iou: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.detector = detector
+        self.detector.requires_grad_(False)
+        self.detector.eval()
+        self.transfer = transfer
+        self.node_grounding = node_grounding
+        self.edge_grounding = edge_grounding
+        self.context = context
+        self.predictor = predictor
+        self.refinement = refinement
+        self.pairs_per_image = pairs_per_image
+        self.positive_fraction = positive_fraction
+        self.roi_size = roi_size
+        self.sgdet_match_iou = sgdet_match_iou
+        self.uses_node_masks = hasattr(node_grounding, "head")
+        self.uses_edge_masks = hasattr(edge_grounding, "relation_masks")
+
+    def train(self, mode: bool = True) -> SceneGraphModel:
+        super().train(mode)
+        self.detector.eval()  # frozen: BatchNorm statistics and RPN settings stay those of inference
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("detector.") and p.requires_grad]
+
+    # ------------------------------------------------------------------ detector side (no gradients)
+    @torch.no_grad()
+    def _detect(self, images: ImageBatch, targets: Targets | None, mode: str):
+        features = self.detector.features(images)
+        if mode == "sgdet":
+            dets = self.detector.detect(features, images)
+        else:
+            if targets is None:
+                raise ValueError(f"SceneGraphModel: mode {mode!r} needs the GT boxes (`targets`)")
+            dets = self.detector.detect(features, images, targets.boxes, targets.image_index)
+        coco_logits = self.detector.mask_logits(features, images, dets.boxes, dets.image_index).logits
+        return features, dets, coco_logits
+
+    def _node_features(self, features, images: ImageBatch, dets: Detections, vg_mask_probs: Tensor) -> Tensor:
+        if not self.uses_node_masks:
+            return self.node_grounding(None, None, dets.box_features)
+        with torch.no_grad():
+            roi = self.detector.roi_features(features, images, dets.boxes, dets.image_index, self.roi_size)
+        return self.node_grounding(roi, vg_mask_probs, dets.box_features)
+
+    def _refine(
+        self, features, images: ImageBatch, dets: Detections, coco_logits: Tensor, ctx: Tensor
+    ) -> Tensor:
+        """COCO logits + f_M'(RoI features at half the mask side, context) — Float[N, 80, M, M]."""
+        with torch.no_grad():
+            roi = self.detector.roi_features(
+                features, images, dets.boxes, dets.image_index, self.refinement.roi_size
+            )
+        return coco_logits + self.refinement(roi, ctx)
+
+    # ------------------------------------------------------------------ VG forward
+    def forward(self, images: ImageBatch, targets: Targets | None, mode: str) -> SceneGraphOutput:
+        """images: the VG batch; targets: its GT (needed in training, and for the GT boxes of PredCls/SGCls);
+        mode: predcls | sgcls | sgdet. In training, pairs are sampled against ``targets``; in eval mode all
+        ordered pairs of each image are scored."""
+        if mode not in MODES:
+            raise ValueError(f"SceneGraphModel: mode {mode!r} is not one of {MODES}; set task.name")
+        features, dets, coco_logits = self._detect(images, targets, mode)
+        vg_probs = self.transfer(coco_logits).sigmoid()
+        node = self._node_features(features, images, dets, vg_probs)
+
+        obj_targets = None
+        if targets is not None and mode != "sgdet":
+            obj_targets = targets.labels
+        elif targets is not None:
+            obj_targets = assign_gt_labels(
+                dets.boxes, dets.image_index, targets.boxes, targets.labels, targets.image_index,
+                self.sgdet_match_iou,
+            )  # fmt: skip
+        if mode == "predcls":
+            gt_labels = targets.labels
+        elif self.training:
+            gt_labels = obj_targets
+        else:
+            gt_labels = None
+        ctx = self.context(
+            node, dets.boxes, dets.image_index, images.image_sizes, dets.label_logits, gt_labels, mode
+        )
+
+        rel_labels = positive = None
+        if self.training:
+            if targets is None:
+                raise ValueError("SceneGraphModel: training needs `targets` to sample relation pairs")
+            if mode == "sgdet":
+                pairs, rel_labels = sample_sgdet_pairs(
+                    dets.boxes, obj_targets, dets.image_index, targets.boxes, targets.labels, targets.image_index,
+                    targets.relations, iou_threshold=self.sgdet_match_iou, pairs_per_image=self.pairs_per_image,
+                    positive_fraction=self.positive_fraction,
+                )  # fmt: skip
+            else:
+                pairs, rel_labels = sample_gt_pairs(
+                    targets.relations, targets.image_index, self.pairs_per_image, self.positive_fraction
+                )
+            positive = pairs[rel_labels > 0]
+        else:
+            pairs = all_pairs(dets.image_index)
+
+        edge_probs = vg_probs
+        if self.refinement is not None and self.uses_edge_masks:
+            refined = self._refine(features, images, dets, coco_logits, ctx.object_context.detach())
+            edge_probs = self.transfer(refined.detach()).sigmoid()
+        with torch.no_grad():
+            ub = union_boxes(dets.boxes, pairs)
+            union_feats = self.detector.roi_features(
+                features, images, ub, dets.image_index[pairs[:, 0]], self.roi_size
+            )
+        edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, pairs, ctx.obj_logits.softmax(-1))
+        rel_logits = self.predictor(ctx.edge_context, pairs, edge, ctx.obj_labels)
+        predictions = RelationPredictions(
+            boxes=dets.boxes,
+            image_index=dets.image_index,
+            labels=ctx.obj_labels,
+            scores=ctx.obj_scores,
+            obj_logits=ctx.obj_logits,
+            pair_index=pairs,
+            rel_logits=rel_logits,
+        )
+        return SceneGraphOutput(predictions, ctx, rel_labels, obj_targets, positive, edge_probs)
+
+    # ------------------------------------------------------------------ COCO forward (refinement)
+    def coco_refinement_logits(self, images: ImageBatch, targets: Targets) -> tuple[Tensor, Tensor]:
+        """Refined and unrefined COCO mask logits (Float[N, 80, M, M] each) for the COCO GT boxes.
+
+        The context z^o_j comes from an SGCls-style pass without gradients (the COCO loss trains the
+        refinement head only)."""
+        if self.refinement is None:
+            raise ValueError(
+                "SceneGraphModel: no refinement head (model.refine=false); nothing to train on COCO"
+            )
+        with torch.no_grad():
+            features, dets, coco_logits = self._detect(images, targets, "sgcls")
+            vg_probs = self.transfer(coco_logits).sigmoid()
+            node = self._node_features(features, images, dets, vg_probs)
+            was_training = self.context.training
+            self.context.eval()
+            ctx = self.context(
+                node, dets.boxes, dets.image_index, images.image_sizes, dets.label_logits, None, "sgcls"
+            )
+            self.context.train(was_training)
+        return self._refine(features, images, dets, coco_logits, ctx.object_context), coco_logits
