@@ -1,0 +1,191 @@
+"""Stage 2 end to end on a tiny synthetic benchmark: the composed model, its LightningModule, the runners."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+
+from sgseg.data.synthetic import SyntheticConfig, generate
+from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
+from sgseg.lit.run import results_table
+from sgseg.lit.scene_graph_module import SceneGraphModule
+from sgseg.models.scene_graph import assign_gt_labels
+from sgseg.structures import RelationPredictions
+
+from .conftest import REPO
+
+TINY = SyntheticConfig(seed=3, num_vg_train=16, num_vg_test=6, num_coco_train=8, num_coco_val=4)
+TINY_OVERRIDES = [
+    "data.generate.num_vg_train=16",
+    "data.generate.num_vg_test=6",
+    "data.generate.num_coco_train=8",
+    "data.generate.num_coco_val=4",
+    "data.generate.seed=3",
+    "data.vg.num_val=4",
+    "data.loader.batch_size_vg=2",
+    "data.loader.batch_size_coco=2",
+    "data.loader.eval_batch_size=3",
+    "detector.backbone.channels=[8,16,16,32]",
+    "detector.backbone.out_channels=16",
+    "detector.net.representation_size=64",
+    "detector.net.mask_head_channels=[16]",
+    "detector.net.mask_dim_reduced=16",
+    "model.context.embed_dim=16",
+    "model.context.hidden_dim=32",
+    "model.grounding.hidden_dim=32",
+    "model.grounding.out_dim=32",
+    "model.predictor.pooling_dim=32",
+    "model.refine_head.hidden=16",
+    "model.refine_head.num_convs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sgdata")
+    generate(root / "synthetic", TINY, num_workers=1)
+    return root
+
+
+def _cfg(data_dir, *extra):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[f"paths.data_dir={data_dir}", "paths.output_dir=unused", *TINY_OVERRIDES, *extra],
+        )
+
+
+def _build(data_dir, *extra):
+    cfg = _cfg(data_dir, *extra)
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    vg = dm._dataset("vg", "train")
+    detector = build_detector(cfg, len(vg.object_classes), len(dm._dataset("coco", "train").class_names))
+    inputs = stage_two_inputs(cfg, dm)
+    model = build_scene_graph_model(cfg, detector, inputs)
+    return cfg, dm, model, inputs
+
+
+def _first_batch(dm):
+    return next(iter(dm.train_dataloader()))
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgcls", "sgdet"])
+def test_forward_contract_in_each_task(data_dir, mode):
+    cfg, dm, model, inputs = _build(data_dir)
+    batch = _first_batch(dm)
+    images, targets = batch["vg"]
+    model.train()
+    out = model(images, targets, mode)
+    p = out.predictions
+    assert isinstance(p, RelationPredictions)
+    c_rel = len(inputs.predicates) + 1
+    assert p.rel_logits.shape == (p.pair_index.shape[0], c_rel)
+    assert out.rel_labels.shape == (p.pair_index.shape[0],)
+    # both ends of every pair are in the same image, never a self pair
+    assert torch.equal(p.image_index[p.pair_index[:, 0]], p.image_index[p.pair_index[:, 1]])
+    assert (p.pair_index[:, 0] != p.pair_index[:, 1]).all()
+    if mode == "predcls":
+        assert torch.equal(p.labels, targets.labels) and torch.all(p.scores == 1)
+    if mode != "sgdet":
+        # GT boxes pass through untouched; every GT relation pair is among the foreground pairs
+        assert torch.equal(p.boxes, targets.boxes)
+        fg = {tuple(x) for x in p.pair_index[out.rel_labels > 0].tolist()}
+        assert {tuple(x) for x in targets.relations[:, :2].tolist()} <= fg
+    model.eval()
+    with torch.no_grad():
+        ev = model(images, targets, mode).predictions
+    # at test every ordered pair of each image is scored
+    counts = torch.bincount(ev.image_index, minlength=images.num_images)
+    assert ev.pair_index.shape[0] == int((counts * (counts - 1)).sum())
+
+
+def test_detector_frozen_and_refinement_starts_as_identity(data_dir):
+    cfg, dm, model, inputs = _build(data_dir)
+    module = SceneGraphModule(
+        model, "sgcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1, lr=0.05
+    )
+    before = {k: v.clone() for k, v in model.detector.state_dict().items()}
+    batch = _first_batch(dm)
+    # zero-initialised last layer: refined == unrefined COCO mask logits before any step
+    refined, unrefined = model.coco_refinement_logits(*batch["coco"])
+    assert torch.equal(refined, unrefined)
+    # no detector parameter is handed to the optimizer
+    opt = module.configure_optimizers()["optimizer"]
+    opt_ids = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert not opt_ids & {id(p) for p in model.detector.parameters()}
+    model.train()
+    assert not model.detector.training  # BatchNorm/RPN stay in inference mode
+    for i in range(2):
+        parts = module.losses(batch)
+        assert set(parts) == {"rel", "obj", "seg"}
+        loss = sum(parts.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.detector.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    refined, unrefined = model.coco_refinement_logits(*batch["coco"])
+    assert not torch.equal(refined, unrefined)  # the COCO loss moved the refinement head
+
+
+def test_vctree_adds_the_tree_loss(data_dir):
+    cfg, dm, model, inputs = _build(data_dir, "model=vctree")
+    module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
+    parts = module.losses(_first_batch(dm))
+    assert set(parts) == {"rel", "tree", "seg"} and parts["tree"].item() > 0
+
+
+@pytest.mark.parametrize(
+    "node,edge,refine", [("none", "none", "false"), ("masks", "avg", "true"), ("masks", "union", "false")]
+)
+def test_ablation_variants_build_and_run(data_dir, node, edge, refine):
+    cfg, dm, model, inputs = _build(
+        data_dir, f"model.grounding.node={node}", f"model.grounding.edge={edge}", f"model.refine={refine}"
+    )
+    assert (model.refinement is None) == (refine == "false")
+    module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
+    loss = sum(module.losses(_first_batch(dm)).values())
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_assign_gt_labels_by_iou_and_image():
+    det = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
+    det_img = torch.tensor([0, 1, 0])
+    gt = torch.tensor([[0.0, 0, 10, 12], [0, 0, 10, 10]])
+    gt_img = torch.tensor([0, 0])
+    # det 0: IoU 100/120 with gt 0 (label 7) -> 7, and 1.0 with gt 1 (label 3) -> best is gt 1 -> 3
+    # det 1 is in image 1, which has no GT -> 0; det 2 overlaps nothing -> 0
+    assert assign_gt_labels(det, det_img, gt, torch.tensor([7, 3]), gt_img).tolist() == [3, 0, 0]
+
+
+def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
+    cfg, dm, model, inputs = _build(data_dir)
+    coco_val = dm._dataset("coco", "val")
+    module = SceneGraphModule(
+        model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
+        zeroshot_triplets=inputs.zeroshot, predicate_names=inputs.predicates,
+        coco_val_gt=coco_val.coco, coco_label_to_category=coco_val.label_to_category,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        default_root_dir=str(tmp_path), fast_dev_run=True, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    trainer.test(module, datamodule=dm)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for k in (20, 50, 100):
+        for name in ("R", "ngR", "mR", "ng-mR"):
+            assert 0.0 <= metrics[f"predcls/{name}@{k}"] <= 1.0
+    assert len(metrics["predcls/mR_per_predicate@100"]) == len(inputs.predicates)
+    # the refinement head is zero-initialised and fast_dev_run's one step barely moves it
+    assert "predcls/mask_AP_refined" in metrics and "predcls/mask_AP_unrefined" in metrics
+    assert (tmp_path / "predcls_per_predicate_recall.png").stat().st_size > 1000
+    table = results_table(metrics, "predcls")
+    assert table.splitlines()[0].split() == ["metric", "@20", "@50", "@100"]
