@@ -121,7 +121,7 @@ def test_detector_frozen_and_refinement_starts_as_identity(data_dir):
     assert not opt_ids & {id(p) for p in model.detector.parameters()}
     model.train()
     assert not model.detector.training  # BatchNorm/RPN stay in inference mode
-    for i in range(2):
+    for _ in range(2):
         parts = module.losses(batch)
         assert set(parts) == {"rel", "obj", "seg"}
         loss = sum(parts.values())
