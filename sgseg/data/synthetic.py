@@ -33,13 +33,13 @@ num_coco_train=1000 num_coco_val=200 image_size=128,160 workers=2 force=false]``
 ``check_label_space=False`` (19 object classes, 9 predicates, 5 COCO-like classes) and VG ``num_val`` =
 the stamp's ``recommended_num_val`` (10 % of train instead of the real 5000).
 
-Measured on the default set (seed 0, FORMAT_VERSION 2; 3,700 images, 43 MB): about 25 s of CPU in all,
-i.e. ~13 s wall on two idle cores (56 s on this project's shared 2-core machine at load 8). 12,852 VG
-boxes, 6,881 relations (train: left of 1751, near 1338, above 732, below 630, on 318, touching 299,
-partly covering 192, in hole of 132, around 73); 222 held-out triplets give 210 test triplets unseen in
-train. An MLP given GT boxes and labels only reaches 0.85 accuracy / 0.81 mean per-predicate recall on
-the test relations; adding five mask features (gap, adjacency, hole containment, overlap) gives 0.96 /
-0.95 — the room segmentation grounding can use.
+Measured on the default set (seed 0, FORMAT_VERSION 3; 3,700 images, 43 MB): about 25 s of CPU in all,
+i.e. ~13 s wall on two idle cores (37-56 s on this project's shared 2-core machine under load). 13,693 VG
+boxes (3-8 per image), 6,932 relations (train: left of 1797, near 1337, above 727, below 629, on 319,
+touching 295, partly covering 194, in hole of 132, around 70); 222 held-out triplets give 210 of the 867
+test triplets unseen in train. An MLP given GT boxes and labels only reaches 0.84 accuracy / 0.81 mean
+per-predicate recall on the test relations (touching 0.48, in hole of 0.58); adding five mask features
+(gap, adjacency, hole containment, overlap) gives 0.96 / 0.95 — the room segmentation grounding can use.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ __all__ = [
 ]
 
 #: Bump when the generator's output changes for the same config: stale datasets are then regenerated.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Image ids the real VG preprocessing drops from ``image_data.json`` before aligning it with the h5 rows.
 CORRUPT_VG_IMAGE_IDS: frozenset[int] = frozenset({1592, 1722, 4616, 4617})
 

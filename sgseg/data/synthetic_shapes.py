@@ -583,7 +583,8 @@ def compose_scene(
     """Render one image.
 
     plan: (predicate, subject label, object label) pairs to place so the predicate holds (labels index
-    :data:`SOURCE_CLASSES` if ``coco`` else :data:`TARGET_CLASSES`); a pair that cannot be placed is dropped.
+    :data:`SOURCE_CLASSES` if ``coco`` else :data:`TARGET_CLASSES`); a pair that cannot be placed so is
+    placed as two single objects instead.
     singles: labels of further objects placed anywhere free (clearance >= 3 px from everything).
     crowd_label: if given, a crowd of 4-7 tiny instances of that source label (COCO ``iscrowd``) is added.
     """
@@ -609,6 +610,7 @@ def compose_scene(
                 continue
             break
         if got is None:
+            singles = [s_lab, o_lab, *singles]  # keep the objects, placed on their own
             continue
         s_obj = _place(sub, s_lab, sy, sx, height, width, styles[s_lab].shape == "ring")
         o_obj = _place(obj, o_lab, oy, ox, height, width, styles[o_lab].shape == "ring")
@@ -618,8 +620,11 @@ def compose_scene(
         planned.append((pred, n - 1, n - 2) if subject_last else (pred, n - 2, n - 1))
         canvas.add(s_obj.full | o_obj.full)
     for lab in singles:
-        shp = make_shape(styles[lab], rng)
-        pos = _random_free(shp, canvas, rng)
+        for _ in range(3):  # a smaller draw of the class may fit where the first did not
+            shp = make_shape(styles[lab], rng)
+            pos = _random_free(shp, canvas, rng)
+            if pos is not None:
+                break
         if pos is None:
             continue
         ob = _place(shp, lab, pos[0], pos[1], height, width, styles[lab].shape == "ring")
