@@ -22,7 +22,7 @@ from sgseg.models.detector import (
     load_torchvision_maskrcnn,
 )
 from sgseg.models.losses import fast_rcnn_loss, mask_rcnn_loss, project_masks_on_boxes, rpn_loss
-from sgseg.structures import ImageBatch, Targets
+from sgseg.structures import Detections, ImageBatch, Targets
 
 SMALL_HEADS = dict(
     representation_size=128,
@@ -450,3 +450,19 @@ def test_features_normalise_and_ignore_padding():
     for k in a:
         torch.testing.assert_close(a[k], b[k])
     assert F.mse_loss(a["0"], det.features(images_of(noisy, [(128, 128)]))["0"]) > 0
+
+
+def test_forward_returns_detections_in_train_and_eval():
+    det = tiny_detector(num_vg=6)
+    images, targets = shapes_batch()
+    for mode in (True, False):
+        det.train(mode)
+        with torch.no_grad():
+            full = det(images)
+            given = det(images, targets.boxes, targets.image_index)
+        assert isinstance(full, Detections) and isinstance(given, Detections)
+        assert full.label_logits.shape[1] == 7 and len(given) == 4
+        assert torch.all(full.image_index[1:] >= full.image_index[:-1])  # sorted by image
+        assert torch.all(full.scores > det.score_thresh)
+        # at most detections_per_img per image
+        assert torch.bincount(full.image_index, minlength=2).max() <= det.detections_per_img

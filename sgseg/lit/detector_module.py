@@ -162,7 +162,27 @@ class DetectorPretrainModule(pl.LightningModule):
         gt = {"boxes": targets.boxes[keep].cpu(), "labels": targets.labels[keep].cpu()}
         return pred, gt
 
+    def _gathered(self) -> dict[str, dict[str, list]]:
+        """Per-image results of every rank (each rank evaluates a shard under DDP; metrics need them all)."""
+        dist = torch.distributed
+        if (
+            self._trainer is None
+            or self.trainer.world_size == 1
+            or not (dist.is_available() and dist.is_initialized())
+        ):
+            return self._eval
+        shards: list[Any] = [None] * self.trainer.world_size
+        dist.all_gather_object(shards, self._eval)
+        merged: dict[str, dict[str, list]] = {}
+        for shard in shards:
+            for name, store in shard.items():
+                into = merged.setdefault(name, {"pred": [], "gt": [], "sizes": []})
+                for key, values in store.items():
+                    into[key].extend(values)
+        return merged
+
     def _metrics(self) -> dict[str, float]:
+        self._eval = self._gathered()
         metrics: dict[str, float] = {}
         if "vg" in self._eval:
             metrics["vg_map50"] = box_map(self._eval["vg"]["pred"], self._eval["vg"]["gt"], 0.5)["map"]

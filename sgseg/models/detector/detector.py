@@ -381,6 +381,17 @@ class JointDetector(nn.Module):
         x = self.mask_head(self._pool(self.mask_roi_pool, features, images, boxes, image_index))
         return InstanceMasks(self.mask_predictor(x), boxes, image_index)
 
+    def forward(
+        self,
+        images: ImageBatch,
+        boxes: Tensor | None = None,
+        image_index: Tensor | None = None,
+        head: Dataset = "vg",
+    ) -> Detections:
+        """``detect(features(images), images, boxes, image_index, head)``: the same Detections in train and eval
+        (training goes through :meth:`training_losses`)."""
+        return self.detect(self.features(images), images, boxes, image_index, head)
+
     # ------------------------------------------------------------------ training
     def _match(self, boxes: Tensor, image_index: Tensor, targets: Targets) -> tuple[Tensor, Tensor]:
         """Labels Long[P] (-1 ignore, 0 background, else GT class) and matched GT row Long[P] (0 if none)."""
