@@ -569,3 +569,14 @@ def test_boxes_alone_leave_mask_predicates_ambiguous(data: SyntheticLayout) -> N
                 by_box_relation["overlapping"].add(pred)
     assert {"in hole of", "on"} <= by_box_relation["inside"]
     assert {"touching", "near", "partly covering"} <= by_box_relation["overlapping"]
+
+
+def test_visible_masks_partition_the_objects(data: SyntheticLayout) -> None:
+    """Masks are what is seen: in every image, no pixel belongs to two annotations (COCO-like and hidden VG)."""
+    files = [data.coco_root / "annotations" / f"instances_{s}.json" for s in ("train2017", "val2017")]
+    for path in [*files, data.vg_test_masks]:
+        coco = _quiet_coco(path)
+        for img_id in coco.getImgIds():
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
+            cover = sum(coco.annToMask(a).astype(np.int32) for a in anns)
+            assert cover.max() == 1, (path.name, img_id)
