@@ -594,3 +594,11 @@ def test_pipeline_derives_the_zero_shot_set(data: SyntheticLayout) -> None:
     planted = zs & held_out_triplets(CFG)
     # Not all: on 120 train images many rare combinations are unseen by chance too (as in real VG).
     assert len(planted) >= 10
+
+
+def test_empty_parts_are_allowed(tmp_path: Path) -> None:
+    cfg = SyntheticConfig(seed=1, num_vg_train=0, num_vg_test=2, num_coco_train=0, num_coco_val=0)
+    out = generate(tmp_path / "s", cfg, num_workers=1)
+    with h5py.File(out / "vg" / "VG-SGG-with-attri.h5", "r") as f:
+        assert (f["split"][:] == 2).all() and f["boxes_1024"].shape[1] == 4
+    assert json.loads((out / "coco" / "annotations" / "instances_train2017.json").read_text())["images"] == []

@@ -514,8 +514,9 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
         f.create_dataset("img_to_first_rel", data=np.array(first_rel, dtype=np.int32))
         f.create_dataset("img_to_last_rel", data=np.array(last_rel, dtype=np.int32))
         f.create_dataset("labels", data=np.array(labels, dtype=np.int64).reshape(-1, 1))
-        f.create_dataset("boxes_1024", data=np.concatenate(b1024).reshape(-1, 4).astype(np.int32))
-        f.create_dataset("boxes_512", data=np.concatenate(b512).reshape(-1, 4).astype(np.int32))
+        for key, parts in (("boxes_1024", b1024), ("boxes_512", b512)):
+            boxes = np.concatenate(parts) if parts else np.zeros((0, 4))
+            f.create_dataset(key, data=boxes.reshape(-1, 4).astype(np.int32))
         f.create_dataset("relationships", data=np.array(rel_rows, dtype=np.int32).reshape(-1, 2))
         f.create_dataset("predicates", data=np.array(preds, dtype=np.int64).reshape(-1, 1))
         f.create_dataset("attributes", data=np.zeros((n_boxes, 10), dtype=np.int64))
