@@ -1,12 +1,15 @@
 """Thin Hydra entry point: ``python -m sgseg.train [experiment=...] [task=predcls|sgcls|sgdet] ...``.
 
-Composes ``conf/train.yaml`` and hands the config to :mod:`sgseg.lit.run`, which runs stage 1 (detector
+Composes ``conf/train.yaml`` and hands the config to :func:`sgseg.lit.run.run`, which runs stage 1 (detector
 pretraining), stage 2 (scene-graph training) or both chained through the detector checkpoint file.
+In a multirun (``-m``) a failing job records its traceback in ``<job dir>/FAILED.txt`` and returns, so the
+other jobs of the sweep still run.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -15,19 +18,32 @@ from omegaconf import DictConfig
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from sgseg.lit.run import run
+
+    if not _is_multirun():
+        return run(cfg)
     try:
-        from sgseg.lit.run import run
-    except ImportError as err:  # the stage runners land with the detector / scene-graph issues
+        return run(cfg)
+    except BaseException as err:  # noqa: BLE001 - a sweep job must not take the sweep down
+        if isinstance(err, KeyboardInterrupt):
+            raise
+        out = Path(cfg.paths.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "FAILED.txt").write_text(traceback.format_exc())
         print(
-            f"sgseg: the training pipeline is not there yet ({err.name} is missing); "
-            "what exists today: the evaluator (sgseg.evaluation), the data loaders and the synthetic "
-            "benchmark (python -m sgseg.data.synthetic out=DIR). See README.md.",
+            f"sgseg: job failed ({type(err).__name__}: {err}); traceback in {out / 'FAILED.txt'}",
             file=sys.stderr,
         )
         return None
-    return run(cfg)
 
 
 if __name__ == "__main__":

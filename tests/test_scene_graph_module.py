@@ -185,7 +185,10 @@ def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
             assert 0.0 <= metrics[f"predcls/{name}@{k}"] <= 1.0
     assert len(metrics["predcls/mR_per_predicate@100"]) == len(inputs.predicates)
     # the refinement head is zero-initialised and fast_dev_run's one step barely moves it
-    assert "predcls/mask_AP_refined" in metrics and "predcls/mask_AP_unrefined" in metrics
+    assert metrics["predcls/mask_AP_refined"] == metrics["predcls/mask_predcls_AP_refined"]
+    for setting in ("predcls", "sgcls", "sgdet"):  # paper Table 2's three settings
+        for kind in ("refined", "unrefined"):
+            assert -1.0 <= metrics[f"predcls/mask_{setting}_AP_{kind}"] <= 1.0
     assert (tmp_path / "predcls_per_predicate_recall.png").stat().st_size > 1000
     table = results_table(metrics, "predcls")
     assert table.splitlines()[0].split() == ["metric", "@20", "@50", "@100"]

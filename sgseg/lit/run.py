@@ -80,17 +80,50 @@ def _trainer(
     )
 
 
-def _resume(cfg: DictConfig, out_dir: Path) -> str | None:
-    """``ckpt_path=last`` resumes from this stage's last checkpoint when there is one."""
+def _overrides_without_resume() -> list[str] | None:
+    """This job's command-line overrides minus ``ckpt_path=…`` (None outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return sorted(o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path="))
+
+
+def previous_run(out_dir: Path, overrides: list[str] | None) -> Path | None:
+    """The newest sibling run directory started with the same overrides (``ckpt_path`` aside).
+
+    ``python -m sgseg.train … ckpt_path=last`` gets a fresh timestamped directory from Hydra; the run it
+    resumes is found next to it by comparing ``.hydra/overrides.yaml``.
+    """
+    if overrides is None or not out_dir.parent.is_dir():
+        return None
+    import yaml
+
+    for cand in sorted(out_dir.parent.iterdir(), reverse=True):
+        if cand == out_dir or not (cand / ".hydra" / "overrides.yaml").is_file():
+            continue
+        theirs = yaml.safe_load((cand / ".hydra" / "overrides.yaml").read_text()) or []
+        if sorted(o for o in theirs if not o.startswith("ckpt_path=")) == overrides:
+            return cand
+    return None
+
+
+def _resume(cfg: DictConfig, stage_dir: Path, prev_stage_dir: Path | None) -> str | None:
+    """The checkpoint this stage resumes from: an explicit path, or with ``ckpt_path=last`` the stage's
+    ``checkpoints/last.ckpt`` in this run directory or in the previous run with the same overrides."""
     if cfg.get("ckpt_path") in (None, ""):
         return None
-    if cfg.ckpt_path == "last":
-        last = out_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    return str(cfg.ckpt_path)
+    if cfg.ckpt_path != "last":
+        return str(cfg.ckpt_path)
+    for d in (stage_dir, prev_stage_dir):
+        if d is not None and (d / "checkpoints" / "last.ckpt").is_file():
+            print(f"resuming from {d / 'checkpoints' / 'last.ckpt'}")
+            return str(d / "checkpoints" / "last.ckpt")
+    print("ckpt_path=last: no earlier checkpoint of this run found; starting from scratch")
+    return None
 
 
-def run_detector(cfg: DictConfig, out_dir: Path) -> Path:
+def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -> Path:
     """Stage 1: train the joint detector; returns the path of the exported ``detector.pt``."""
     dm = build_datamodule(cfg)
     dm.prepare_data()
@@ -104,7 +137,7 @@ def run_detector(cfg: DictConfig, out_dir: Path) -> Path:
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
     trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None)
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir))
+    trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     path = export_detector(module.detector, out_dir / "detector.pt")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     (out_dir / "detector_metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -112,7 +145,9 @@ def run_detector(cfg: DictConfig, out_dir: Path) -> Path:
     return path
 
 
-def run_scene_graph(cfg: DictConfig, out_dir: Path, detector_path: str | Path) -> dict[str, Any]:
+def run_scene_graph(
+    cfg: DictConfig, out_dir: Path, detector_path: str | Path, prev_dir: Path | None = None
+) -> dict[str, Any]:
     """Stage 2: train, validate and test the scene-graph model on the frozen detector."""
     dm = build_datamodule(cfg)
     dm.prepare_data()
@@ -134,7 +169,7 @@ def run_scene_graph(cfg: DictConfig, out_dir: Path, detector_path: str | Path) -
     )
     monitor = f"val/{cfg.model.get('monitor', 'mR@50')}"
     trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, f"{cfg.model.name}-{cfg.task.name}", monitor)
-    trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir))
+    trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
     return module.test_metrics
@@ -175,16 +210,21 @@ def run(cfg: DictConfig) -> float | None:
     try:
         if stage in ("detector", "pipeline"):
             prepare_data(cfg)
+        prev = previous_run(out_dir, _overrides_without_resume()) if cfg.get("ckpt_path") == "last" else None
         detector_path = cfg.detector.get("checkpoint")
         if stage in ("detector", "pipeline"):
-            detector_path = run_detector(cfg, out_dir / "detector")
+            done = prev / "detector" / "detector.pt" if prev is not None else None
+            if stage == "pipeline" and done is not None and done.is_file():
+                print(f"stage 1 already finished in {prev}; reusing {done}")
+                detector_path = done
+            else:
+                detector_path = run_detector(cfg, out_dir / "detector", prev / "detector" if prev else None)
         if stage == "detector":
             print(f"run directory: {out_dir}")
             return None
-        metrics = run_scene_graph(cfg, out_dir, detector_path)
+        metrics = run_scene_graph(cfg, out_dir, detector_path, prev)
     except (ConfigError, DatasetError, FileNotFoundError) as err:
-        print(f"sgseg: {err}", file=sys.stderr)
-        sys.exit(1)
+        raise SystemExit(f"sgseg: {err}") from None  # one line on stderr, exit status 1
     mode = str(cfg.task.name)
     print(f"\n{cfg.model.name} / {mode}  (recall in %, {time.time() - start:.0f} s)")
     print(results_table(metrics, mode))
@@ -195,4 +235,3 @@ def run(cfg: DictConfig) -> float | None:
     key = f"{mode}/{cfg.model.get('monitor', 'mR@50')}"
     value = metrics.get(key)
     return float(value) if isinstance(value, float) else None
-

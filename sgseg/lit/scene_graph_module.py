@@ -88,7 +88,7 @@ class SceneGraphModule(pl.LightningModule):
             mode=mode, num_predicates=num_predicates, ks=self.ks, zeroshot_triplets=zeroshot_triplets,
             num_object_classes=num_object_classes,
         )  # fmt: skip
-        self._coco_dets: dict[str, list[dict[str, Any]]] = {"refined": [], "unrefined": []}
+        self._coco_dets: dict[str, list[dict[str, Any]]] = {}
         self.test_metrics: dict[str, Any] = {}
         self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt"])
 
@@ -136,7 +136,7 @@ class SceneGraphModule(pl.LightningModule):
 
     def _reset_eval(self) -> None:
         self.metric.reset()
-        self._coco_dets = {"refined": [], "unrefined": []}
+        self._coco_dets = {}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch)
@@ -174,24 +174,39 @@ class SceneGraphModule(pl.LightningModule):
             self.metric.update(gt, pred, image_id=images.image_ids[b])
 
     def _coco_masks(self, images: ImageBatch, targets: Targets) -> None:
-        """COCO mask AP detections for GT boxes + GT labels (the PredCls setting of paper Table 2)."""
-        refined, unrefined = self.model.coco_refinement_logits(images, targets)
-        boxes = _to_original(targets.boxes, targets.image_index, images)
-        channel = targets.labels - 1
-        rows = torch.arange(len(channel), device=channel.device)
-        for name, logits in (("refined", refined), ("unrefined", unrefined)):
-            probs = logits[rows, channel].sigmoid().float().cpu()
-            for b in range(images.num_images):
-                keep = (targets.image_index == b).cpu()
-                self._coco_dets[name].append({
-                    "image_id": int(images.image_ids[b]),
-                    "scores": torch.ones(int(keep.sum())),
-                    "category_ids": torch.tensor(
-                        [self.coco_label_to_category[int(c)] for c in targets.labels[keep.to(targets.labels.device)]]
-                    , dtype=torch.long),
-                    "mask_probs": probs[keep],
-                    "boxes": boxes[keep.to(boxes.device)].float().cpu(),
-                })  # fmt: skip
+        """COCO mask AP detections, refined and unrefined, in the three settings of paper Table 2:
+        ``predcls`` (GT boxes + GT labels), ``sgcls`` (GT boxes, labels from the detector's COCO head),
+        ``sgdet`` (boxes, labels and scores detected by the COCO head)."""
+        detector = self.model.detector
+        features = detector.features(images)
+        on_gt = detector.detect(features, images, targets.boxes, targets.image_index, head="coco")
+        detected = detector.detect(features, images, head="coco")
+        ones = torch.ones_like(targets.labels, dtype=torch.float32)
+        settings = {
+            "predcls": (targets.boxes, targets.image_index, targets.labels, ones),
+            "sgcls": (targets.boxes, targets.image_index, on_gt.labels, on_gt.scores),
+            "sgdet": (detected.boxes, detected.image_index, detected.labels, detected.scores),
+        }
+        for setting, (boxes, index, labels, scores) in settings.items():
+            refined, unrefined = self.model.coco_refinement_logits(
+                images, boxes=boxes, image_index=index, features=features
+            )
+            boxes_orig = _to_original(boxes, index, images).float().cpu()
+            rows = torch.arange(labels.shape[0], device=labels.device)
+            categories = torch.tensor(
+                [self.coco_label_to_category[int(c)] for c in labels.tolist()], dtype=torch.long
+            )
+            for name, logits in (("refined", refined), ("unrefined", unrefined)):
+                probs = logits[rows, labels - 1].sigmoid().float().cpu()
+                for b in range(images.num_images):
+                    keep = (index == b).cpu()
+                    self._coco_dets.setdefault(f"{setting}_{name}", []).append({
+                        "image_id": int(images.image_ids[b]),
+                        "scores": scores.float().cpu()[keep],
+                        "category_ids": categories[keep],
+                        "mask_probs": probs[keep],
+                        "boxes": boxes_orig[keep],
+                    })  # fmt: skip
 
     def _eval_results(self, prefix: str) -> dict[str, Any]:
         result = self.metric.compute()
@@ -205,8 +220,11 @@ class SceneGraphModule(pl.LightningModule):
             if dets:
                 image_ids = sorted({d["image_id"] for d in dets})
                 ap = coco_mask_ap(self.coco_val_gt, dets, image_ids=image_ids)
+                setting, kind = name.split("_")
                 for k, v in ap.items():
-                    flat[f"{prefix}/mask_{k}_{name}"] = float(v)
+                    flat[f"{prefix}/mask_{setting}_{k}_{kind}"] = float(v)
+                    if setting == self.mode:  # the setting of this run's task, under the short key too
+                        flat[f"{prefix}/mask_{k}_{kind}"] = float(v)
         return flat
 
     def _log_scalars(self, flat: dict[str, Any]) -> None:

@@ -225,8 +225,16 @@ class SceneGraphModel(nn.Module):
         return SceneGraphOutput(predictions, ctx, rel_labels, obj_targets, positive, edge_probs)
 
     # ------------------------------------------------------------------ COCO forward (refinement)
-    def coco_refinement_logits(self, images: ImageBatch, targets: Targets) -> tuple[Tensor, Tensor]:
-        """Refined and unrefined COCO mask logits (Float[N, 80, M, M] each) for the COCO GT boxes.
+    def coco_refinement_logits(
+        self,
+        images: ImageBatch,
+        targets: Targets | None = None,
+        boxes: Tensor | None = None,
+        image_index: Tensor | None = None,
+        features=None,
+    ) -> tuple[Tensor, Tensor]:
+        """Refined and unrefined COCO mask logits (Float[N, 80, M, M] each) for the COCO GT boxes of
+        ``targets`` — or for given ``boxes`` / ``image_index`` (e.g. detections, for mask AP).
 
         The context z^o_j comes from an SGCls-style pass without gradients (the COCO loss trains the
         refinement head only)."""
@@ -234,14 +242,19 @@ class SceneGraphModel(nn.Module):
             raise ValueError(
                 "SceneGraphModel: no refinement head (model.refine=false); nothing to train on COCO"
             )
+        if boxes is None:
+            if targets is None:
+                raise ValueError("coco_refinement_logits: pass `targets` or `boxes` with `image_index`")
+            boxes, image_index = targets.boxes, targets.image_index
         with torch.no_grad():
-            features, dets, coco_logits = self._detect(images, targets, "sgcls")
+            if features is None:
+                features = self.detector.features(images)
+            dets = self.detector.detect(features, images, boxes, image_index)
+            coco_logits = self.detector.mask_logits(features, images, boxes, image_index).logits
             vg_probs = self.transfer(coco_logits).sigmoid()
             node = self._node_features(features, images, dets, vg_probs)
             was_training = self.context.training
             self.context.eval()
-            ctx = self.context(
-                node, dets.boxes, dets.image_index, images.image_sizes, dets.label_logits, None, "sgcls"
-            )
+            ctx = self.context(node, boxes, image_index, images.image_sizes, dets.label_logits, None, "sgcls")
             self.context.train(was_training)
         return self._refine(features, images, dets, coco_logits, ctx.object_context), coco_logits

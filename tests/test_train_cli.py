@@ -1,0 +1,103 @@
+"""The entry point as a user runs it: config printing, the pipeline, kill-and-resume, sweep failure isolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+from .test_scene_graph_module import TINY_OVERRIDES
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore"}
+
+
+def _cmd(tmp_path: Path, *extra: str, multirun: bool = False) -> list[str]:
+    return [
+        sys.executable, "-m", "sgseg.train", *(["-m"] if multirun else []), f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}",
+        "logger.wandb=null", "num_threads=1", *TINY_OVERRIDES, *extra,
+    ]  # fmt: skip
+
+
+def test_cfg_job_prints_the_composed_config():
+    out = subprocess.run(
+        [sys.executable, "-m", "sgseg.train", "--cfg", "job", "task=sgcls", "model=vctree"],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "name: sgcls" in out.stdout and "VCTreeContext" in out.stdout and "stage: pipeline" in out.stdout
+
+
+def test_missing_detector_checkpoint_is_one_clear_line(tmp_path):
+    out = subprocess.run(
+        _cmd(tmp_path, "stage=scene_graph", f"detector.checkpoint={tmp_path / 'nope.pt'}"),
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "detector.checkpoint=" in out.stderr and "not found" in out.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_then_kill_and_resume_with_ckpt_path_last(tmp_path):
+    """Stage 1 + stage 2 end to end; then a stage-2 run killed mid-epoch continues with ``ckpt_path=last``."""
+    steps = [
+        "detector.trainer.max_epochs=1",
+        "model.trainer.max_epochs=3",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+    ]
+    full = subprocess.run(
+        _cmd(tmp_path, *steps, "stage=detector"),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+        timeout=600,
+    )
+    assert full.returncode == 0, full.stderr[-3000:]
+    detector = next((tmp_path / "logs").rglob("detector/detector.pt"))
+    stage2 = _cmd(tmp_path, *steps, "stage=scene_graph", f"detector.checkpoint={detector}")
+    proc = subprocess.Popen(
+        stage2, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 400
+    last = None
+    while time.time() < deadline and proc.poll() is None:
+        found = [p for p in (tmp_path / "logs").rglob("checkpoints/last.ckpt") if "detector" not in p.parts]
+        if found:
+            last = found[0]
+            break
+        time.sleep(0.5)
+    assert last is not None, "stage 2 never wrote checkpoints/last.ckpt"
+    proc.send_signal(signal.SIGKILL)  # a hard kill: no teardown, no final checkpoint
+    proc.wait()
+    killed_dir = last.parent.parent
+    assert not (killed_dir / "metrics.json").exists()
+    resumed = subprocess.run(
+        stage2 + ["ckpt_path=last"], capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {last}" in resumed.stdout
+    new_dirs = [p.parent for p in (tmp_path / "logs").rglob("metrics.json")]
+    assert len(new_dirs) == 1 and new_dirs[0] != killed_dir
+    metrics = json.loads((new_dirs[0] / "metrics.json").read_text())
+    assert 0.0 <= metrics["predcls/mR@50"] <= 1.0
+    assert "mR" in resumed.stdout and "run directory:" in resumed.stdout
+
+
+def test_multirun_failing_job_does_not_stop_the_sweep(tmp_path):
+    out = subprocess.run(
+        _cmd(tmp_path, "stage=scene_graph", "detector.checkpoint=/nonexistent/a.pt,/nonexistent/b.pt",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}", multirun=True),
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    failed = sorted((tmp_path / "sweep").glob("*/FAILED.txt"))
+    assert len(failed) == 2  # both jobs ran and recorded their failure
+    assert "a.pt" in failed[0].read_text() and "b.pt" in failed[1].read_text()
