@@ -110,6 +110,18 @@ def test_blur_is_one_kernel_per_sample():
     flat = blur_per_sample(torch.ones(3, 1, 9, 9), kernels)
     torch.testing.assert_close(flat[:, :, 4, 4], torch.ones(3, 1), rtol=1e-4, atol=1e-4)
     assert blur_per_sample(torch.zeros(0, 4, 9, 9), torch.zeros(0, 7, 7)).shape == (0, 4, 9, 9)
+    # Full convolution: the grid grows by k//2 on each side and no mass is lost (kernels sum to 1).
+    full = blur_per_sample(maps, kernels, full=True)
+    assert full.shape == (3, 4, 15, 15)
+    torch.testing.assert_close(full.sum((2, 3)), maps.sum((2, 3)))
+    torch.testing.assert_close(full[:, :, 3:-3, 3:-3], got)
+
+
+def test_blur_hand_written_backward():
+    x = torch.rand(3, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(3, 3, 3, dtype=torch.float64, requires_grad=True)  # not symmetric: checks the flips
+    for full in (False, True):
+        assert torch.autograd.gradcheck(lambda a, b, f=full: blur_per_sample(a, b, f), (x, k))
 
 
 # ------------------------------------------------------------------------------------------------ pasting
@@ -196,9 +208,47 @@ def test_gaussian_with_tiny_sigma_is_the_plain_product():
     masks = torch.rand(3, 2, 8, 8, generator=g)
     boxes = torch.tensor([[0.0, 0, 8, 8], [4.0, 2, 12, 10], [1.0, 1, 3, 5]])
     pairs = torch.tensor([[0, 1], [2, 0], [1, 2]])
-    pasted = paste_into_union(masks, boxes, pairs)
+    # A delta kernel's full convolution is the mask with a 3-cell zero ring, covering the box grown by 3 cells.
+    grown = boxes + torch.tensor([-3.0, -3.0, 3.0, 3.0]) * (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2) / 8
+    pasted = paste_into_union(F.pad(masks, (3, 3, 3, 3)), boxes, pairs, out_size=8, mask_boxes=grown)
     got = gau.relation_masks(masks, boxes, pairs, torch.rand(3, 3))
     torch.testing.assert_close(got, pasted[0] * pasted[1])
+    # Away from the box borders that is just the product of the pasted masks themselves.
+    plain = paste_into_union(masks, boxes, pairs)
+    torch.testing.assert_close(got[0, :, 2:6, 3:5], (plain[0] * plain[1])[0, :, 2:6, 3:5])
+
+
+def test_gaussian_union_frame_matches_pair_by_pair_route():
+    """Blur each object alone (ordinary full conv), paste it with its grown box, multiply — pair by pair."""
+    *_, gau = _variants(c=2, s=8)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        gau.param_map.weight.normal_(generator=g)
+    masks, labels = torch.rand(3, 2, 8, 8, generator=g), torch.rand(3, 3, generator=g).softmax(1)
+    boxes = torch.tensor([[0.0, 0, 8, 8], [4.0, 2, 20, 10], [1.0, 1, 3, 5]])
+    pairs = torch.tensor([[0, 1], [2, 0], [1, 2], [1, 0]])
+    got = gau.relation_masks(masks, boxes, pairs, labels)
+    v = gau.param_map(labels)
+    k = gaussian_kernels(torch.exp(0.5 * v[:, 0]), torch.exp(0.5 * v[:, 1]), torch.tanh(v[:, 2]))
+    for r, (i, j) in enumerate(pairs.tolist()):
+        blurred, grown = [], []
+        for o in (i, j):
+            blurred.append(F.conv2d(masks[o : o + 1], k[o].expand(2, 1, 7, 7), padding=6, groups=2))
+            cell = (boxes[o, 2:] - boxes[o, :2]) / 8
+            grown.append(torch.cat([boxes[o, :2] - 3 * cell, boxes[o, 2:] + 3 * cell]))
+        pasted = paste_into_union(
+            torch.cat(blurred),
+            boxes[[i, j]],
+            torch.tensor([[0, 1]]),
+            out_size=8,
+            mask_boxes=torch.stack(grown),
+        )
+        torch.testing.assert_close(got[r], pasted[0, 0] * pasted[1, 0])
+    # Blur spills past the box.
+    # (pair 1 = object 2 in box (1, 1, 3, 5) with object 0 = the union; union cell (row 2, col 3) has centre
+    # (3.5, 2.5), outside object 2's box: pasting alone gives 0 there, the blurred paste does not.)
+    assert (paste_into_union(masks, boxes, pairs)[0, 1, :, 2, 3] == 0).all()
+    assert (got[1, :, 2, 3] > 0.01).all()
 
 
 def test_own_box_frame_reproduces_reference_products():

@@ -6,7 +6,9 @@ from sgseg.models.grounding.edge import (
     NoEdgeGrounding,
     UnionEdgeGrounding,
     build_edge_grounding,
+    grow_boxes,
     paste_into_union,
+    resample_to_frames,
     union_boxes,
 )
 from sgseg.models.grounding.kernels import blur_per_sample, gaussian_kernels
@@ -23,6 +25,8 @@ __all__ = [
     "blur_per_sample",
     "build_edge_grounding",
     "gaussian_kernels",
+    "grow_boxes",
     "paste_into_union",
+    "resample_to_frames",
     "union_boxes",
 ]

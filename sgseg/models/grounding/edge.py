@@ -46,47 +46,72 @@ def union_boxes(boxes: Tensor, pair_index: Tensor) -> Tensor:
     return torch.cat([torch.minimum(s[:, :2], o[:, :2]), torch.maximum(s[:, 2:], o[:, 2:])], dim=1)
 
 
-def paste_into_union(
-    mask_probs: Tensor, boxes: Tensor, pair_index: Tensor, out_size: int | None = None
-) -> Tensor:
-    """Resample each pair member's box-relative mask into its pair's union-box grid.
+def resample_to_frames(masks: Tensor, mask_boxes: Tensor, frames: Tensor, out_size: int) -> Tensor:
+    """Resample box-relative masks into other boxes' grids: Float[B, C, S, S].
 
-    mask_probs: Float[N, C, M, M] box-relative (the M × M grid covers the object's box exactly, Mask R-CNN style).
-    boxes: Float[N, 4] xyxy, same image frame for all boxes of a pair. pair_index: Long[R, 2] (subject, object).
-    out_size: side S of the union grid (default M).
-    Returns Float[2, R, C, S, S]: [0] subjects, [1] objects, in the union box's S × S grid.
-
-    Each union cell takes the bilinear sample of the object's mask at the cell centre, expressed in box-relative
-    coordinates (``grid_sample``, ``align_corners=False``, whose pixel centres are the mask cells' centres);
-    cells whose centre lies outside the object's box are 0. Inside the box, samples less than half a cell from
-    its edge clamp to the edge cell (``padding_mode="border"``) rather than fading to 0.
+    masks: Float[B, C, m, m], each grid covering ``mask_boxes[b]`` (Float[B, 4] xyxy) exactly;
+    frames: Float[B, 4] xyxy, the box whose S × S grid (S = out_size) each output covers.
+    Each output cell takes the bilinear sample of the mask at the cell centre, in box-relative coordinates
+    (``grid_sample``, ``align_corners=False``, whose pixel centres are the mask cells' centres); cells whose
+    centre lies outside the mask's box are 0. Inside the box, samples less than half a cell from its edge clamp
+    to the edge cell (``padding_mode="border"``) rather than fading to 0.
     """
-    n, c, m, _ = mask_probs.shape
-    s = m if out_size is None else out_size
-    r = pair_index.shape[0]
-    if r == 0:
-        return mask_probs.new_zeros(2, 0, c, s, s)
-    union = union_boxes(boxes, pair_index).repeat(2, 1)  # [2R, 4], subjects then objects
-    members = pair_index.t().reshape(-1)  # [2R]
+    b, c, _, _ = masks.shape
+    s = out_size
+    if b == 0:
+        return masks.new_zeros(0, c, s, s)
     # Coordinates in float32 at least: half precision resolves only ~0.5 px at x ≈ 1000.
-    dtype = torch.promote_types(mask_probs.dtype, torch.float32)
-    own = boxes[members].to(dtype)
-    union = union.to(dtype)
-    cells = (torch.arange(s, device=mask_probs.device, dtype=dtype) + 0.5) / s  # [S]
-    xs = union[:, 0:1] + cells * (union[:, 2:3] - union[:, 0:1])  # [2R, S] image x of union cell centres
-    ys = union[:, 1:2] + cells * (union[:, 3:4] - union[:, 1:2])
-    # Degenerate (zero-size) boxes: tiny width puts every cell "outside", so the pasted mask is 0, not NaN.
+    dtype = torch.promote_types(masks.dtype, torch.float32)
+    own, frames = mask_boxes.to(dtype), frames.to(dtype)
+    cells = (torch.arange(s, device=masks.device, dtype=dtype) + 0.5) / s  # [S]
+    xs = frames[:, 0:1] + cells * (
+        frames[:, 2:3] - frames[:, 0:1]
+    )  # [B, S] image x of the frame's cell centres
+    ys = frames[:, 1:2] + cells * (frames[:, 3:4] - frames[:, 1:2])
+    # Degenerate (zero-size) boxes: tiny width puts every cell "outside", so the result is 0, not NaN.
     tx = (xs - own[:, 0:1]) / (own[:, 2:3] - own[:, 0:1]).clamp_min(1e-6)  # in [0, 1] inside the box
     ty = (ys - own[:, 1:2]) / (own[:, 3:4] - own[:, 1:2]).clamp_min(1e-6)
     grid = torch.stack(
         [(2 * tx - 1).unsqueeze(1).expand(-1, s, -1), (2 * ty - 1).unsqueeze(2).expand(-1, -1, s)], dim=-1
-    ).to(mask_probs.dtype)  # [2R, S(rows, y), S(cols, x), 2] with (x, y) order, as grid_sample expects
-    inside = ((ty >= 0) & (ty <= 1)).unsqueeze(2) & ((tx >= 0) & (tx <= 1)).unsqueeze(1)  # [2R, S, S]
-    pasted = F.grid_sample(
-        mask_probs[members], grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
-    pasted = pasted * inside.unsqueeze(1).to(pasted.dtype)
-    return pasted.view(2, r, c, s, s)
+    ).to(masks.dtype)  # [B, S(rows, y), S(cols, x), 2] with (x, y) order, as grid_sample expects
+    inside = ((ty >= 0) & (ty <= 1)).unsqueeze(2) & ((tx >= 0) & (tx <= 1)).unsqueeze(1)  # [B, S, S]
+    out = F.grid_sample(masks, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out * inside.unsqueeze(1).to(out.dtype)
+
+
+def paste_into_union(
+    mask_probs: Tensor,
+    boxes: Tensor,
+    pair_index: Tensor,
+    out_size: int | None = None,
+    mask_boxes: Tensor | None = None,
+) -> Tensor:
+    """Resample each pair member's box-relative mask into its pair's union-box grid (one ``grid_sample``).
+
+    mask_probs: Float[N, C, M, M] box-relative (the M × M grid covers the object's box exactly, Mask R-CNN style).
+    boxes: Float[N, 4] xyxy, same image frame for all boxes of a pair. pair_index: Long[R, 2] (subject, object).
+    out_size: side S of the union grid (default M).
+    mask_boxes: Float[N, 4], the boxes the mask grids cover when they are not ``boxes`` (e.g. a grid grown by a
+    blur, :func:`grow_boxes`); the union is still that of ``boxes``.
+    Returns Float[2, R, C, S, S]: [0] subjects, [1] objects, in the union box's S × S grid; sampling as in
+    :func:`resample_to_frames`.
+    """
+    c, m = mask_probs.shape[1], mask_probs.shape[-1]
+    s = m if out_size is None else out_size
+    r = pair_index.shape[0]
+    members = pair_index.t().reshape(-1)  # [2R], subjects then objects
+    union = union_boxes(boxes, pair_index).repeat(2, 1)  # [2R, 4]
+    grids = boxes if mask_boxes is None else mask_boxes
+    return resample_to_frames(mask_probs[members], grids[members], union, s).view(2, r, c, s, s)
+
+
+def grow_boxes(boxes: Tensor, grid_size: int, cells: int) -> Tensor:
+    """Float[N, 4]: each box grown by ``cells`` cells of its ``grid_size`` × ``grid_size`` grid on every side.
+
+    The box covered by the (grid_size + 2·cells)² output of a full convolution of its mask.
+    """
+    wh = (boxes[:, 2:] - boxes[:, :2]) / grid_size * cells
+    return torch.cat([boxes[:, :2] - wh, boxes[:, 2:] + wh], dim=1)
 
 
 class _MaskEdgeGrounding(nn.Module):
@@ -197,9 +222,11 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
     True (reference) — the six parameters of a pair from Linear(2·C_obj → 6) on [l_subject, l_object].
     Parameters: σ = exp(0.5 v) (v a log-variance), ρ = tanh(v_ρ). The linear map starts at zero, so every kernel
     starts as the isotropic σ = 1 Gaussian and learns from there.
-    With ``mask_frame="union"`` the masks are blurred after pasting, so blur spills past the object's box
-    inside the union box (the union frame is where the relation is reasoned about); with ``own_box`` they are
-    blurred in their own frames. Either way all 2R member masks go through ONE grouped convolution.
+    σ is in cells of the object's own M × M mask grid, so a kernel means the same whatever the partner: each
+    mask is blurred in its own frame and then (``mask_frame="union"``) pasted into the union frame — as a full
+    convolution on a grid grown by k//2 cells, so blur that spills past the object's box is kept. With
+    ``own_box`` the blurred masks are multiplied in their own frames (reference). All masks go through ONE
+    grouped convolution: the N objects (per-object parameters) or the 2R pair members (joint parameters).
     """
 
     def __init__(
@@ -259,23 +286,35 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
                 v = v[pair_index.t().reshape(-1)]  # [2R, 3]
         return torch.exp(0.5 * v[:, 0]), torch.exp(0.5 * v[:, 1]), torch.tanh(v[:, 2])
 
-    def combine(self, pair_masks: Tensor, pair_index: Tensor, label_probs: Tensor | None) -> Tensor:
-        _, r, c, s, _ = pair_masks.shape
-        sx, sy, rho = self.kernel_params(label_probs, pair_index)
-        kernels = gaussian_kernels(sx, sy, rho, size=self.kernel_size)
-        blurred = blur_per_sample(pair_masks.reshape(2 * r, c, s, s), kernels).view(2, r, c, s, s)
-        return blurred[0] * blurred[1]
-
     def relation_masks(
         self, mask_probs: Tensor, boxes: Tensor, pair_index: Tensor, label_probs: Tensor | None = None
     ) -> Tensor:
-        if self.mask_frame != "own_box" or self.joint_pair_params:
-            return super().relation_masks(mask_probs, boxes, pair_index, label_probs)
-        # Own frames + per-object kernels: blur the N objects once instead of their 2R pair copies (R ≈ N²).
-        self._check_own_box_size(mask_probs)
-        kernels = gaussian_kernels(*self.kernel_params(label_probs, None), size=self.kernel_size)
-        blurred = blur_per_sample(mask_probs, kernels)
-        rel = blurred[pair_index[:, 0]] * blurred[pair_index[:, 1]]
+        k, s = self.kernel_size, self.head.roi_size
+        r, c, m = pair_index.shape[0], mask_probs.shape[1], mask_probs.shape[-1]
+        if self.joint_pair_params:
+            # Reference: a kernel per pair member, so the 2R member copies are blurred.
+            members = pair_index.t().reshape(-1)
+            kernels = gaussian_kernels(*self.kernel_params(label_probs, pair_index), size=k)
+            maps, grid_boxes = mask_probs[members], boxes[members]
+        else:
+            # Paper: a kernel per object, so the N objects are blurred once and their R ≈ N² pairs share them.
+            kernels = gaussian_kernels(*self.kernel_params(label_probs, None), size=k)
+            maps, grid_boxes = mask_probs, boxes
+        if self.mask_frame == "own_box":
+            self._check_own_box_size(mask_probs)
+            blurred = blur_per_sample(maps, kernels)
+            pair = blurred.view(2, r, c, m, m) if self.joint_pair_params else blurred[pair_index.t()]
+        else:
+            # Full convolution: the blurred mask covers its box grown by k//2 cells, so blur spilling past the
+            # object's box survives the paste into the union frame.
+            blurred = blur_per_sample(maps, kernels, full=True)
+            grown = grow_boxes(grid_boxes, m, k // 2)
+            if self.joint_pair_params:
+                union = union_boxes(boxes, pair_index).repeat(2, 1)
+                pair = resample_to_frames(blurred, grown, union, s).view(2, r, c, s, s)
+            else:
+                pair = paste_into_union(blurred, boxes, pair_index, s, mask_boxes=grown)
+        rel = pair[0] * pair[1]
         return rel.sigmoid() if self.sigmoid_relation_masks else rel
 
 
