@@ -21,8 +21,9 @@ combines values in [0, 1] and its result stays in [0, 1] (Gaussian kernels sum t
 one more sigmoid to the combined mask before concatenation, squashing it into [0.5, 0.73];
 ``sigmoid_relation_masks=True`` reproduces that, the default does not.
 
-Everything is batched over all R pairs of the batch: one ``grid_sample`` pastes the 2R pair members, one grouped
-convolution blurs them; there is no Python loop over pairs or objects.
+Everything is batched over all R pairs of the batch: one grouped convolution blurs the N objects' masks (the
+2R pair members with the reference's per-pair parameters), one ``grid_sample`` pastes the 2R pair members;
+there is no Python loop over pairs or objects.
 """
 
 from __future__ import annotations
