@@ -163,6 +163,7 @@ def run_scene_graph(
         num_predicates=len(inputs.predicates) + 1,
         zeroshot_triplets=inputs.zeroshot,
         predicate_names=inputs.predicates,
+        object_names=inputs.object_classes,
         coco_val_gt=coco_val.coco if coco_val is not None else None,
         coco_label_to_category=coco_val.label_to_category if coco_val is not None else None,
         **OmegaConf.to_container(cfg.model.optim, resolve=True),

@@ -42,6 +42,7 @@ def _to_original(boxes: Tensor, image_index: Tensor, images: ImageBatch) -> Tens
 
 class SceneGraphModule(pl.LightningModule):
     """model: the stage-2 model; mode: predcls | sgcls | sgdet.
+    object_names / predicate_names: VG label names (foreground, index order), stored in checkpoints.
 
     num_object_classes / num_predicates: C_obj / C_rel of the VG label space (with background).
     zeroshot_triplets: Long[Z, 3] (subject, object, predicate) for zsR@K, or None.
@@ -60,6 +61,7 @@ class SceneGraphModule(pl.LightningModule):
         num_predicates: int,
         zeroshot_triplets: Tensor | None = None,
         predicate_names: Sequence[str] | None = None,
+        object_names: Sequence[str] | None = None,
         lr: float = 0.01,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
@@ -77,6 +79,7 @@ class SceneGraphModule(pl.LightningModule):
         self.mode = mode
         self.num_object_classes, self.num_predicates = num_object_classes, num_predicates
         self.predicate_names = list(predicate_names) if predicate_names else None
+        self.object_names = list(object_names) if object_names else None
         self.opt = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         self.sched = {"warmup_iters": warmup_steps, "warmup_factor": warmup_factor,
                       "milestones": list(milestones), "gamma": gamma}  # fmt: skip
@@ -91,6 +94,11 @@ class SceneGraphModule(pl.LightningModule):
         self._coco_dets: dict[str, list[dict[str, Any]]] = {}
         self.test_metrics: dict[str, Any] = {}
         self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # enough to rebuild the model without the datasets (python -m sgseg.predict)
+        checkpoint["detector_config"] = self.model.detector.config
+        checkpoint["label_names"] = {"objects": self.object_names, "predicates": self.predicate_names}
 
     # ------------------------------------------------------------------ training
     def losses(self, batch: Batch) -> dict[str, Tensor]:

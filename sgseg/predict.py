@@ -1,0 +1,141 @@
+"""Thin Hydra entry point for your own images: ``python -m sgseg.predict run_dir=RUN images=DIR_OR_FILE``.
+
+Loads a trained scene-graph run (its ``.hydra/config.yaml`` and best — or ``checkpoint=last`` / a path —
+checkpoint), detects objects (SGDet: your images have no boxes), transfers and refines masks, predicts the
+scene graph, and writes for each image ``<name>.png`` (masks, boxes and the top relations drawn as a graph)
+and ``<name>.json`` (boxes, labels, scores and the ranked triplets) into ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def find_checkpoint(run_dir: Path, which: str) -> Path:
+    """``best`` (the monitored checkpoint), ``last``, or an explicit path."""
+    if which not in ("best", "last"):
+        return Path(which)
+    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    best = [c for c in ckpts if c.name != "last.ckpt"]
+    chosen = best if which == "best" and best else [c for c in ckpts if c.name == "last.ckpt"] or best
+    if not chosen:
+        raise FileNotFoundError(f"no checkpoint under {run_dir / 'checkpoints'}; is {run_dir} a stage-2 run?")
+    return chosen[-1]
+
+
+def load_model(run_dir: Path, which: str = "best"):
+    """Rebuild the trained SceneGraphModel of a run; returns (model, run config, object names, predicates)."""
+    from sgseg.lit.build import StageTwoInputs, build_scene_graph_model
+    from sgseg.models.detector.checkpoint import build_detector
+
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(
+            f"{cfg_path} not found: run_dir must be a run directory of python -m sgseg.train"
+        )
+    cfg = OmegaConf.load(cfg_path)
+    ckpt_path = find_checkpoint(run_dir, which)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if "detector_config" not in ckpt:
+        raise ValueError(f"{ckpt_path} is not a scene-graph checkpoint of sgseg (no detector_config)")
+    detector = build_detector(ckpt["detector_config"])
+    names = ckpt["label_names"]
+    t, s = len(names["objects"]), detector.num_coco_classes
+    c_obj, c_rel = t + 1, len(names["predicates"]) + 1
+    # shapes only: the trained values (similarity, frequency bias) come with the state dict
+    inputs = StageTwoInputs(
+        names["objects"], names["predicates"], [""] * s, torch.zeros(t, s), torch.zeros(c_obj, c_obj, c_rel),
+        torch.zeros(c_obj, c_obj), torch.zeros(0, 3, dtype=torch.long),
+    )  # fmt: skip
+    model = build_scene_graph_model(cfg, detector, inputs)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.eval(), cfg, names["objects"], names["predicates"]
+
+
+def image_files(images: str) -> list[Path]:
+    p = Path(images)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    elif p.is_file():
+        files = [p]
+    else:
+        raise FileNotFoundError(f"images={images}: no such file or directory")
+    if not files:
+        raise FileNotFoundError(f"images={images}: no .jpg/.jpeg/.png files there")
+    return files
+
+
+@torch.no_grad()
+def predict_image(model, cfg, path: Path, top_k: int) -> dict:
+    from torchvision.io import ImageReadMode, decode_image
+
+    from sgseg.data.collate import collate
+    from sgseg.data.transforms import Resize
+    from sgseg.visualize import top_triplets
+
+    image = decode_image(str(path), mode=ImageReadMode.RGB)
+    item = {
+        "image": image,
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.long),
+        "image_id": 0,
+    }
+    item = Resize(int(cfg.data.loader.test_min_size), int(cfg.data.loader.max_size))(item)
+    images, _ = collate([item])
+    out = model(images, None, "sgdet")
+    p = out.predictions
+    scale = torch.tensor(image.shape[-2:], dtype=torch.float32) / images.image_sizes[0].float()
+    boxes = p.boxes * torch.stack([scale[1], scale[0], scale[1], scale[0]])
+    rel_scores = p.rel_logits.softmax(-1)
+    own = out.vg_mask_probs[torch.arange(p.labels.shape[0]), p.labels - 1]
+    return {
+        "image": image, "boxes": boxes, "labels": p.labels, "scores": p.scores, "masks": own,
+        "triplets": top_triplets(p.pair_index, rel_scores, p.scores, top_k),
+    }  # fmt: skip
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    from sgseg.visualize import draw_scene_graph
+
+    try:
+        model, run_cfg, objects, predicates = load_model(Path(cfg.run_dir), str(cfg.checkpoint))
+        files = image_files(str(cfg.images))
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"sgseg.predict: {err}") from None
+    out_dir = Path(cfg.out)
+    for path in files:
+        r = predict_image(model, run_cfg, path, int(cfg.top_k))
+        names = [objects[int(c) - 1] for c in r["labels"]]
+        triplets = [(s, o, predicates[c - 1], sc) for s, o, c, sc in r["triplets"]]
+        png = draw_scene_graph(r["image"], r["boxes"], names, triplets, out_dir / f"{path.stem}.png", r["masks"],
+                               title=path.name)  # fmt: skip
+        record = {
+            "image": str(path),
+            "objects": [
+                {"box": b, "label": n, "score": float(s)}
+                for b, n, s in zip(r["boxes"].tolist(), names, r["scores"])
+            ],  # fmt: skip
+            "relations": [
+                {"subject": s, "object": o, "predicate": c, "score": sc} for s, o, c, sc in triplets
+            ],
+        }
+        (out_dir / f"{path.stem}.json").write_text(json.dumps(record, indent=1))
+        print(f"{path.name}: {len(names)} objects, top relation: "
+              f"{(names[triplets[0][0]] + ' ' + triplets[0][2] + ' ' + names[triplets[0][1]]) if triplets else '—'}"
+              f"  → {png}")  # fmt: skip
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
