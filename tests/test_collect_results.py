@@ -1,0 +1,225 @@
+"""scripts/collect_results.py on hand-written run directories: the tables hold the numbers worked out by hand."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("collect_results", REPO / "scripts" / "collect_results.py")
+cr = importlib.util.module_from_spec(_spec)
+sys.modules["collect_results"] = cr  # dataclasses look their module up there
+_spec.loader.exec_module(cr)
+
+
+def _config(
+    model, node, edge, refine, joint, seed=0, task="sgcls", row=None, backbone="resnext101_32x8d_fpn"
+):
+    cfg = {
+        "stage": "scene_graph",
+        "seed": seed,
+        "tags": ["${task.name}"],
+        "task": {"name": task},
+        "detector": {"checkpoint": "???", "joint": joint, "backbone": {"name": backbone}},
+        "model": {"name": model, "grounding": {"node": node, "edge": edge}, "refine": refine},
+        "experiment_name": f"{model}_x",
+    }
+    if row is not None:
+        cfg["ablation_row"] = row
+    return cfg
+
+
+def _job(
+    path: Path, config: dict, overrides: list[str], metrics: dict | None = None, failed: str | None = None
+):
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (path / "metrics.json").write_text(json.dumps(metrics, allow_nan=True))
+    if failed is not None:
+        (path / "FAILED.txt").write_text(f"Traceback (most recent call last):\n  ...\n{failed}\n")
+
+
+ROW_SETTINGS = {
+    "base": ("none", "none", False, False),
+    "joint": ("none", "none", False, True),
+    "node": ("masks", "none", False, True),
+    "refine": ("masks", "gaussian", True, True),
+}
+
+
+@pytest.fixture()
+def runs_root(tmp_path: Path) -> Path:
+    """A VCTree SGCls ablation sweep (2 seeds of base and refine, a failed and a partial job) + 3 single runs."""
+    sweep = tmp_path / "multiruns" / "2026-11-25_10-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    jobs = [
+        # (job, row, seed, mR@20, mR@50, mR@100, extra)
+        ("0_base_seed0", "base", 0, 0.081, 0.099, 0.106, {}),
+        ("1_base_seed1", "base", 1, 0.083, 0.101, 0.110, {}),
+        ("4_refine_seed0", "refine", 0, 0.093, 0.115, 0.122,
+         {"sgcls/mask_AP_unrefined": 0.516, "sgcls/mask_AP_refined": 0.540}),
+        ("5_refine_seed1", "refine", 1, 0.095, 0.117, 0.124,
+         {"sgcls/mask_AP_unrefined": 0.516, "sgcls/mask_AP_refined": 0.552}),
+    ]  # fmt: skip
+    for name, row, seed, m20, m50, m100, extra in jobs:
+        node, edge, refine, joint = ROW_SETTINGS[row]
+        metrics = {"sgcls/mR@20": m20, "sgcls/mR@50": m50, "sgcls/mR@100": m100, "sgcls/zsR@20": math.nan}
+        metrics.update(extra)
+        _job(
+            sweep / name,
+            _config("vctree", node, edge, refine, joint, seed=seed, row=row),
+            [f"row={row}", f"seed={seed}", "sweep=ablation", "experiment=vctree_resnext", "task=sgcls"],
+            metrics,
+        )
+    node, edge, refine, joint = ROW_SETTINGS["joint"]
+    _job(
+        sweep / "2_joint_seed0",
+        _config("vctree", node, edge, refine, joint, row="joint"),
+        ["row=joint", "seed=0"],
+        failed="RuntimeError: CUDA out of memory",
+    )
+    node, edge, refine, joint = ROW_SETTINGS["node"]
+    # a job whose metrics.json lacks mR@100 and has NaN mR@50: both print as "—"
+    _job(
+        sweep / "3_node_seed0",
+        _config("vctree", node, edge, refine, joint, row="node"),
+        ["row=node", "seed=0"],
+        {"sgcls/mR@20": 0.090, "sgcls/mR@50": math.nan},
+    )
+    singles = tmp_path / "runs"
+    _job(
+        singles / "motif_grounded",
+        _config("motif", "masks", "gaussian", True, True, task="predcls"),
+        ["experiment=motif_resnext", "task=predcls"],
+        {
+            "predcls/mR@20": 0.145, "predcls/mR@50": 0.185, "predcls/mR@100": 0.202,
+            "predcls/zsR@20": 0.041, "predcls/zsR@100": 0.105,
+            "predcls/mask_AP_unrefined": 0.548, "predcls/mask_AP_refined": 0.593,
+            "predcls/mR_per_predicate@100": [0.1, 0.2],
+        },
+    )  # fmt: skip
+    _job(
+        singles / "motif_baseline",
+        _config("motif", "none", "none", False, False, task="predcls"),
+        ["experiment=motif_resnext_baseline", "task=predcls"],
+        {
+            "predcls/mR@20": 0.141, "predcls/mR@50": 0.180, "predcls/mR@100": 0.194,
+            "predcls/zsR@20": math.nan, "predcls/zsR@100": 0.072,
+        },
+    )  # fmt: skip
+    # a stage-1 run: only the detector's metrics
+    det = singles / "detector_resnext"
+    cfg = {"stage": "detector", "detector": {"joint": True, "backbone": {"name": "resnext101_32x8d_fpn"}}}
+    _job(det, cfg, ["experiment=detector_resnext"])
+    (det / "detector").mkdir()
+    (det / "detector" / "detector_metrics.json").write_text(
+        json.dumps({"val/vg_map50": 0.283, "val/coco_box_ap": 0.371, "val/coco_mask_ap": 0.335})
+    )
+    return tmp_path
+
+
+def test_finds_job_dirs_of_a_sweep_root(runs_root: Path) -> None:
+    sweep = runs_root / "multiruns" / "2026-11-25_10-00-00"
+    jobs = cr.find_job_dirs([sweep])
+    assert [j.name for j in jobs] == [
+        "0_base_seed0", "1_base_seed1", "2_joint_seed0", "3_node_seed0", "4_refine_seed0", "5_refine_seed1",
+    ]  # fmt: skip
+    # a job dir passed directly is taken as it is, and duplicates collapse
+    assert cr.find_job_dirs([sweep / "0_base_seed0", sweep / "0_base_seed0"]) == [sweep / "0_base_seed0"]
+
+
+def test_run_settings_from_config_and_overrides(runs_root: Path) -> None:
+    run = cr.load_run(runs_root / "multiruns" / "2026-11-25_10-00-00" / "1_base_seed1")
+    assert (run.model, run.detector, run.row, run.seed, run.tasks) == (
+        "vctree",
+        "resnext101_32x8d_fpn",
+        "base",
+        1,
+        ["sgcls"],
+    )
+    assert (run.node, run.edge, run.refine, run.joint, run.variant) == (
+        "none",
+        "none",
+        False,
+        False,
+        "baseline",
+    )
+    assert run.value("sgcls", "zsR@20") is None  # NaN
+    assert run.value("sgcls", "mR@20") == pytest.approx(0.083)
+    # a command-line override wins over config.yaml; `+key=` and `~key` are understood
+    assert cr._parse_overrides(["+seed=3", "model.refine=false", "~logger.wandb", "row=base"]) == {
+        "seed": 3,
+        "model.refine": False,
+        "row": "base",
+    }
+
+
+def test_tables_hold_hand_computed_values(runs_root: Path) -> None:
+    runs, tables, failed = cr.collect([runs_root])
+    text = cr.render(runs, tables, failed)
+    # Table 4: base mR@20 mean(8.1, 8.3) = 8.2, sample std 0.141; mR@100 mean(10.6, 11.0) = 10.8, std 0.283
+    assert "### Table 4: ablation, VCTree SGCls (resnext101_32x8d_fpn)" in text
+    assert "| base | 8.2 ± 0.1 | 10.0 ± 0.1 | 10.8 ± 0.3 | 2 |" in text
+    assert "| joint detector | — | — | — | 0 |" in text  # its only job failed
+    assert "| + node grounding | 9.0 | — | — | 1 |" in text  # one seed: no std; NaN and absent keys: —
+    assert "| + edge avg | — | — | — | 0 |" in text  # never run
+    assert "| + refinement (final) | 9.4 ± 0.1 | 11.6 ± 0.1 | 12.3 ± 0.1 | 2 |" in text
+    # paper order of the rows
+    order = [text.index(f"| {label} |") for label in cr.ROW_LABELS.values()]
+    assert order == sorted(order)
+    # Table 1: both variants of MOTIF on PredCls; no run for SGCls/SGDet
+    assert "| MOTIF | resnext101_32x8d_fpn | baseline | 14.1 | 18.0 | 19.4 | — | — | — | — | — | — |" in text
+    assert (
+        "| MOTIF | resnext101_32x8d_fpn | seg-grounded | 14.5 | 18.5 | 20.2 | — | — | — | — | — | — |" in text
+    )
+    # the ablation's base / refine jobs are the VCTree baseline / seg-grounded on SGCls
+    assert (
+        "| VCTree | resnext101_32x8d_fpn | baseline | — | — | — | 8.2 ± 0.1 | 10.0 ± 0.1 | 10.8 ± 0.3 | — | — | — |"
+        in text
+    )
+    # Table 3: zsR@20 NaN → —
+    assert "| MOTIF | resnext101_32x8d_fpn | baseline | — | 7.2 | — | — | — | — |" in text
+    assert "| MOTIF | resnext101_32x8d_fpn | seg-grounded | 4.1 | 10.5 | — | — | — | — |" in text
+    # Table 2: unrefined AP from the refine=true runs (PredCls: MOTIF 54.8; SGCls: 51.6 twice),
+    # refined SGCls mean(54.0, 55.2) = 54.6, std 0.849
+    assert "| resnext101_32x8d_fpn | no refinement | 54.8 | — | — | 51.6 ± 0.0 | — | — | — | — | — |" in text
+    assert "| resnext101_32x8d_fpn | MOTIF + refinement | 59.3 | — | — | — | — | — | — | — | — |" in text
+    assert (
+        "| resnext101_32x8d_fpn | VCTree + refinement | — | — | — | 54.6 ± 0.8 | — | — | — | — | — |" in text
+    )
+    # stage 1
+    assert "| resnext101_32x8d_fpn | VG + COCO | 28.3 | 37.1 | 33.5 |" in text
+    # the failed job is listed with the last line of its traceback
+    assert any("2_joint_seed0: FAILED (RuntimeError: CUDA out of memory)" in line for line in failed)
+
+
+def test_cli_writes_markdown_and_csv(runs_root: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert cr.main([str(runs_root / "multiruns" / "2026-11-25_10-00-00"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| base | 8.2 ± 0.1 | 10.0 ± 0.1 | 10.8 ± 0.3 | 2 |" in printed
+    assert (out / "results.md").read_text() in printed
+    with open(out / "table4_ablation_vctree_sgcls_resnext101_32x8d_fpn.csv") as f:
+        rows = list(csv.DictReader(f))
+    base = rows[0]
+    assert base["Row"] == "base" and base["seeds"] == "2"
+    assert float(base["mR@20"]) == pytest.approx(8.2, abs=1e-4)
+    assert float(base["mR@20 std"]) == pytest.approx(100 * math.sqrt(2) * 0.001, abs=1e-4)
+    assert rows[1]["mR@20"] == "" and rows[1]["mR@20 std"] == ""
+    with open(out / "runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert [r["status"] for r in runs].count("failed") == 1 and len(runs) == 6
+    # nothing to collect: a message and exit status 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cr.main([str(empty)]) == 1
