@@ -172,6 +172,7 @@ def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
         model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
         zeroshot_triplets=inputs.zeroshot, predicate_names=inputs.predicates,
         coco_val_gt=coco_val.coco, coco_label_to_category=coco_val.label_to_category,
+        object_names=inputs.object_classes,
     )  # fmt: skip
     trainer = pl.Trainer(
         default_root_dir=str(tmp_path), fast_dev_run=True, logger=False, enable_progress_bar=False,
@@ -190,5 +191,8 @@ def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
         for kind in ("refined", "unrefined"):
             assert -1.0 <= metrics[f"predcls/mask_{setting}_AP_{kind}"] <= 1.0
     assert (tmp_path / "predcls_per_predicate_recall.png").stat().st_size > 1000
+    # pictures of the first validation and test images' predictions (masks, boxes, graph)
+    assert len(list((tmp_path / "val_predictions").glob("*.png"))) == 2
+    assert len(list((tmp_path / "test_predictions").glob("*.png"))) == 2
     table = results_table(metrics, "predcls")
     assert table.splitlines()[0].split() == ["metric", "@20", "@50", "@100"]

@@ -39,6 +39,13 @@ from sgseg.models.detector.checkpoint import export_detector
 STAGES = ("detector", "scene_graph", "pipeline")
 
 
+def run_name(stage_name: str) -> str:
+    """W&B run name: the job's overrides (what makes it different from the defaults), then the stage."""
+    overrides = _overrides_without_resume() or []
+    shown = [o for o in overrides if not o.startswith(("paths.", "hydra.", "logger.", "num_threads"))]
+    return f"{','.join(shown) or 'default'}/{stage_name}"
+
+
 def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
     loggers = []
     for key, node in (cfg.get("logger") or {}).items():
@@ -46,7 +53,11 @@ def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
             continue
         kwargs: dict[str, Any] = {"save_dir": str(out_dir)}
         if key == "wandb":
-            kwargs["name"] = name
+            kwargs["name"] = run_name(name)
+            kwargs["tags"] = sorted(
+                {*cfg.get("tags", []), str(cfg.task.name), str(cfg.model.name), str(cfg.data.name)}
+            )
+            kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
         loggers.append(hydra.utils.instantiate(node, **kwargs))
     return loggers
 
@@ -169,7 +180,7 @@ def run_scene_graph(
         **OmegaConf.to_container(cfg.model.optim, resolve=True),
     )
     monitor = f"val/{cfg.model.get('monitor', 'mR@50')}"
-    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, f"{cfg.model.name}-{cfg.task.name}", monitor)
+    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)

@@ -73,6 +73,7 @@ class SceneGraphModule(pl.LightningModule):
         coco_val_gt: Any = None,
         coco_label_to_category: dict[int, int] | None = None,
         loss_weights: dict[str, float] | None = None,
+        num_pictures: int = 2,
     ) -> None:
         super().__init__()
         self.model = model
@@ -86,6 +87,7 @@ class SceneGraphModule(pl.LightningModule):
         self.ks = tuple(ks)
         self.coco_val_gt = coco_val_gt
         self.coco_label_to_category = coco_label_to_category
+        self.num_pictures = num_pictures
         self.loss_weights = {"rel": 1.0, "obj": 1.0, "tree": 1.0, "seg": 1.0, **(loss_weights or {})}
         self.metric = SceneGraphMetric(
             mode=mode, num_predicates=num_predicates, ks=self.ks, zeroshot_triplets=zeroshot_triplets,
@@ -147,19 +149,64 @@ class SceneGraphModule(pl.LightningModule):
         self._coco_dets = {}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
+        res = self._eval_step(batch)
+        if res is not None and batch_idx == 0 and not self.trainer.sanity_checking:
+            self._draw_predictions(batch["vg"][0], res, "val", num_images=self.num_pictures)
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
+        res = self._eval_step(batch)
+        if res is not None and batch_idx == 0:
+            self._draw_predictions(batch["vg"][0], res, "test", num_images=self.num_pictures)
 
     @torch.no_grad()
-    def _eval_step(self, batch: Batch) -> None:
+    def _eval_step(self, batch: Batch):
+        res = None
         if "vg" in batch:
             images, targets = batch["vg"]
             res = self.model(images, targets, self.mode)
             self.update_metric(res.predictions, images, targets)
         if "coco" in batch and self.model.refinement is not None and self.coco_val_gt is not None:
             self._coco_masks(*batch["coco"])
+        return res
+
+    def _wandb(self):
+        from pytorch_lightning.loggers import WandbLogger
+
+        return [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+
+    def _draw_predictions(self, images: ImageBatch, res, stage: str, num_images: int) -> None:
+        """Save (and log to W&B) pictures of the first images' predictions: masks, boxes, top relations."""
+        if (
+            num_images <= 0
+            or not self.object_names
+            or not self.predicate_names
+            or not self.trainer.is_global_zero
+        ):
+            return
+        from sgseg.visualize import draw_scene_graph, top_triplets
+
+        p = res.predictions
+        rel_scores = p.rel_logits.softmax(-1)
+        paths = []
+        for b in range(min(num_images, images.num_images)):
+            objs = (p.image_index == b).nonzero().flatten()
+            local = torch.full_like(p.image_index, -1)
+            local[objs] = torch.arange(objs.numel(), device=objs.device)
+            rows = (p.rel_image_index == b).nonzero().flatten()
+            trip = top_triplets(local[p.pair_index[rows]], rel_scores[rows], p.scores[objs], k=8)
+            h, w = images.image_sizes[b].tolist()
+            pixels = (images.tensors[b, :, :h, :w] * 255).round().clamp(0, 255).to(torch.uint8)
+            labels = p.labels[objs]
+            masks = res.vg_mask_probs[objs, labels - 1]
+            path = draw_scene_graph(
+                pixels.cpu(), p.boxes[objs].cpu(), [self.object_names[int(c) - 1] for c in labels],
+                [(s, o, self.predicate_names[c - 1], sc) for s, o, c, sc in trip],
+                Path(self.trainer.default_root_dir) / f"{stage}_predictions" / f"epoch{self.current_epoch}_{b}.png",
+                masks.cpu(), title=f"{self.mode} · image {int(images.image_ids[b])}",
+            )  # fmt: skip
+            paths.append(str(path))
+        for lg in self._wandb():
+            lg.log_image(key=f"{stage}/predictions", images=paths, step=self.global_step)
 
     def update_metric(self, predictions, images: ImageBatch, targets: Targets) -> None:
         preds = predictions.per_image(images.num_images)
@@ -250,7 +297,31 @@ class SceneGraphModule(pl.LightningModule):
         self.test_metrics = flat
         self._log_scalars(flat)
         if self.trainer.is_global_zero:
-            write_metrics(flat, Path(self.trainer.default_root_dir), self.mode, self.predicate_names, self.ks)
+            out = Path(self.trainer.default_root_dir)
+            write_metrics(flat, out, self.mode, self.predicate_names, self.ks)
+            self._log_tables(flat, out)
+
+    def _log_tables(self, flat: dict[str, Any], out: Path) -> None:
+        """W&B: the per-predicate recall table and plot, and a Table-1-style summary row per K."""
+        loggers = self._wandb()
+        if not loggers:
+            return
+        k = max(self.ks)
+        names = self.predicate_names or [str(i + 1) for i in range(self.num_predicates - 1)]
+        gc, ng = (
+            flat.get(f"{self.mode}/mR_per_predicate@{k}"),
+            flat.get(f"{self.mode}/ng-mR_per_predicate@{k}"),
+        )
+        summary_cols = ["K", "R", "mR", "zsR", "ngR", "ng-mR", "ng-zsR"]
+        summary = [[kk] + [flat.get(f"{self.mode}/{m}@{kk}") for m in summary_cols[1:]] for kk in self.ks]
+        for lg in loggers:
+            if gc is not None:
+                lg.log_table(key=f"{self.mode}/per_predicate_recall", columns=["predicate", f"R@{k}", f"ngR@{k}"],
+                             data=[[n, a, b] for n, a, b in zip(names, gc, ng or gc)])  # fmt: skip
+            lg.log_table(key=f"{self.mode}/summary", columns=summary_cols, data=summary)
+            plot = out / f"{self.mode}_per_predicate_recall.png"
+            if plot.is_file():
+                lg.log_image(key=f"{self.mode}/per_predicate_recall_plot", images=[str(plot)])
 
 
 def write_metrics(
