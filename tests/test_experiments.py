@@ -1,0 +1,315 @@
+"""conf/experiment, conf/sweep/ablation.yaml, conf/row and the real-size detector configs: every experiment composes,
+resolves and carries the reference's values; the sweep expands to Table 4's rows × seeds; the detectors and the
+stage-2 models they describe build."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from sgseg.lit.build import StageTwoInputs, build_detector, build_scene_graph_model
+from sgseg.models.context import MotifContext, VCTreeContext
+from sgseg.models.grounding.edge import GaussianEdgeGrounding, NoEdgeGrounding
+from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+BASE = ["paths.data_dir=/tmp/sgseg-data", "paths.output_dir=/tmp/sgseg-out"]
+CKPT = ["detector.checkpoint=/tmp/x.pt"]
+
+STAGE1 = ["detector_vgg", "detector_resnext", "detector_vgg_vgonly", "detector_resnext_vgonly"]
+STAGE2 = [f"{m}_{b}{s}" for m in ("motif", "vctree") for b in ("vgg", "resnext") for s in ("", "_baseline")]
+SYNTHETIC = [
+    "synthetic_detector",
+    "synthetic_detector_vgonly",
+    "detector_synthetic",
+    *[f"synthetic_{m}{s}" for m in ("motif", "vctree") for s in ("", "_baseline")],
+]
+ROWS = ["base", "joint", "node", "edge_avg", "edge_union", "edge_gaussian", "refine"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_conf():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def _compose(*overrides: str, hydra: bool = False) -> DictConfig:
+    return compose("train", overrides=[*BASE, *overrides], return_hydra_config=hydra)
+
+
+def _flat(node, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_every_experiment_file_is_tested() -> None:
+    names = {p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_")}
+    assert names == set(STAGE1 + STAGE2 + SYNTHETIC)
+
+
+@pytest.mark.parametrize("name", STAGE1 + STAGE2 + SYNTHETIC)
+def test_experiment_composes_and_resolves(name: str) -> None:
+    cfg = _compose(f"experiment={name}", *(CKPT if name in STAGE2 else []))
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    # one key for the W&B group; the logger config picks it up
+    assert plain["experiment_name"] == name.replace("detector_synthetic", "synthetic_detector")
+    assert plain["logger"]["wandb"]["group"] == plain["experiment_name"]
+    # nothing left required once paths.data_dir (and detector.checkpoint for stage 2) is given
+    assert OmegaConf.missing_keys(cfg) == set()
+    if name not in SYNTHETIC:
+        assert plain["data"]["root"] == "/tmp/sgseg-data"
+        assert plain["data"]["vectors"] == "/tmp/sgseg-data/glove.840B.300d.txt"
+        assert plain["trainer"]["accelerator"] == "gpu"
+
+
+@pytest.mark.parametrize("name", STAGE2)
+def test_stage_two_needs_the_detector_checkpoint(name: str) -> None:
+    assert OmegaConf.missing_keys(_compose(f"experiment={name}")) == {"detector.checkpoint"}
+
+
+@pytest.mark.parametrize("name", STAGE1)
+def test_stage_one_reference_schedule(name: str) -> None:
+    cfg = OmegaConf.to_container(_compose(f"experiment={name}"), resolve=True)
+    assert cfg["stage"] == "detector"
+    assert cfg["detector"]["backbone"]["name"] == ("vgg16" if "vgg" in name else "resnext101_32x8d_fpn")
+    assert cfg["detector"]["optim"] == {
+        "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0001, "warmup_iters": 1000, "warmup_factor": 0.001,
+        "milestones": [210000, 250000], "gamma": 0.1,
+    }  # fmt: skip
+    assert cfg["detector"]["trainer"]["max_steps"] == 270000
+    assert cfg["detector"]["trainer"]["val_check_interval"] == 10000
+    assert (cfg["data"]["loader"]["batch_size_vg"], cfg["data"]["loader"]["batch_size_coco"]) == (8, 8)
+    vg_only = name.endswith("_vgonly")
+    assert (cfg["data"]["coco"] is None) == vg_only
+    assert cfg["detector"]["joint"] is not vg_only
+    if vg_only:
+        assert cfg["data"]["num_coco_classes"] == 80
+
+
+@pytest.mark.parametrize("name", STAGE2)
+def test_stage_two_reference_values(name: str) -> None:
+    cfg = OmegaConf.to_container(_compose(f"experiment={name}", *CKPT), resolve=True)
+    model, backbone = name.split("_")[:2]
+    assert cfg["stage"] == "scene_graph"
+    assert cfg["detector"]["checkpoint"] == "/tmp/x.pt"
+    assert (
+        cfg["detector"]["backbone"]["name"] == {"vgg": "vgg16", "resnext": "resnext101_32x8d_fpn"}[backbone]
+    )
+    assert cfg["model"]["name"] == model
+    assert cfg["model"]["optim"] == {
+        "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0001, "warmup_steps": 1000, "warmup_factor": 0.1,
+        "milestones": [25000, 35000], "gamma": 0.1,
+    }  # fmt: skip
+    assert cfg["model"]["trainer"]["max_steps"] == 40000
+    assert (cfg["data"]["loader"]["batch_size_vg"], cfg["data"]["loader"]["batch_size_coco"]) == (16, 8)
+    assert cfg["model"]["sampling"] == {"pairs_per_image": 64, "positive_fraction": 0.25}
+    assert (cfg["model"]["context"]["hidden_dim"], cfg["model"]["predictor"]["pooling_dim"]) == (512, 4096)
+    grounded = not name.endswith("_baseline")
+    g = cfg["model"]["grounding"]
+    if grounded:
+        assert (g["node"], g["edge"], g["mask_frame"], cfg["model"]["refine"]) == (
+            "masks",
+            "gaussian",
+            "union",
+            True,
+        )
+    else:
+        assert (g["node"], g["edge"], cfg["model"]["refine"]) == ("none", "none", False)
+    assert cfg["detector"]["joint"] is grounded
+    assert cfg["tags"] == ["predcls"]
+    assert _compose(f"experiment={name}", "task=sgdet", *CKPT).task.use_gt_boxes is False
+
+
+@pytest.mark.parametrize(
+    ("grounded", "baseline"),
+    [("motif_resnext", "motif_resnext_baseline"), ("vctree_vgg", "vctree_vgg_baseline"),
+     ("synthetic_motif", "synthetic_motif_baseline"), ("synthetic_vctree", "synthetic_vctree_baseline")],
+)  # fmt: skip
+def test_baseline_differs_from_its_experiment_only_in_grounding(grounded: str, baseline: str) -> None:
+    a = _flat(OmegaConf.to_container(_compose(f"experiment={grounded}", *CKPT), resolve=True))
+    b = _flat(OmegaConf.to_container(_compose(f"experiment={baseline}", *CKPT), resolve=True))
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {
+        "model.grounding.node", "model.grounding.edge", "model.refine", "detector.joint", "experiment_name",
+        "logger.wandb.group",
+    }  # fmt: skip
+
+
+def test_synthetic_experiments() -> None:
+    pipe = OmegaConf.to_container(_compose("experiment=synthetic_motif"), resolve=True)
+    assert (pipe["stage"], pipe["data"]["name"], pipe["detector"]["backbone"]["name"]) == (
+        "pipeline",
+        "synthetic",
+        "tiny",
+    )
+    assert pipe["detector"]["checkpoint"] is None  # the pipeline trains its own detector
+    det = OmegaConf.to_container(_compose("experiment=synthetic_detector"), resolve=True)
+    assert det["stage"] == "detector" and det["data"]["coco"] is not None
+    alias = OmegaConf.to_container(_compose("experiment=detector_synthetic"), resolve=True)
+    assert alias == det
+    vg_only = OmegaConf.to_container(_compose("experiment=synthetic_detector_vgonly"), resolve=True)
+    assert vg_only["data"]["coco"] is None and vg_only["data"]["num_coco_classes"] == 5
+    assert vg_only["detector"]["joint"] is False
+
+
+# ----------------------------------------------------------------------------------------------- sweep
+def _sweep_jobs(*overrides: str) -> list[list[str]]:
+    """The job override lists Hydra's basic sweeper launches for ``-m sweep=ablation <overrides>``."""
+    cfg = _compose("sweep=ablation", *overrides, hydra=True)
+    params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
+    parsed = OverridesParser.create().parse_overrides([*params, "sweep=ablation", *overrides])
+    (batch,) = BasicSweeper.split_arguments(parsed, None)
+    return batch
+
+
+EXPECTED_ROWS = {
+    # row: (node, edge, refine, joint)
+    "base": ("none", "none", False, False),
+    "joint": ("none", "none", False, True),
+    "node": ("masks", "none", False, True),
+    "edge_avg": ("masks", "avg", False, True),
+    "edge_union": ("masks", "union", False, True),
+    "edge_gaussian": ("masks", "gaussian", False, True),
+    "refine": ("masks", "gaussian", True, True),
+}
+
+
+@pytest.mark.parametrize("experiment", ["vctree_resnext", "synthetic_vctree"])
+def test_ablation_sweep_expands_to_rows_times_seeds(experiment: str) -> None:
+    given = [f"experiment={experiment}", "task=sgcls"]
+    if experiment == "vctree_resnext":
+        given += ["detector.checkpoint=/tmp/joint.pt", "detector.checkpoint_vgonly=/tmp/vg.pt"]
+    jobs = _sweep_jobs(*given)
+    assert len(jobs) == 7 * 2
+    seen = set()
+    for job in jobs:
+        cfg = _compose(*job)
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        row, seed = plain["ablation_row"], plain["seed"]
+        seen.add((row, seed))
+        g = plain["model"]["grounding"]
+        assert (g["node"], g["edge"], plain["model"]["refine"], plain["detector"]["joint"]) == EXPECTED_ROWS[
+            row
+        ]
+        assert plain["model"]["name"] == "vctree" and plain["task"]["name"] == "sgcls"
+        assert plain["tags"] == ["sgcls", "ablation", row]
+        if experiment == "vctree_resnext":
+            assert OmegaConf.missing_keys(cfg) == set()
+            assert plain["detector"]["checkpoint"] == "/tmp/joint.pt"
+            assert plain["detector"]["checkpoint_vgonly"] == "/tmp/vg.pt"
+            assert plain["stage"] == "scene_graph"
+        else:  # each job trains its detectors; the checkpoints would be read with stage=scene_graph only
+            assert plain["stage"] == "pipeline"
+            assert OmegaConf.missing_keys(cfg) == {"detector.checkpoint_vgonly"}
+    assert seen == {(r, s) for r in ROWS for s in (0, 1)}
+    # seeds outermost: the first 7 jobs already make a whole table
+    assert [j for j in jobs[0] if j.startswith("seed=")] == ["seed=0"]
+    assert {next(o for o in job if o.startswith("row=")) for job in jobs[:7]} == {f"row={r}" for r in ROWS}
+
+
+def test_ablation_on_real_data_requires_both_detectors() -> None:
+    cfg = _compose("sweep=ablation", "experiment=vctree_resnext", "task=sgcls", "row=base")
+    assert OmegaConf.missing_keys(cfg) == {"detector.checkpoint", "detector.checkpoint_vgonly"}
+
+
+def test_ablation_job_dirs_are_named_by_row_and_seed() -> None:
+    cfg = _compose("sweep=ablation", "experiment=synthetic_vctree", "row=edge_avg", "seed=1", hydra=True)
+    # what Hydra resolves per job (hydra.job.num is set by the launcher)
+    OmegaConf.update(cfg, "hydra.job.num", 6, force_add=True)
+    assert OmegaConf.select(cfg, "hydra.sweep.subdir") == "6_edge_avg_seed1"
+
+
+# ----------------------------------------------------------------------------------------------- building
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnext101_fpn", "resnet50_fpn"])
+def test_real_size_detector_builds(name: str) -> None:
+    torch.manual_seed(0)
+    cfg = _compose(f"detector={name}", "detector.backbone.pretrained=null")  # offline: no hub weights here
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random-init warning
+        det = build_detector(cfg, 150, 80)
+    body = det.backbone.body
+    if name == "vgg16":
+        # torchvision's VGG-16 `features`: 138,357,544 weights minus the 3 FC layers' 123,642,856
+        assert _params(body) == 14_714_688
+        assert det.backbone.featmap_names == ["0"] and det.backbone.out_channels == 512
+    else:
+        # torchvision's resnext101_32x8d (88,791,336) / resnet50 (25,557,032) minus the 2048 × 1000 + 1000 fc
+        expected = {"resnext101_fpn": 86_742_336, "resnet50_fpn": 23_508_032}[name]
+        assert _params(body) == expected
+        assert det.backbone.out_channels == 256 and det.backbone.featmap_names == ["0", "1", "2", "3"]
+        # trainable_layers=3: the stem and layer1 stay frozen
+        assert not any(
+            p.requires_grad for n, p in body.named_parameters() if n.startswith(("conv1", "layer1"))
+        )
+        assert all(p.requires_grad for n, p in body.named_parameters() if n.startswith("layer4"))
+    assert det.config["representation_size"] == 1024
+    assert det.config["mask_head_channels"] == [256, 256, 256, 256]
+    assert (det.config["num_vg_classes"], det.config["num_coco_classes"]) == (150, 80)
+    assert det.config["detections_per_img"] == 80
+
+
+def _inputs(n_obj: int, n_rel: int, n_coco: int) -> StageTwoInputs:
+    g = torch.Generator().manual_seed(0)
+    return StageTwoInputs(
+        object_classes=[f"obj{i}" for i in range(n_obj)],
+        predicates=[f"rel{i}" for i in range(n_rel)],
+        coco_classes=[f"coco{i}" for i in range(n_coco)],
+        similarity=torch.softmax(torch.randn(n_obj, n_coco, generator=g), dim=1),
+        fg_matrix=torch.randint(0, 5, (n_obj + 1, n_obj + 1, n_rel + 1), generator=g),
+        bg_matrix=torch.randint(1, 5, (n_obj + 1, n_obj + 1), generator=g),
+        zeroshot=torch.zeros(0, 3, dtype=torch.long),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_detectors():
+    torch.manual_seed(0)
+    cfg = _compose()  # the default tiny detector stands in for the frozen stage-1 network
+    return {150: build_detector(cfg, 150, 80), 19: build_detector(cfg, 19, 5)}
+
+
+@pytest.mark.parametrize(
+    "name", STAGE2 + [f"synthetic_{m}{s}" for m in ("motif", "vctree") for s in ("", "_baseline")]
+)
+def test_stage_two_model_builds(name: str, tiny_detectors) -> None:
+    """Each experiment's model config builds (on a tiny stand-in detector; the real one is loaded from a file)."""
+    cfg = _compose(f"experiment={name}", *CKPT)
+    real = not name.startswith("synthetic")
+    n_obj, n_rel, n_coco = (150, 50, 80) if real else (19, 9, 5)
+    det = tiny_detectors[n_obj]
+    model = build_scene_graph_model(cfg, det, _inputs(n_obj, n_rel, n_coco))
+    d = det.backbone.out_channels
+    assert isinstance(model.context, MotifContext if cfg.model.name == "motif" else VCTreeContext)
+    grounded = not name.endswith("_baseline")
+    assert isinstance(model.node_grounding, NodeGrounding if grounded else NoNodeGrounding)
+    assert isinstance(model.edge_grounding, GaussianEdgeGrounding if grounded else NoEdgeGrounding)
+    assert (model.refinement is not None) is grounded
+    pool, hidden = int(cfg.model.grounding.pool_size), int(cfg.model.grounding.hidden_dim)
+    if grounded:
+        head = model.node_grounding.head
+        # [RoI features ⊕ the C_vg transferred masks] → 3×3 conv back to D → pooled → FC
+        assert head.conv.in_channels == d + n_obj and head.conv.out_channels == d
+        assert (head.fc1.in_features, head.fc1.out_features) == (d * pool * pool, hidden)
+    assert model.predictor.rel_compress.in_features == int(cfg.model.predictor.pooling_dim)
+    assert model.predictor.rel_compress.out_features == n_rel + 1
+    if real:
+        assert (hidden, model.context.hidden_dim) == (1024, 512)
+        assert model.predictor.rel_compress.in_features == 4096
