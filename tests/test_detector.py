@@ -466,3 +466,28 @@ def test_forward_returns_detections_in_train_and_eval():
         assert torch.all(full.scores > det.score_thresh)
         # at most detections_per_img per image
         assert torch.bincount(full.image_index, minlength=2).max() <= det.detections_per_img
+
+
+def test_torchvision_maskrcnn_resnet50_fpn_state_dict_covers_every_shared_weight():
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    torch.manual_seed(0)
+    state = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = JointDetector(build_backbone("resnet50_fpn"), 150, 80)
+    left = load_torchvision_maskrcnn(det, state)
+    assert sorted(left) == ["vg_predictor.bbox_pred.bias", "vg_predictor.bbox_pred.weight",
+                            "vg_predictor.cls_score.bias", "vg_predictor.cls_score.weight"]  # fmt: skip
+    ids = torch.tensor(COCO_CATEGORY_IDS)
+    torch.testing.assert_close(
+        det.backbone.body.layer3[5].conv2.weight, state["backbone.body.layer3.5.conv2.weight"]
+    )
+    torch.testing.assert_close(det.rpn.head.cls_logits.weight, state["rpn.head.cls_logits.weight"])
+    torch.testing.assert_close(
+        det.coco_predictor.cls_score.bias[1:], state["roi_heads.box_predictor.cls_score.bias"][ids]
+    )
+    torch.testing.assert_close(
+        det.mask_predictor.mask_fcn_logits.weight,
+        state["roi_heads.mask_predictor.mask_fcn_logits.weight"][ids],
+    )
