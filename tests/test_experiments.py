@@ -169,7 +169,7 @@ def test_synthetic_experiments() -> None:
 # ----------------------------------------------------------------------------------------------- sweep
 def _sweep_jobs(*overrides: str) -> list[list[str]]:
     """The job override lists Hydra's basic sweeper launches for ``-m sweep=ablation <overrides>``."""
-    cfg = _compose("sweep=ablation", *overrides, hydra=True)
+    cfg = _compose("sweep=ablation", *(o for o in overrides if "," not in o), hydra=True)
     params = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
     parsed = OverridesParser.create().parse_overrides([*params, "sweep=ablation", *overrides])
     (batch,) = BasicSweeper.split_arguments(parsed, None)
@@ -219,6 +219,16 @@ def test_ablation_sweep_expands_to_rows_times_seeds(experiment: str) -> None:
     # seeds outermost: the first 7 jobs already make a whole table
     assert [j for j in jobs[0] if j.startswith("seed=")] == ["seed=0"]
     assert {next(o for o in job if o.startswith("row=")) for job in jobs[:7]} == {f"row={r}" for r in ROWS}
+
+
+def test_command_line_grid_replaces_the_sweep_files() -> None:
+    jobs = _sweep_jobs("experiment=synthetic_vctree", "seed=0,1,2")
+    assert len(jobs) == 7 * 3
+    jobs = _sweep_jobs("experiment=synthetic_vctree", "row=base,refine", "seed=5")
+    assert [[o for o in job if o.startswith(("row=", "seed="))] for job in jobs] == [
+        ["seed=5", "row=base"],
+        ["seed=5", "row=refine"],
+    ]
 
 
 def test_ablation_on_real_data_requires_both_detectors() -> None:
