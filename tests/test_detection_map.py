@@ -93,8 +93,7 @@ def test_coco_mask_ap_hand_worked():
 def test_paste_masks_fills_the_box():
     probs = torch.ones(2, 28, 28)
     probs[1, :, 14:] = 0  # left half only
-    boxes = torch.tensor([[2.0, 3.0, 10.0, 12.0], [8.0, 8.0, 24.0, 16.0], [4.5, 2.5, 6.5, 4.5]])
-    out = paste_masks(probs, boxes, 20, 32)
+    boxes = torch.tensor([[2.0, 3.0, 10.0, 12.0], [8.0, 8.0, 24.0, 16.0], [4.2, 2.4, 6.8, 4.6]])
     probs = torch.cat([probs, torch.ones(1, 28, 28)])
     out = paste_masks(probs, boxes, 20, 32)
     assert out.shape == (3, 20, 32) and out.dtype == torch.bool
@@ -104,7 +103,7 @@ def test_paste_masks_fills_the_box():
     expect = torch.zeros(20, 32, dtype=torch.bool)
     expect[8:16, 8:16] = True
     assert torch.equal(out[1], expect)
-    # a fractional box: only pixels whose centre (k + 0.5) lies inside [4.5, 6.5] × [2.5, 4.5]
+    # a fractional box: only pixels whose centre (k + 0.5) lies inside [4.2, 6.8] × [2.4, 4.6]
     assert out[2].nonzero().tolist() == [
         [2, 4],
         [2, 5],

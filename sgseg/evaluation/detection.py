@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_iou
+
+# one pasting convention for the whole project (pixel centres, grid covering the box exactly: the inverse of
+# sgseg.models.losses.project_masks_on_boxes); re-exported for the detector's validation
+from sgseg.evaluation.coco_masks import paste_masks
+
+__all__ = ["box_map", "coco_ap", "encode_masks", "paste_masks", "voc_ap"]
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -179,36 +183,3 @@ def coco_ap(
         ev.accumulate()
         ev.summarize()
     return {k: (float(v) if v >= 0 else float("nan")) for k, v in zip(keys, ev.stats[:6])}
-
-
-def paste_masks(mask_probs: Tensor, boxes: Tensor, height: int, width: int, threshold: float = 0.5) -> Tensor:
-    """Box-relative mask probabilities Float[n, M, M] → full-image Bool[n, height, width].
-
-    The inverse of :func:`sgseg.models.losses.project_masks_on_boxes`: the M × M grid covers the box's
-    continuous extent exactly (cell centres at ``x1 + (j + 0.5) · w / M``), pixel k is read at its centre
-    k + 0.5 by bilinear interpolation (edge cells extend to the box border), and pixels whose centre lies
-    outside the box stay empty. An all-ones mask on an integer box fills exactly that box's pixels.
-    """
-    n = mask_probs.shape[0]
-    out = torch.zeros((n, height, width), dtype=torch.bool, device=mask_probs.device)
-    for i in range(n):
-        x1, y1, x2, y2 = boxes[i].tolist()
-        c0, c1 = max(int(math.floor(x1)), 0), min(int(math.ceil(x2)), width)
-        r0, r1 = max(int(math.floor(y1)), 0), min(int(math.ceil(y2)), height)
-        if c1 <= c0 or r1 <= r0:
-            continue
-        xs = torch.arange(c0, c1, device=mask_probs.device, dtype=torch.float32) + 0.5
-        ys = torch.arange(r0, r1, device=mask_probs.device, dtype=torch.float32) + 0.5
-        gx = 2 * (xs - x1) / max(x2 - x1, 1e-6) - 1
-        gy = 2 * (ys - y1) / max(y2 - y1, 1e-6) - 1
-        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]  # [1, h, w, (x, y)]
-        value = F.grid_sample(
-            mask_probs[i][None, None].float(),
-            grid,
-            mode="bilinear",
-            padding_mode="border",
-            align_corners=False,
-        )[0, 0]
-        inside = (gx.abs() <= 1)[None, :] & (gy.abs() <= 1)[:, None]
-        out[i, r0:r1, c0:c1] = (value >= threshold) & inside
-    return out
