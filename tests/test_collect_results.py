@@ -203,6 +203,22 @@ def test_tables_hold_hand_computed_values(runs_root: Path) -> None:
     assert any("2_joint_seed0: FAILED (RuntimeError: CUDA out of memory)" in line for line in failed)
 
 
+def test_detector_table_flags_a_config_that_disagrees_with_the_metrics(tmp_path: Path) -> None:
+    """A VG-only config (detector.joint=false) whose detector was nevertheless validated on COCO."""
+    for name, joint, metrics in (
+        ("a", False, {"val/vg_map50": 0.10, "val/coco_mask_ap": 0.05}),
+        ("b", False, {"val/vg_map50": 0.30}),
+        ("c", False, {"val/vg_map50": 0.20}),
+    ):
+        cfg = {"stage": "pipeline", "detector": {"joint": joint, "backbone": {"name": "tiny"}}}
+        _job(tmp_path / name, cfg, [], {"sgcls/mR@20": 0.1})
+        (tmp_path / name / "detector").mkdir()
+        (tmp_path / name / "detector" / "detector_metrics.json").write_text(json.dumps(metrics))
+    text = cr.render(*cr.collect([tmp_path]))
+    assert "| tiny | VG + COCO (config: detector.joint=false) | 10.0 | — | 5.0 |" in text
+    assert "| tiny | VG only | 25.0 ± 7.1 | — | — |" in text
+
+
 def test_cli_writes_markdown_and_csv(runs_root: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert cr.main([str(runs_root / "multiruns" / "2026-11-25_10-00-00"), "--out", str(out)]) == 0
