@@ -73,13 +73,31 @@ def check_data_paths(cfg: DictConfig) -> None:
             )
 
 
-def build_datamodule(cfg: DictConfig) -> SceneGraphDataModule:
+def build_datamodule(cfg: DictConfig, with_coco: bool = True) -> SceneGraphDataModule:
+    """The VG (+ COCO, unless ``with_coco`` is false or ``data.coco`` is null) DataModule."""
     vg = hydra.utils.instantiate(cfg.data.vg)
-    coco = hydra.utils.instantiate(cfg.data.coco) if cfg.data.get("coco") is not None else None
+    coco = None
+    if with_coco and cfg.data.get("coco") is not None:
+        coco = hydra.utils.instantiate(cfg.data.coco)
     loader = _plain(cfg.data.loader)
     return SceneGraphDataModule(
         vg=vg, coco=coco, seed=int(cfg.seed), prepare=partial(prepare_data, cfg), **loader
     )
+
+
+def coco_class_names(cfg: DictConfig, dm: SceneGraphDataModule) -> list[str]:
+    """The COCO (source) class names: from the DataModule's COCO stream, else the COCO val json, else
+    ``data.coco_classes``."""
+    if dm.coco_factory is not None:
+        return list(dm._dataset("coco", "train").class_names)
+    if cfg.data.get("coco") is not None:
+        return list(hydra.utils.instantiate(cfg.data.coco)(split="val").class_names)
+    names = cfg.data.get("coco_classes")
+    if names is None:
+        from sgseg.data.label_spaces import COCO_OBJECT_CLASSES
+
+        return list(COCO_OBJECT_CLASSES)
+    return list(names)
 
 
 # ---------------------------------------------------------------------------------------------- stage 1
@@ -105,13 +123,7 @@ class StageTwoInputs:
 def stage_two_inputs(cfg: DictConfig, dm: SceneGraphDataModule) -> StageTwoInputs:
     vg_train = dm._dataset("vg", "train")
     vg_test = dm._dataset("vg", "test")
-    if cfg.data.get("coco") is not None:
-        coco_classes = list(dm._dataset("coco", "train").class_names)
-    else:
-        names = cfg.data.get("coco_classes")
-        if names is None:
-            raise ConfigError("stage 2 needs the COCO class names: set data.coco (or data.coco_classes)")
-        coco_classes = list(names)
+    coco_classes = coco_class_names(cfg, dm)
     targets = list(vg_train.object_classes)
     aliases = (
         DEFAULT_ALIASES if cfg.data.get("aliases", "default") == "default" else dict(cfg.data.aliases or {})

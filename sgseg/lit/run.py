@@ -27,6 +27,7 @@ from sgseg.lit.build import (
     build_detector,
     build_scene_graph_model,
     check_data_paths,
+    coco_class_names,
     load_frozen_detector,
     prepare_data,
     stage_two_inputs,
@@ -136,15 +137,14 @@ def _resume(cfg: DictConfig, stage_dir: Path, prev_stage_dir: Path | None) -> st
 
 def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -> Path:
     """Stage 1: train the joint detector; returns the path of the exported ``detector.pt``."""
-    dm = build_datamodule(cfg)
+    # the VG-only baseline detector (detector.joint=false or data.coco=null) trains without COCO batches,
+    # but keeps the COCO heads' shape so that stage 2 builds the same way
+    joint = bool(cfg.detector.get("joint", True))
+    dm = build_datamodule(cfg, with_coco=joint)
     dm.prepare_data()
     check_data_paths(cfg)
     vg = dm._dataset("vg", "train")
-    num_coco = (
-        len(dm._dataset("coco", "train").class_names)
-        if cfg.data.get("coco") is not None
-        else int(cfg.data.num_coco_classes)
-    )
+    num_coco = len(coco_class_names(cfg, dm))
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
     trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None)
@@ -160,13 +160,14 @@ def run_scene_graph(
     cfg: DictConfig, out_dir: Path, detector_path: str | Path, prev_dir: Path | None = None
 ) -> dict[str, Any]:
     """Stage 2: train, validate and test the scene-graph model on the frozen detector."""
-    dm = build_datamodule(cfg)
+    # the COCO stream only feeds the refinement head (training) and its mask AP (evaluation)
+    dm = build_datamodule(cfg, with_coco=bool(cfg.model.refine))
     dm.prepare_data()
     check_data_paths(cfg)
     detector = load_frozen_detector(detector_path)
     inputs = stage_two_inputs(cfg, dm)
     model = build_scene_graph_model(cfg, detector, inputs)
-    coco_val = dm._dataset("coco", "val") if cfg.data.get("coco") is not None else None
+    coco_val = dm._dataset("coco", "val") if dm.coco_factory is not None else None
     module = SceneGraphModule(
         model,
         mode=str(cfg.task.name),
@@ -185,6 +186,22 @@ def run_scene_graph(
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
     return module.test_metrics
+
+
+def stage_two_checkpoint(cfg: DictConfig) -> str:
+    """``detector.checkpoint``, or ``detector.checkpoint_vgonly`` for a VG-only row of the ablation sweep."""
+    det = cfg.detector
+    key = (
+        "checkpoint_vgonly"
+        if det.get("joint", True) is False and "checkpoint_vgonly" in det
+        else "checkpoint"
+    )
+    if OmegaConf.is_missing(det, key) or det.get(key) is None:
+        raise ConfigError(
+            f"detector.{key} is required for stage=scene_graph: pass the detector.pt written by "
+            f"experiment=synthetic_detector{'_vgonly' if key != 'checkpoint' else ''} (or a detector_* experiment)"
+        )
+    return str(det.get(key))
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -223,7 +240,7 @@ def run(cfg: DictConfig) -> float | None:
         if stage in ("detector", "pipeline"):
             prepare_data(cfg)
         prev = previous_run(out_dir, _overrides_without_resume()) if cfg.get("ckpt_path") == "last" else None
-        detector_path = cfg.detector.get("checkpoint")
+        detector_path = stage_two_checkpoint(cfg) if stage == "scene_graph" else None
         if stage in ("detector", "pipeline"):
             done = prev / "detector" / "detector.pt" if prev is not None else None
             if stage == "pipeline" and done is not None and done.is_file():
