@@ -9,6 +9,7 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+torch.set_flush_denormal(True)  # as the runners do (sgseg.lit.build.configure_torch)
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

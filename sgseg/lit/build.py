@@ -215,7 +215,11 @@ def load_frozen_detector(path: str | Path) -> JointDetector:
     return load_detector(path, map_location="cpu")
 
 
-def torch_threads(cfg: DictConfig) -> None:
+def configure_torch(cfg: DictConfig) -> None:
+    """CPU threads (``num_threads``), and flush denormal floats to zero: the frozen detector's features
+    and fresh LSTM/conv activations produce denormals that made CPU steps 10-20x slower (measured 12 s
+    vs 0.7 s per synthetic stage-2 step)."""
     n = cfg.get("num_threads")
     if n:
         torch.set_num_threads(int(n))
+    torch.set_flush_denormal(True)

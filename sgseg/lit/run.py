@@ -28,10 +28,10 @@ from sgseg.lit.build import (
     build_scene_graph_model,
     check_data_paths,
     coco_class_names,
+    configure_torch,
     load_frozen_detector,
     prepare_data,
     stage_two_inputs,
-    torch_threads,
 )
 from sgseg.lit.detector_module import DetectorPretrainModule
 from sgseg.lit.scene_graph_module import SceneGraphModule
@@ -231,7 +231,7 @@ def run(cfg: DictConfig) -> float | None:
     if stage not in STAGES:
         print(f"sgseg: stage={stage!r} is not one of {STAGES}", file=sys.stderr)
         return None
-    torch_threads(cfg)
+    configure_torch(cfg)
     pl.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
