@@ -48,7 +48,6 @@ def test_missing_detector_checkpoint_is_one_clear_line(tmp_path):
 def test_pipeline_then_kill_and_resume_with_ckpt_path_last(tmp_path):
     """Stage 1 + stage 2 end to end; then a stage-2 run killed mid-epoch continues with ``ckpt_path=last``."""
     steps = [
-        "detector.trainer.max_epochs=1",
         "model.trainer.max_epochs=3",
         "callbacks.model_checkpoint.every_n_train_steps=2",
     ]
@@ -101,3 +100,25 @@ def test_multirun_failing_job_does_not_stop_the_sweep(tmp_path):
     failed = sorted((tmp_path / "sweep").glob("*/FAILED.txt"))
     assert len(failed) == 2  # both jobs ran and recorded their failure
     assert "a.pt" in failed[0].read_text() and "b.pt" in failed[1].read_text()
+
+
+def test_wandb_logger_offline_named_by_overrides_and_tagged(tmp_path, monkeypatch):
+    """The default loggers: CSV always, W&B offline (no network), grouped by experiment, tagged by task."""
+    from hydra import compose, initialize_config_dir
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    from sgseg.lit.run import _loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["experiment=synthetic_vctree", "task=sgcls", f"paths.data_dir={tmp_path}",
+                                f"paths.output_dir={tmp_path}"],
+        )  # fmt: skip
+    csv, wandb = _loggers(cfg, tmp_path, "scene_graph")
+    assert isinstance(csv, CSVLogger) and isinstance(wandb, WandbLogger)
+    init = wandb._wandb_init
+    assert wandb._offline
+    assert init["group"] == "synthetic_vctree"
+    assert {"sgcls", "vctree", "synthetic"} <= set(init["tags"])
+    assert init["config"]["model"]["context"]["_target_"].endswith("VCTreeContext")  # the whole run config
