@@ -122,3 +122,7 @@ def test_wandb_logger_offline_named_by_overrides_and_tagged(tmp_path, monkeypatc
     assert init["group"] == "synthetic_vctree"
     assert {"sgcls", "vctree", "synthetic"} <= set(init["tags"])
     assert init["config"]["model"]["context"]["_target_"].endswith("VCTreeContext")  # the whole run config
+    assert type(init["config"]) is dict  # plain containers: wandb.init cannot take a DictConfig
+    run = wandb.experiment  # starts the offline run
+    assert run.config["task"]["name"] == "sgcls"
+    run.finish()

@@ -58,7 +58,7 @@ def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
             kwargs["tags"] = sorted({*cfg.get("tags", []), str(cfg.task.name), str(cfg.model.name), str(cfg.data.name)})
             # `config` is also instantiate()'s own first parameter, so it goes into the node, not the kwargs
             # (not instantiated recursively: the run config holds `_target_` nodes of its own)
-            node = {**OmegaConf.to_container(node, resolve=True), "_recursive_": False,
+            node = {**OmegaConf.to_container(node, resolve=True), "_recursive_": False, "_convert_": "all",
                     "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
         loggers.append(hydra.utils.instantiate(node, **kwargs))
     return loggers
