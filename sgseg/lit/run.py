@@ -64,6 +64,12 @@ def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
     return loggers
 
 
+def _finish_wandb() -> None:
+    wandb = sys.modules.get("wandb")  # only if a W&B logger imported it
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 def _callbacks(cfg: DictConfig, out_dir: Path, monitor: str | None) -> list[Any]:
     callbacks = []
     for key, node in (cfg.get("callbacks") or {}).items():
@@ -150,6 +156,7 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
     trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
+    _finish_wandb()  # stage 2 gets a W&B run of its own
     path = export_detector(module.detector, out_dir / "detector.pt")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     (out_dir / "detector_metrics.json").write_text(json.dumps(metrics, indent=2))
