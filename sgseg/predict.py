@@ -1,8 +1,8 @@
 """Thin Hydra entry point for your own images: ``python -m sgseg.predict run_dir=RUN images=DIR_OR_FILE``.
 
 Loads a trained scene-graph run (its ``.hydra/config.yaml`` and best — or ``checkpoint=last`` / a path —
-checkpoint), detects objects (SGDet: your images have no boxes), transfers and refines masks, predicts the
-scene graph, and writes for each image ``<name>.png`` (masks, boxes and the top relations drawn as a graph)
+checkpoint), detects objects with its frozen detector (your images have no boxes), transfers and refines
+masks, predicts the scene graph on the detected boxes, and writes for each image ``<name>.png`` (masks, boxes and the top relations drawn as a graph)
 and ``<name>.json`` (boxes, labels, scores and the ranked triplets) into ``out``.
 """
 
@@ -76,11 +76,19 @@ def image_files(images: str) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_image(model, cfg, path: Path, top_k: int) -> dict:
+def predict_image(
+    model, cfg, path: Path, top_k: int, min_score: float = 0.3, agnostic_nms: float = 0.7
+) -> dict:
+    """SGDet on one image file. Detections below ``min_score`` or overlapping a better one of any class by
+    IoU > ``agnostic_nms`` are dropped first (a picture wants one box per object). A model trained in PredCls
+    never trained its label decoder, so it keeps the detector's labels (the PredCls path, with the detection
+    scores as object scores); SGCls / SGDet models decode labels themselves."""
     from torchvision.io import ImageReadMode, decode_image
+    from torchvision.ops import nms
 
     from sgseg.data.collate import collate
     from sgseg.data.transforms import Resize
+    from sgseg.structures import Targets
     from sgseg.visualize import top_triplets
 
     image = decode_image(str(path), mode=ImageReadMode.RGB)
@@ -92,15 +100,23 @@ def predict_image(model, cfg, path: Path, top_k: int) -> dict:
     }
     item = Resize(int(cfg.data.loader.test_min_size), int(cfg.data.loader.max_size))(item)
     images, _ = collate([item])
-    out = model(images, None, "sgdet")
+    dets = model.detector.detect(model.detector.features(images), images)
+    keep = (dets.scores >= min_score).nonzero().flatten()
+    keep = keep[nms(dets.boxes[keep], dets.scores[keep], agnostic_nms)]
+    given = Targets(
+        dets.boxes[keep], dets.labels[keep], dets.image_index[keep], torch.zeros(0, 3, dtype=torch.long)
+    )
+    mode = "predcls" if str(cfg.task.name) == "predcls" else "sgcls"
+    out = model(images, given, mode)
     p = out.predictions
+    scores = dets.scores[keep] if mode == "predcls" else p.scores
     scale = torch.tensor(image.shape[-2:], dtype=torch.float32) / images.image_sizes[0].float()
     boxes = p.boxes * torch.stack([scale[1], scale[0], scale[1], scale[0]])
     rel_scores = p.rel_logits.softmax(-1)
     own = out.vg_mask_probs[torch.arange(p.labels.shape[0]), p.labels - 1]
     return {
-        "image": image, "boxes": boxes, "labels": p.labels, "scores": p.scores, "masks": own,
-        "triplets": top_triplets(p.pair_index, rel_scores, p.scores, top_k),
+        "image": image, "boxes": boxes, "labels": p.labels, "scores": scores, "masks": own,
+        "triplets": top_triplets(p.pair_index, rel_scores, scores, top_k),
     }  # fmt: skip
 
 
@@ -115,7 +131,7 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"sgseg.predict: {err}") from None
     out_dir = Path(cfg.out)
     for path in files:
-        r = predict_image(model, run_cfg, path, int(cfg.top_k))
+        r = predict_image(model, run_cfg, path, int(cfg.top_k), float(cfg.min_score), float(cfg.agnostic_nms))
         names = [objects[int(c) - 1] for c in r["labels"]]
         triplets = [(s, o, predicates[c - 1], sc) for s, o, c, sc in r["triplets"]]
         png = draw_scene_graph(r["image"], r["boxes"], names, triplets, out_dir / f"{path.stem}.png", r["masks"],

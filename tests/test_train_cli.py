@@ -89,6 +89,19 @@ def test_pipeline_then_kill_and_resume_with_ckpt_path_last(tmp_path):
     assert 0.0 <= metrics["predcls/mR@50"] <= 1.0
     assert "mR" in resumed.stdout and "run directory:" in resumed.stdout
 
+    # and the trained run predicts scene graphs for an image file (a picture and a JSON per image)
+    image = next((tmp_path / "data").rglob("VG_100K/*.jpg"))
+    pred = subprocess.run(
+        [sys.executable, "-m", "sgseg.predict", f"run_dir={new_dirs[0]}", f"images={image}",
+         f"out={tmp_path / 'preds'}", "min_score=0.0"],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    record = json.loads((tmp_path / "preds" / f"{image.stem}.json").read_text())
+    assert len(record["objects"]) > 0 and all(len(o["box"]) == 4 for o in record["objects"])
+    assert all(r["subject"] != r["object"] for r in record["relations"])
+    assert (tmp_path / "preds" / f"{image.stem}.png").stat().st_size > 10_000
+
 
 def test_multirun_failing_job_does_not_stop_the_sweep(tmp_path):
     out = subprocess.run(
