@@ -139,3 +139,26 @@ def test_wandb_logger_offline_named_by_overrides_and_tagged(tmp_path, monkeypatc
     run = wandb.experiment  # starts the offline run
     assert run.config["task"]["name"] == "sgcls"
     run.finish()
+
+
+@pytest.mark.slow
+def test_two_job_multirun_writes_two_metrics_files_and_collects(tmp_path):
+    """A tiny two-seed sweep of the whole pipeline; collect_results reads both jobs."""
+    out = subprocess.run(
+        _cmd(tmp_path, "seed=0,1", "model.trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+             multirun=True),
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert len(metrics) == 2 and not list((tmp_path / "sweep").glob("*/FAILED.txt"))
+    values = [json.loads(m.read_text())["predcls/mR@50"] for m in metrics]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    table = subprocess.run(
+        [sys.executable, "scripts/collect_results.py", str(tmp_path / "sweep"), "--out", str(tmp_path / "tables")],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr[-2000:]
+    assert (tmp_path / "tables" / "results.md").is_file()
+    # the mean of the two seeds' mR@50 (in %) is in the printed tables
+    assert f"{100 * sum(values) / 2:.1f}" in table.stdout
