@@ -44,11 +44,17 @@ def _check(cond: bool, cls: str, msg: str) -> None:
 def _check_len(cls: str, n: int, **tensors: Tensor | None) -> None:
     for name, t in tensors.items():
         if t is not None:
-            _check(t.shape[0] == n, cls, f"`{name}` has {t.shape[0]} rows, expected {n} (one per row of boxes)")
+            _check(
+                t.shape[0] == n, cls, f"`{name}` has {t.shape[0]} rows, expected {n} (one per row of boxes)"
+            )
 
 
 def _check_boxes(cls: str, name: str, boxes: Tensor) -> None:
-    _check(boxes.dim() == 2 and boxes.shape[1] == 4, cls, f"`{name}` must be Float[N, 4], got {tuple(boxes.shape)}")
+    _check(
+        boxes.dim() == 2 and boxes.shape[1] == 4,
+        cls,
+        f"`{name}` must be Float[N, 4], got {tuple(boxes.shape)}",
+    )
 
 
 class _Movable:
@@ -80,7 +86,11 @@ class ImageBatch(_Movable):
 
     def __post_init__(self) -> None:
         c = "ImageBatch"
-        _check(self.tensors.dim() == 4, c, f"`tensors` must be Float[B, 3, H, W], got {tuple(self.tensors.shape)}")
+        _check(
+            self.tensors.dim() == 4,
+            c,
+            f"`tensors` must be Float[B, 3, H, W], got {tuple(self.tensors.shape)}",
+        )
         b = self.tensors.shape[0]
         _check(tuple(self.image_sizes.shape) == (b, 2), c, "`image_sizes` must be Long[B, 2]")
         _check(tuple(self.original_sizes.shape) == (b, 2), c, "`original_sizes` must be Long[B, 2]")
@@ -244,7 +254,14 @@ class RelationPredictions(_Movable):
         c = "RelationPredictions"
         _check_boxes(c, "boxes", self.boxes)
         n = self.boxes.shape[0]
-        _check_len(c, n, image_index=self.image_index, labels=self.labels, scores=self.scores, obj_logits=self.obj_logits)
+        _check_len(
+            c,
+            n,
+            image_index=self.image_index,
+            labels=self.labels,
+            scores=self.scores,
+            obj_logits=self.obj_logits,
+        )
         _check(
             self.pair_index.dim() == 2 and self.pair_index.shape[1] == 2,
             c,

@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 _COCO_SEED_OFFSET = 1_000_003
 
 
-def epoch_indices(num_items: int, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int) -> list[int]:
+def epoch_indices(
+    num_items: int, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int
+) -> list[int]:
     """The dataset indices this rank sees in ``epoch``, in order (padded by wrap-around under DDP)."""
     if num_items <= 0:
         raise ValueError("epoch_indices: the dataset is empty")
@@ -40,7 +42,14 @@ def epoch_indices(num_items: int, epoch: int, seed: int, shuffle: bool, rank: in
 
 
 def epoch_batches(
-    num_items: int, batch_size: int, epoch: int, seed: int, shuffle: bool, drop_last: bool, rank: int, world_size: int
+    num_items: int,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool,
+    drop_last: bool,
+    rank: int,
+    world_size: int,
 ) -> list[list[int]]:
     idx = epoch_indices(num_items, epoch, seed, shuffle, rank, world_size)
     batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
@@ -109,7 +118,9 @@ class InterleavedLoader:
         world_size: int = 1,
     ) -> None:
         if batch_size_vg <= 0 or (coco is not None and batch_size_coco <= 0):
-            raise ValueError(f"InterleavedLoader: batch sizes must be positive ({batch_size_vg}, {batch_size_coco})")
+            raise ValueError(
+                f"InterleavedLoader: batch sizes must be positive ({batch_size_vg}, {batch_size_coco})"
+            )
         self.vg, self.coco = vg, coco
         self.collate_fn = collate_fn
         self.batch_size_vg, self.batch_size_coco = batch_size_vg, batch_size_coco
@@ -128,7 +139,14 @@ class InterleavedLoader:
 
     def _vg_batches(self) -> list[list[int]]:
         return epoch_batches(
-            len(self.vg), self.batch_size_vg, self.epoch, self.seed, True, self.drop_last, self.rank, self.world_size
+            len(self.vg),
+            self.batch_size_vg,
+            self.epoch,
+            self.seed,
+            True,
+            self.drop_last,
+            self.rank,
+            self.world_size,
         )
 
     def __len__(self) -> int:

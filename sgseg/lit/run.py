@@ -55,7 +55,9 @@ def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
         kwargs: dict[str, Any] = {"save_dir": str(out_dir)}
         if key == "wandb":
             kwargs["name"] = run_name(name)
-            kwargs["tags"] = sorted({*cfg.get("tags", []), str(cfg.task.name), str(cfg.model.name), str(cfg.data.name)})
+            kwargs["tags"] = sorted(
+                {*cfg.get("tags", []), str(cfg.task.name), str(cfg.model.name), str(cfg.data.name)}
+            )
             # `config` is also instantiate()'s own first parameter, so it goes into the node, not the kwargs
             # (not instantiated recursively: the run config holds `_target_` nodes of its own)
             node = {**OmegaConf.to_container(node, resolve=True), "_recursive_": False, "_convert_": "all",
