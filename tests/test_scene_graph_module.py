@@ -159,6 +159,22 @@ def test_ablation_variants_build_and_run(data_dir, node, edge, refine):
     assert torch.isfinite(loss)
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["detector.joint=false"], ["experiment=synthetic_detector_vgonly"]],
+    ids=["joint", "vgonly", "nococo"],
+)
+def test_detector_coco_heads_match_the_synthetic_label_space(data_dir, extra):
+    """Stage 1 without COCO batches (or without COCO files) still builds 5 COCO-like classes, so that stage 2's
+    similarity (T x 5) fits its mask head."""
+    from sgseg.lit.build import coco_class_count
+
+    cfg = _cfg(data_dir, *extra)
+    dm = build_datamodule(cfg, with_coco=bool(cfg.detector.get("joint", True)))
+    assert coco_class_count(cfg, dm) == 5
+    assert (dm.coco_factory is None) == (extra != [])  # the VG-only detector trains without COCO batches
+
+
 def test_assign_gt_labels_by_iou_and_image():
     det = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]])
     det_img = torch.tensor([0, 1, 0])

@@ -100,6 +100,13 @@ def coco_class_names(cfg: DictConfig, dm: SceneGraphDataModule) -> list[str]:
     return list(names)
 
 
+def coco_class_count(cfg: DictConfig, dm: SceneGraphDataModule) -> int:
+    """How many COCO classes the detector's COCO heads have: ``data.num_coco_classes`` when set (a VG-only run
+    without COCO files), else the number of COCO class names."""
+    n = cfg.data.get("num_coco_classes")
+    return int(n) if n is not None else len(coco_class_names(cfg, dm))
+
+
 # ---------------------------------------------------------------------------------------------- stage 1
 def build_detector(cfg: DictConfig, num_vg_classes: int, num_coco_classes: int) -> JointDetector:
     backbone = build_backbone(**_plain(cfg.detector.backbone))

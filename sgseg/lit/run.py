@@ -27,7 +27,7 @@ from sgseg.lit.build import (
     build_detector,
     build_scene_graph_model,
     check_data_paths,
-    coco_class_names,
+    coco_class_count,
     configure_torch,
     load_frozen_detector,
     prepare_data,
@@ -153,7 +153,7 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     dm.prepare_data()
     check_data_paths(cfg)
     vg = dm._dataset("vg", "train")
-    num_coco = len(coco_class_names(cfg, dm))
+    num_coco = coco_class_count(cfg, dm)
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
     trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None)
