@@ -222,3 +222,10 @@ def test_lightning_resume_mid_epoch_sees_the_same_batches(tmp_path):
             resumed, train_dataloaders=loader(), ckpt_path=str(tmp_path / f"step={step}.ckpt")
         )
         assert resumed.seen == full.seen[step:]
+
+
+def test_interleave_with_worker_processes_gives_the_same_batches():
+    def make(workers):
+        return InterleavedLoader(_Ids(12), _Ids(5, base=100), _ids, 3, 2, seed=5, num_workers=workers)
+
+    assert _run(make(2)) == _run(make(0))
