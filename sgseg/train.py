@@ -34,8 +34,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)
     except BaseException as err:  # noqa: BLE001 - a sweep job must not take the sweep down
-        if isinstance(err, KeyboardInterrupt):
-            raise
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(err, (KeyboardInterrupt, SIGTERMException)):
+            raise  # the sweep itself was stopped (Ctrl-C, a scheduler's SIGTERM): stop, don't go on
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "FAILED.txt").write_text(traceback.format_exc())
