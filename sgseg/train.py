@@ -8,6 +8,7 @@ other jobs of the sweep still run.
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -25,19 +26,29 @@ def _is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+_STOPPED: list[int] = []
+
+
+def _stop_sweep(signum, frame) -> None:
+    _STOPPED.append(signum)  # Lightning turns the interrupt into SystemExit(1); this flag survives that
+    raise KeyboardInterrupt(f"signal {signum}: stopping the sweep")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from sgseg.lit.run import run
 
     if not _is_multirun():
         return run(cfg)
+    # A SIGTERM (a scheduler stopping the sweep) must end the sweep; Lightning's own handler only logs it,
+    # and composes with this one while a Trainer runs.
+    signal.signal(signal.SIGTERM, _stop_sweep)
+    signal.signal(signal.SIGINT, _stop_sweep)
     try:
         return run(cfg)
     except BaseException as err:  # noqa: BLE001 - a sweep job must not take the sweep down
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-        if isinstance(err, (KeyboardInterrupt, SIGTERMException)):
-            raise  # the sweep itself was stopped (Ctrl-C, a scheduler's SIGTERM): stop, don't go on
+        if isinstance(err, KeyboardInterrupt) or _STOPPED:
+            raise SystemExit(130) from err  # the sweep itself was stopped (Ctrl-C, SIGTERM): stop
         out = Path(cfg.paths.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "FAILED.txt").write_text(traceback.format_exc())

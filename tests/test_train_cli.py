@@ -162,3 +162,26 @@ def test_two_job_multirun_writes_two_metrics_files_and_collects(tmp_path):
     assert (tmp_path / "tables" / "results.md").is_file()
     # the mean of the two seeds' mR@50 (in %) is in the printed tables
     assert f"{100 * sum(values) / 2:.1f}" in table.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_whole_sweep(tmp_path):
+    """A scheduler's SIGTERM during a job ends the sweep (it is not recorded as one failed job)."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        _cmd(tmp_path, "seed=0,1", f"hydra.sweep.dir={sweep}", "callbacks.model_checkpoint.every_n_train_steps=1",
+             multirun=True),
+        cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and not list(sweep.glob("0/detector/checkpoints/*.ckpt"))
+    ):
+        time.sleep(0.2)  # wait until job 0 is inside trainer.fit
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    assert not (sweep / "1").exists()  # job 1 never started
+    assert not (sweep / "0" / "FAILED.txt").exists()
