@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgseg.data.errors import DatasetError
+from sgseg.data.errors import DatasetError, read_rgb
 from sgseg.data.label_spaces import COCO_OBJECT_CLASSES, coco_category_to_contiguous
 
 OBTAIN_HINT = (
@@ -198,19 +198,14 @@ class CocoInstances(torch.utils.data.Dataset):
 
     def load_image(self, i: int) -> Tensor:
         """Uint8[3, H, W] RGB of image ``i``; its size must match the json (masks are drawn at that size)."""
-        from torchvision.io import ImageReadMode, decode_image
-
         info = self.image_info(i)
         path: Path = info["file"]
-        if not path.is_file():
-            raise DatasetError(
-                f"COCO image file missing: {path} (image id {info['image_id']}); put the {self.split}2017 "
-                f"images into {self.image_dir}"
-            )
-        try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise DatasetError(f"COCO image file {path} cannot be decoded ({e}); download it again") from e
+        image = read_rgb(
+            path,
+            "COCO image file",
+            info["image_id"],
+            f"put the {self.split}2017 images into {self.image_dir}",
+        )
         if tuple(image.shape[1:]) != (info["height"], info["width"]):
             raise DatasetError(
                 f"COCO image file {path}: size {image.shape[2]}x{image.shape[1]} differs from the json's "

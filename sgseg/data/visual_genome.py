@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgseg.data.errors import DatasetError
+from sgseg.data.errors import DatasetError, read_rgb
 from sgseg.data.label_spaces import VG150_OBJECT_CLASSES, VG150_PREDICATES, VGDicts, load_vg_dicts
 
 BOX_SCALE = 1024
@@ -550,22 +550,12 @@ class VisualGenome(torch.utils.data.Dataset):
 
     def load_image(self, i: int) -> Tensor:
         """Uint8[3, H, W] RGB of image ``i`` (no EXIF rotation, like the reference's PIL loading)."""
-        from torchvision.io import ImageReadMode, decode_image
-
         info = self.image_info(i)
         path: Path = info["file"]
-        if not path.is_file():
-            raise DatasetError(
-                f"VG image file missing: {path} (image id {info['image_id']}); put all VG images (both "
-                f"VG_100K and VG_100K_2 parts) into {self.image_dir}"
-            )
-        try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except (RuntimeError, OSError, ValueError) as e:
-            raise DatasetError(
-                f"VG image file {path} (image id {info['image_id']}) cannot be decoded ({e}); "
-                "download it again"
-            ) from e
+        image = read_rgb(
+            path, "VG image file", info["image_id"],
+            f"put all VG images (both VG_100K and VG_100K_2 parts) into {self.image_dir}",
+        )  # fmt: skip
         h, w = image.shape[1:]
         if (w, h) != (info["width"], info["height"]):
             # The released image_data.json has a few wrong sizes; boxes follow it, as in the reference.
