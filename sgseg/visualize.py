@@ -45,12 +45,14 @@ def draw_scene_graph(
     path: str | Path,
     mask_probs: Tensor | None = None,
     title: str | None = None,
+    only_related: bool = False,
 ) -> Path:
     """Save a two-panel PNG: the image with masks/boxes/labels, and the graph of ``triplets``.
 
     image: Uint8[3, H, W]; boxes: Float[N, 4] xyxy in its pixels; labels: N names; triplets:
     (subject index, object index, predicate name, score); mask_probs: optional Float[N, M, M] box-relative.
-    Objects that take part in no triplet are drawn thinner.
+    Objects that take part in no triplet are drawn thinner, or not at all with ``only_related`` (SGDet
+    pictures: dozens of low-scoring detections would hide the image).
     """
     import matplotlib
 
@@ -62,15 +64,16 @@ def draw_scene_graph(
     h, w = img.shape[:2]
     n = boxes.shape[0]
     colors = _PALETTE[np.arange(n) % len(_PALETTE)]
+    used = {s for s, _, _, _ in triplets} | {o for _, o, _, _ in triplets}
+    shown = sorted(used) if only_related else range(n)
     if mask_probs is not None and n:
         masks = paste_masks(mask_probs.float().cpu(), boxes.float().cpu(), h, w).numpy()
-        for i in range(n):
+        for i in shown:
             img[masks[i]] = 0.55 * img[masks[i]] + 0.45 * colors[i]
-    used = {s for s, _, _, _ in triplets} | {o for _, o, _, _ in triplets}
 
     fig, (ax_img, ax_graph) = plt.subplots(1, 2, figsize=(11, 5.2), gridspec_kw={"width_ratios": [1.2, 1]})
     ax_img.imshow(img)
-    for i in range(n):
+    for i in shown:
         x1, y1, x2, y2 = boxes[i].tolist()
         ax_img.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colors[i],
                                    lw=2.0 if i in used else 0.8))  # fmt: skip

@@ -203,6 +203,7 @@ class SceneGraphModule(pl.LightningModule):
                 [(s, o, self.predicate_names[c - 1], sc) for s, o, c, sc in trip],
                 Path(self.trainer.default_root_dir) / f"{stage}_predictions" / f"epoch{self.current_epoch}_{b}.png",
                 masks.cpu(), title=f"{self.mode} · image {int(images.image_ids[b])}",
+                only_related=self.mode == "sgdet",
             )  # fmt: skip
             paths.append(str(path))
         for lg in self._wandb():
