@@ -551,6 +551,10 @@ def test_data_check_cli_accepts_the_output(data: SyntheticLayout) -> None:
     argv = [f"data.root={data.vg_root}", f"data.coco_root={data.coco_root}", f"data.num_val={num_val}",
             "data.check_label_space=false"]  # fmt: skip
     assert main(argv, out=out, err=err) == 0, err.getvalue()
+    # without the two keys, the stamp next to vg/ supplies them: the same summary
+    out2 = io.StringIO()
+    assert main([f"data.root={data.vg_root}", f"data.coco_root={data.coco_root}"], out=out2, err=err) == 0
+    assert out2.getvalue() == out.getvalue()
 
 
 def test_boxes_alone_leave_mask_predicates_ambiguous(data: SyntheticLayout) -> None:

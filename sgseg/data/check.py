@@ -16,6 +16,7 @@ Keys (``key=value``, all optional but ``data.root`` or ``data.coco_root``):
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +74,13 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
             cfg[key] = None if value.lower() in ("", "null", "none") else value
     if cfg["root"] is None and cfg["coco_root"] is None:
         raise UsageError("give data.root (VG150 folder) and/or data.coco_root (COCO folder)")
+    given = {a.partition("=")[0].removeprefix("+").removeprefix("data.") for a in argv}
+    stamp = Path(cfg["root"]).parent / "synthetic_config.json" if cfg["root"] is not None else None
+    if stamp is not None and stamp.is_file():  # the synthetic benchmark: its own label space and val size
+        if "num_val" not in given:  # 10 % of its train split, not real VG's 5,000 images
+            cfg["num_val"] = int(json.loads(stamp.read_text())["recommended_num_val"])
+        if "check_label_space" not in given:
+            cfg["check_label_space"] = False
     return cfg
 
 
