@@ -210,7 +210,9 @@ class SceneGraphModule(pl.LightningModule):
             lg.log_image(key=f"{stage}/predictions", images=paths, step=self.global_step)
 
     def update_metric(self, predictions, images: ImageBatch, targets: Targets) -> None:
-        preds = predictions.per_image(images.num_images)
+        # per_image ranks the rows and scales the boxes back to original pixels by (sx, sy) per image
+        scale = (images.original_sizes.float() / images.image_sizes.float()).flip(1)
+        preds = predictions.per_image(images.num_images, scale=scale.to(predictions.boxes.device))
         gt_boxes = _to_original(targets.boxes, targets.image_index, images)
         for b, pred in enumerate(preds):
             keep = targets.image_index == b
@@ -223,10 +225,6 @@ class SceneGraphModule(pl.LightningModule):
                 "labels": targets.labels[keep],
                 "relations": torch.cat([local[rels[:, :2]], rels[:, 2:]], 1),
             }
-            img_index = torch.full(
-                (pred["boxes"].shape[0],), b, dtype=torch.long, device=pred["boxes"].device
-            )
-            pred = dict(pred, boxes=_to_original(pred["boxes"], img_index, images))
             self.metric.update(gt, pred, image_id=images.image_ids[b])
 
     def _coco_masks(self, images: ImageBatch, targets: Targets) -> None:
