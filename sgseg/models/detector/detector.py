@@ -42,6 +42,36 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Dataset = Literal["vg", "coco"]
 
 
+class MergedBackgroundPredictor(FastRCNNPredictor):
+    """A FastRCNNPredictor whose classifier has ``extra_background`` more rows that all count as background.
+
+    Rows: 0 background, 1..num_classes-1 the classes, then the extra rows. ``forward`` returns
+    ``num_classes`` logits whose background logit is ``logsumexp`` of row 0 and the extra rows, so the
+    softmax gives every class exactly the probability it has in the full softmax, and the extra rows never
+    become a detection. This is how torchvision's 91-way COCO classifier (category ids 1..90, 10 of them
+    unused) keeps its scores on our contiguous 1..80 (:func:`.checkpoint.torchvision_maskrcnn_to_joint`);
+    training pushes the merged background exactly as a plain background logit. ``extra_background=0``
+    is torchvision's FastRCNNPredictor.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, extra_background: int = 0) -> None:
+        super().__init__(in_channels, num_classes)
+        if extra_background < 0:
+            raise ValueError(f"extra_background must be >= 0, got {extra_background}")
+        self.num_classes = num_classes
+        self.extra_background = int(extra_background)
+        if extra_background:
+            self.cls_score = nn.Linear(in_channels, num_classes + extra_background)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scores, deltas = super().forward(x)
+        if self.extra_background:
+            n = self.num_classes
+            background = torch.cat([scores[:, :1], scores[:, n:]], dim=1).float().logsumexp(1, keepdim=True)
+            scores = torch.cat([background.to(scores.dtype), scores[:, 1:n]], dim=1)
+        return scores, deltas
+
+
 class JointDetector(nn.Module):
     """Mask R-CNN-style detector with a shared trunk and per-dataset box classifiers (see module docstring).
 
@@ -53,6 +83,8 @@ class JointDetector(nn.Module):
         BoxCoder weights. score_thresh / nms_thresh / detections_per_img: SGDet post-processing.
     mask_*: RoI size (14, → 28 × 28 logits after the deconv) and conv widths of the mask head.
     image_mean / image_std: RGB statistics that ``features`` normalises [0, 1] images with.
+    coco_extra_background: extra COCO classifier rows that count as background (see
+        :class:`MergedBackgroundPredictor`; 10 after loading torchvision's 91-way COCO classifier, else 0).
     """
 
     def __init__(
@@ -88,6 +120,7 @@ class JointDetector(nn.Module):
         mask_dim_reduced: int = 256,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        coco_extra_background: int = 0,
     ) -> None:
         super().__init__()
         for attr in ("out_channels", "featmap_names"):
@@ -133,6 +166,7 @@ class JointDetector(nn.Module):
             "mask_dim_reduced": mask_dim_reduced,
             "image_mean": [float(m) for m in image_mean],
             "image_std": [float(s) for s in image_std],
+            "coco_extra_background": int(coco_extra_background),
         }
         self.num_vg_classes = num_vg_classes
         self.num_coco_classes = num_coco_classes
@@ -161,7 +195,9 @@ class JointDetector(nn.Module):
         self.box_roi_pool = MultiScaleRoIAlign(self.featmap_names, box_roi_size, sampling_ratio)
         self.box_head = TwoMLPHead(d * box_roi_size**2, representation_size)
         self.vg_predictor = FastRCNNPredictor(representation_size, num_vg_classes + 1)
-        self.coco_predictor = FastRCNNPredictor(representation_size, num_coco_classes + 1)
+        self.coco_predictor = MergedBackgroundPredictor(
+            representation_size, num_coco_classes + 1, coco_extra_background
+        )
         self.mask_roi_pool = MultiScaleRoIAlign(self.featmap_names, mask_roi_size, sampling_ratio)
         self.mask_head = MaskRCNNHeads(d, list(mask_head_channels), 1)
         # 80 channels, no background: channel c-1 is COCO class c
@@ -285,6 +321,18 @@ class JointDetector(nn.Module):
     ) -> Tensor:
         """Float[N, representation_size]: the shared box head's output (the paper's z_j)."""
         return self.box_head(self._pool(self.box_roi_pool, features, images, boxes, image_index))
+
+    def set_coco_extra_background(self, n: int) -> None:
+        """Give the COCO classifier ``n`` extra background rows (fresh init; the other rows are kept)."""
+        old = self.coco_predictor
+        new = MergedBackgroundPredictor(old.cls_score.in_features, self.num_coco_classes + 1, n)
+        k = min(old.cls_score.out_features, new.cls_score.out_features)
+        with torch.no_grad():
+            new.cls_score.weight[:k] = old.cls_score.weight[:k]
+            new.cls_score.bias[:k] = old.cls_score.bias[:k]
+        new.bbox_pred = old.bbox_pred
+        self.coco_predictor = new.to(old.cls_score.weight.device)
+        self.config["coco_extra_background"] = int(n)
 
     def _predictor(self, dataset: Dataset) -> FastRCNNPredictor:
         if dataset == "vg":
