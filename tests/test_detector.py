@@ -501,7 +501,18 @@ def test_torchvision_maskrcnn_resnet50_fpn_state_dict_covers_every_shared_weight
     torch.testing.assert_close(
         det.coco_predictor.cls_score.bias[1:81], state["roi_heads.box_predictor.cls_score.bias"][ids]
     )
-    unused = [12, 26, 29, 30, 45, 66, 68, 69, 71, 83]  # COCO's 10 unused category ids: the extra background rows
+    unused = [
+        12,
+        26,
+        29,
+        30,
+        45,
+        66,
+        68,
+        69,
+        71,
+        83,
+    ]  # COCO's 10 unused category ids: the extra background rows
     torch.testing.assert_close(
         det.coco_predictor.cls_score.weight[81:], state["roi_heads.box_predictor.cls_score.weight"][unused]
     )
@@ -733,3 +744,131 @@ def _d2_masks(d2: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         x = F.relu(F.conv2d(x, *w(f"mask_fcn{i}"), padding=1))
     x = F.relu(F.conv_transpose2d(x, *w("deconv"), stride=2))
     return F.conv2d(x, *w("predictor"))
+
+
+@pytest.mark.parametrize(
+    ("std", "fmt"),
+    [(DETECTRON2_X101_PIXEL_STD, "BGR"), ((1.0, 1.0, 1.0), "BGR"), ((57.0, 58.0, 59.0), "RGB")],
+)
+def test_detectron2_normalisation_is_folded_into_conv1(std, fmt):
+    """conv1(our RGB [0, 1] input, ImageNet-normalised) = detectron2's conv1 on its own input, whatever
+    detectron2's std (X-101's, MSRA's 1s) and channel order; a different mean is refused, not folded."""
+    torch.manual_seed(0)
+    w = torch.randn(8, 3, 7, 7)
+    image = torch.rand(2, 3, 20, 18)
+    mean = DETECTRON2_PIXEL_MEAN if fmt == "BGR" else DETECTRON2_PIXEL_MEAN[::-1]
+    converted = detectron2_maskrcnn_to_joint(
+        {"backbone.bottom_up.stem.conv1.weight": w}, pixel_mean=mean, pixel_std=std, input_format=fmt
+    )["backbone.body.conv1.weight"]
+    pixels = (image if fmt == "RGB" else image[:, [2, 1, 0]]) * 255
+    theirs = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    ours = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
+    expect = F.conv2d(theirs, w, stride=2, padding=3)  # zero padding in both normalised spaces
+    got = F.conv2d(ours, converted, stride=2, padding=3)
+    torch.testing.assert_close(got, expect, atol=1e-5 * float(expect.abs().max()), rtol=1e-5)  # float32
+    with pytest.raises(ValueError, match="set detector.net.image_mean"):
+        detectron2_maskrcnn_to_joint({"backbone.bottom_up.stem.conv1.weight": w}, pixel_mean=(0.0, 0.0, 0.0))
+
+
+def test_detectron2_checkpoint_uses_its_own_pixel_buffers():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 7, 7)
+    state = {
+        "backbone.bottom_up.stem.conv1.weight": w,
+        "pixel_mean": torch.tensor(DETECTRON2_PIXEL_MEAN).view(3, 1, 1),
+        "pixel_std": torch.tensor([1.0, 1.0, 1.0]).view(3, 1, 1),
+        "proposal_generator.anchor_generator.cell_anchors.0": torch.zeros(3, 4),
+    }
+    out = detectron2_maskrcnn_to_joint(state)
+    assert list(out) == ["backbone.body.conv1.weight"]
+    # std 1 (0-255 pixels) → ours: × 255 · ImageNet std, channels reversed
+    torch.testing.assert_close(out["backbone.body.conv1.weight"][:, 0], w[:, 2] * 255 * 0.229)
+    torch.testing.assert_close(out["backbone.body.conv1.weight"][:, 2], w[:, 0] * 255 * 0.225)
+
+
+def test_detectron2_converter_refuses_what_it_cannot_map(tmp_path):
+    d2 = {
+        "backbone.bottom_up.res2.0.conv1.weight": torch.zeros(64, 64, 1, 1),
+        "backbone.bottom_up.res2.0.conv2.weight": torch.zeros(64, 64, 3, 3),
+    }
+    # a plain ResNet: detectron2's MSRA models stride in the 1×1 conv, torchvision's Bottleneck cannot
+    with pytest.raises(ValueError, match="STRIDE_IN_1X1"):
+        detectron2_maskrcnn_to_joint(d2)
+    assert "backbone.body.layer1.0.conv2.weight" in detectron2_maskrcnn_to_joint(d2, stride_in_1x1=False)
+    # heads this architecture does not have (cascade stages, conv box heads) are named, not dropped
+    with pytest.raises(KeyError, match=r"roi_heads.box_head.conv1.weight"):
+        detectron2_maskrcnn_to_joint({"roi_heads.box_head.conv1.weight": torch.zeros(1)})
+    # class-agnostic regression is repeated for every class (after the background block)
+    agnostic = detectron2_maskrcnn_to_joint(
+        {
+            "roi_heads.box_predictor.cls_score.weight": torch.zeros(81, 2),
+            "roi_heads.box_predictor.bbox_pred.bias": torch.arange(4.0),
+        }
+    )["coco_predictor.bbox_pred.bias"]
+    assert torch.equal(agnostic, torch.arange(4.0).repeat(81))
+    # a weight missing from the file: the loader names it
+    d2 = detectron2_x101_fpn_maskrcnn()
+    del d2["roi_heads.mask_head.mask_fcn3.bias"]
+    _pickle_detectron2(tmp_path / "partial.pkl", d2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = JointDetector(build_backbone("resnext101_32x8d_fpn", norm="frozen_bn"), 150, 80)
+    from sgseg.models.detector.checkpoint import load_coco_maskrcnn
+
+    with pytest.raises(KeyError, match=r"mask_head\.2\.0\.bias"):
+        load_coco_maskrcnn(det, tmp_path / "partial.pkl")
+    # … and a detector of another architecture is told so
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = JointDetector(build_backbone("resnet50_fpn", norm="frozen_bn"), 150, 80)
+    with pytest.raises(ValueError, match="does not fit the detector's architecture.*resnet50_fpn") as err:
+        load_coco_maskrcnn(small, tmp_path / "partial.pkl")
+    assert len(str(err.value).splitlines()) <= 6  # a few of torch's size-mismatch lines, not hundreds
+
+
+def test_detectron2_reader_formats_and_pickle_safety(tmp_path):
+    import pickle
+
+    state = {"backbone.fpn_lateral2.bias": torch.arange(3.0), "roi_heads.box_head.fc1.bias": torch.ones(2)}
+    _pickle_detectron2(tmp_path / "numpy.pkl", state)  # the model zoo's .pkl: numpy arrays
+    _pickle_detectron2(tmp_path / "torch.pkl", state, as_numpy=False)  # some hold torch tensors
+    torch.save(
+        {"model": state, "iteration": 5}, tmp_path / "model_final.pth"
+    )  # detectron2's own checkpointer
+    for name in ("numpy.pkl", "torch.pkl", "model_final.pth"):
+        got = read_detectron2_checkpoint(tmp_path / name)
+        assert set(got) == set(state) and all(torch.equal(got[k], v) for k, v in state.items()), name
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"model": {"x": Exploit()}}, f)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle builtins.print"):
+        read_detectron2_checkpoint(tmp_path / "evil.pkl")
+    with open(tmp_path / "blobs.pkl", "wb") as f:
+        pickle.dump({"blobs": {}}, f)
+    with pytest.raises(ValueError, match="Caffe2 Detectron"):
+        read_detectron2_checkpoint(tmp_path / "blobs.pkl")
+
+
+def test_convert_cli_writes_what_detector_init_reads(tmp_path, capsys):
+    torch.manual_seed(0)
+    tv = MaskRCNN(
+        resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5), num_classes=91
+    )
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    checkpoint_cli(["convert", str(tmp_path / "tv.pth"), str(tmp_path / "tv_joint.pt")])
+    assert "JointDetector names" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "tv_joint.pt", weights_only=True)
+    assert saved["format"] == INIT_FORMAT and saved["kind"] == "torchvision"
+    a = detector_from_coco_maskrcnn(tmp_path / "tv.pth", {"name": "resnet18_fpn"}, 150, 80)
+    b = detector_from_coco_maskrcnn(tmp_path / "tv_joint.pt", {"name": "resnet18_fpn"}, 150, 80)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert b.config == a.config
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("vg_predictor."))
+    with pytest.raises(SystemExit, match="convert: .*not found"):
+        checkpoint_cli(["convert", str(tmp_path / "nope.pkl"), str(tmp_path / "out.pt")])

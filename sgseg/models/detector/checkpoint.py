@@ -401,10 +401,12 @@ def _load_mapped(detector: JointDetector, mapped: Mapping[str, Tensor], source: 
     try:
         result = detector.load_state_dict(dict(mapped), strict=False)
     except RuntimeError as err:
+        lines = str(err).splitlines()
+        detail = "\n".join(lines[:4] + (["\t…"] if len(lines) > 4 else []))
         raise ValueError(
             f"{source} does not fit the detector's architecture (backbone "
             f"{detector.config['backbone'].get('name')!r}, FPN width {detector.backbone.out_channels}, box head "
-            f"{detector.config['representation_size']}, mask head {detector.config['mask_head_channels']}): {err}"
+            f"{detector.config['representation_size']}, mask head {detector.config['mask_head_channels']}): {detail}"
         ) from None
     missing = [
         k
