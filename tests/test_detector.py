@@ -522,23 +522,34 @@ def test_torchvision_maskrcnn_resnet50_fpn_state_dict_covers_every_shared_weight
     )
 
 
-def test_coco_head_loaded_from_torchvision_gives_torchvision_detections(tmp_path):
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_coco_head_loaded_from_torchvision_gives_torchvision_detections(tmp_path, layout):
     """Full SGDet inference on the COCO head = torchvision's MaskRCNN with the same (random) weights: the same
     boxes, scores and 28 × 28 mask probabilities, for every detection of a used category (the unused ids
-    are background for us; per-class NMS makes the rest independent of them)."""
+    are background for us; per-class NMS makes the rest independent of them). v1: maskrcnn_resnet50_fpn's
+    layout (on ResNet-18 for speed); v2: maskrcnn_resnet50_fpn_v2 itself."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+
     torch.manual_seed(0)
     kw = dict(rpn_post_nms_top_n_test=40, box_score_thresh=0.02, box_detections_per_img=5000)
-    tv = MaskRCNN(
-        resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5),
-        num_classes=91, min_size=128, max_size=128, **kw,
-    ).eval()  # fmt: skip
-    with torch.no_grad():  # spread the class scores (default init gives all ≈ 1/91)
-        tv.roi_heads.box_predictor.cls_score.weight.mul_(40)
-        tv.roi_heads.box_predictor.bbox_pred.weight.mul_(20)
+    kw.update(num_classes=91, min_size=128, max_size=128)
+    if layout == "v1":
+        tv = MaskRCNN(resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5), **kw)
+        backbone, net = {"name": "resnet18_fpn"}, {}
+    else:
+        tv = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, **kw)
+        backbone = {"name": "resnet50_fpn", "fpn_norm": "bn"}
+        net = {"rpn_conv_depth": 2, "box_head_convs": [256] * 4, "head_norm": "bn"}
+    tv.eval()
+    with (
+        torch.no_grad()
+    ):  # spread the class scores (v1's default init gives all ≈ 1/91; v2's box head is ~20× larger)
+        tv.roi_heads.box_predictor.cls_score.weight.mul_(40 if layout == "v1" else 2)
+        tv.roi_heads.box_predictor.bbox_pred.weight.mul_(20 if layout == "v1" else 1)
     torch.save(tv.state_dict(), tmp_path / "maskrcnn.pth")
     det = detector_from_coco_maskrcnn(
-        tmp_path / "maskrcnn.pth", {"name": "resnet18_fpn"}, 150, 80,
-        rpn_post_nms_top_n_test=40, score_thresh=0.02, detections_per_img=5000,
+        tmp_path / "maskrcnn.pth", backbone, 150, 80,
+        rpn_post_nms_top_n_test=40, score_thresh=0.02, detections_per_img=5000, **net,
     ).eval()  # fmt: skip
     assert det.config["coco_extra_background"] == 10
     images, _ = shapes_batch()

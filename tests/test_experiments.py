@@ -343,3 +343,21 @@ def test_stage_two_model_builds(name: str, tiny_detectors) -> None:
     if real:
         assert (hidden, model.context.hidden_dim) == (1024, 512)
         assert model.predictor.rel_compress.in_features == 4096
+
+
+def test_resnet50_fpn_v2_config_is_torchvision_v2_layout() -> None:
+    """detector=resnet50_fpn_v2 has exactly the weights (names after mapping, shapes) of torchvision's
+    maskrcnn_resnet50_fpn_v2, so MaskRCNN_ResNet50_FPN_V2_Weights load into it with nothing left over."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+
+    from sgseg.models.detector.checkpoint import torchvision_maskrcnn_to_joint
+
+    cfg = _compose("detector=resnet50_fpn_v2", "detector.backbone.pretrained=null")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        det = build_detector(cfg, 150, 80)
+        tv = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None)
+        det.set_coco_extra_background(10)
+    ours = {k: v.shape for k, v in det.state_dict().items() if not k.startswith("vg_predictor.")}
+    theirs = {k: v.shape for k, v in torchvision_maskrcnn_to_joint(tv.state_dict()).items()}
+    assert ours == theirs

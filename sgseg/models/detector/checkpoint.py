@@ -6,8 +6,9 @@ from either with :func:`load_detector` (``detector.checkpoint=PATH``). Stage 1 i
 COCO-trained Mask R-CNN (``detector.init=PATH``, :func:`load_coco_maskrcnn`; the paper's ResNeXt-101-FPN
 detector is COCO initialised), in any of three forms:
 
-* torchvision's ``maskrcnn_resnet50_fpn`` weights (:func:`torchvision_maskrcnn_to_joint`): backbone/FPN, RPN
-  and box head load as they are; the 91-way COCO layout (indexed by category id, with gaps) is mapped onto
+* torchvision's ``maskrcnn_resnet50_fpn`` / ``_v2`` weights (:func:`torchvision_maskrcnn_to_joint`; the _v2
+  layout needs the detector built as conf/detector/resnet50_fpn_v2.yaml): backbone/FPN, RPN and box head
+  load as they are; the 91-way COCO layout (indexed by category id, with gaps) is mapped onto
   our contiguous 1..80 (box classifier/regressor rows, mask channels), and the 10 unused ids stay in the
   softmax as extra background logits (:class:`~.detector.MergedBackgroundPredictor`), so the COCO head gives
   torchvision's own scores.
@@ -111,7 +112,7 @@ def _coco_rows(t: Tensor, with_background: bool, per_class: int = 1, unused: boo
 
 
 def torchvision_maskrcnn_to_joint(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Map a torchvision ``MaskRCNN`` state dict (``maskrcnn_resnet50_fpn`` layout) onto JointDetector names.
+    """Map a torchvision ``MaskRCNN`` state dict (``maskrcnn_resnet50_fpn`` or ``_v2``) onto JointDetector names.
 
     backbone.* and rpn.* keep their names; ``roi_heads.box_head`` → ``box_head``; ``roi_heads.box_predictor``
     → ``coco_predictor``: classifier rows [0, the 80 used category ids, the 10 unused ids] (91 rows: load
@@ -120,12 +121,6 @@ def torchvision_maskrcnn_to_joint(state_dict: Mapping[str, Tensor]) -> dict[str,
     ``mask_predictor`` with the 91 mask channels re-indexed to our 80 (channel c-1 = class c). The VG
     classifier has no counterpart and is not in the result.
     """
-    if any(k.startswith("roi_heads.box_head.0.") for k in state_dict):
-        raise ValueError(
-            "this is torchvision's maskrcnn_resnet50_fpn_v2 layout (4-conv + 1-fc box head, BN in the FPN and "
-            "heads, 2-conv RPN head), which JointDetector does not build; use maskrcnn_resnet50_fpn "
-            "(MaskRCNN_ResNet50_FPN_Weights.COCO_V1) weights"
-        )
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith(("backbone.", "rpn.")):
@@ -388,6 +383,13 @@ def detectron2_maskrcnn_to_joint(
 # ---------------------------------------------------------------------------------------------- loading
 def _load_mapped(detector: JointDetector, mapped: Mapping[str, Tensor], source: str) -> list[str]:
     """Load JointDetector-named weights; every weight but the VG classifier must be covered."""
+    v2 = "box_head.0.0.weight" in mapped
+    if v2 != bool(detector.config.get("box_head_convs")):
+        raise ValueError(
+            f"{source} has {'a' if v2 else 'no'} conv box head (torchvision's maskrcnn_resnet50_fpn"
+            f"{'_v2' if v2 else ''} layout) and the detector {'does not' if v2 else 'does'}: use "
+            f"detector={'resnet50_fpn_v2' if v2 else 'resnet50_fpn'} (or its net/backbone settings)"
+        )
     key = "coco_predictor.cls_score.weight"
     if key in mapped:
         extra = mapped[key].shape[0] - (detector.num_coco_classes + 1)
