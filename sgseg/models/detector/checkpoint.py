@@ -155,8 +155,6 @@ def torchvision_maskrcnn_to_joint(state_dict: Mapping[str, Tensor]) -> dict[str,
 class _Detectron2Unpickler(pickle.Unpickler):
     """Unpickles numpy arrays, dicts and torch tensors only: a downloaded .pkl runs no other code."""
 
-    _NUMPY = {"_reconstruct", "scalar", "ndarray", "dtype"}
-
     def find_class(self, module: str, name: str) -> Any:
         import numpy as np
 
