@@ -30,7 +30,7 @@ from sgseg.models.detector.checkpoint import (
     detectron2_maskrcnn_to_joint,
     read_detectron2_checkpoint,
 )
-from sgseg.models.detector.checkpoint import main as checkpoint_cli
+from sgseg.models.detector.convert import main as convert_cli
 from sgseg.models.losses import fast_rcnn_loss, mask_rcnn_loss, project_masks_on_boxes, rpn_loss
 from sgseg.structures import Detections, ImageBatch, Targets
 
@@ -872,7 +872,7 @@ def test_convert_cli_writes_what_detector_init_reads(tmp_path, capsys):
         resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5), num_classes=91
     )
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
-    checkpoint_cli(["convert", str(tmp_path / "tv.pth"), str(tmp_path / "tv_joint.pt")])
+    convert_cli([str(tmp_path / "tv.pth"), str(tmp_path / "tv_joint.pt")])
     assert "JointDetector names" in capsys.readouterr().out
     saved = torch.load(tmp_path / "tv_joint.pt", weights_only=True)
     assert saved["format"] == INIT_FORMAT and saved["kind"] == "torchvision"
@@ -882,4 +882,4 @@ def test_convert_cli_writes_what_detector_init_reads(tmp_path, capsys):
     assert b.config == a.config
     assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("vg_predictor."))
     with pytest.raises(SystemExit, match="convert: .*not found"):
-        checkpoint_cli(["convert", str(tmp_path / "nope.pkl"), str(tmp_path / "out.pt")])
+        convert_cli([str(tmp_path / "nope.pkl"), str(tmp_path / "out.pt")])

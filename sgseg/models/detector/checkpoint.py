@@ -16,18 +16,16 @@ detector is COCO initialised), in any of three forms:
   read without detectron2 (:func:`read_detectron2_checkpoint`, a restricted unpickler) and renamed by
   :func:`detectron2_maskrcnn_to_joint`; detectron2's BGR 0-255 input normalisation is folded into the first
   conv so the detector keeps its RGB [0, 1] input and ImageNet statistics.
-* the output of ``python -m sgseg.models.detector.checkpoint convert SRC DST`` (either of the above, already
-  in JointDetector names).
+* the output of ``python -m sgseg.models.detector.convert SRC DST`` (either of the above, already in
+  JointDetector names).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import pickle
 import re
-import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -448,8 +446,7 @@ def coco_maskrcnn_to_joint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"detector.init={path} not found: download the COCO Mask R-CNN (README, 'Detector initialisation') "
-            "or set detector.init=null to start the backbone from ImageNet"
+            f"COCO Mask R-CNN file not found: {path} (README, 'Detector initialisation', says where to get one)"
         )
     if path.suffix == ".pkl" and not zipfile.is_zipfile(path):
         return detectron2_maskrcnn_to_joint(
@@ -470,7 +467,7 @@ def coco_maskrcnn_to_joint(
     raise ValueError(
         f"{path} is not a COCO Mask R-CNN this project reads: expected torchvision MaskRCNN names "
         "(backbone.body.*, roi_heads.*), detectron2 names (backbone.bottom_up.*, roi_heads.*) or a file "
-        "written by `python -m sgseg.models.detector.checkpoint convert`"
+        "written by `python -m sgseg.models.detector.convert`"
     )
 
 
@@ -515,41 +512,3 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, **detectron2_options
     state = {k: v.contiguous() for k, v in mapped.items()}
     torch.save({"format": INIT_FORMAT, "source": str(src), "kind": kind, "state_dict": state}, dst)
     return dst
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m sgseg.models.detector.checkpoint",
-        description="Convert a COCO Mask R-CNN (detectron2 .pkl/.pth or torchvision .pth) to JointDetector names.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="write SRC as a file detector.init reads")
-    c.add_argument(
-        "src", help="detectron2 model_final_*.pkl / .pth, or torchvision maskrcnn_resnet50_fpn .pth"
-    )
-    c.add_argument("dst", help="output .pt")
-    c.add_argument("--pixel-mean", type=float, nargs=3, help="detectron2 MODEL.PIXEL_MEAN (default: the file's, "
-                   f"else {DETECTRON2_PIXEL_MEAN})")  # fmt: skip
-    c.add_argument("--pixel-std", type=float, nargs=3, help="detectron2 MODEL.PIXEL_STD (default: the file's, else "
-                   f"{DETECTRON2_X101_PIXEL_STD} of X-101-32x8d; 1 1 1 for MSRA ResNets)")  # fmt: skip
-    c.add_argument("--input-format", default="BGR", choices=("BGR", "RGB"), help="detectron2 INPUT.FORMAT")
-    c.add_argument("--stride-in-3x3", action="store_true",
-                   help="a plain ResNet trained with RESNETS.STRIDE_IN_1X1=False")  # fmt: skip
-    args = parser.parse_args(argv)
-    options: dict[str, Any] = {"input_format": args.input_format}
-    if args.pixel_mean:
-        options["pixel_mean"] = tuple(args.pixel_mean)
-    if args.pixel_std:
-        options["pixel_std"] = tuple(args.pixel_std)
-    if args.stride_in_3x3:
-        options["stride_in_1x1"] = False
-    try:
-        dst = convert(args.src, args.dst, **options)
-    except (FileNotFoundError, KeyError, ValueError, pickle.UnpicklingError) as err:
-        raise SystemExit(f"convert: {err}") from None
-    n = len(torch.load(dst, weights_only=True)["state_dict"])
-    print(f"wrote {dst}: {n} tensors in JointDetector names; use it as detector.init={dst}")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
