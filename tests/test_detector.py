@@ -21,6 +21,16 @@ from sgseg.models.detector import (
     load_detector,
     load_torchvision_maskrcnn,
 )
+from sgseg.models.detector.checkpoint import (
+    DETECTRON2_PIXEL_MEAN,
+    DETECTRON2_X101_PIXEL_STD,
+    INIT_FORMAT,
+    coco_maskrcnn_to_joint,
+    detector_from_coco_maskrcnn,
+    detectron2_maskrcnn_to_joint,
+    read_detectron2_checkpoint,
+)
+from sgseg.models.detector.convert import main as convert_cli
 from sgseg.models.losses import fast_rcnn_loss, mask_rcnn_loss, project_masks_on_boxes, rpn_loss
 from sgseg.structures import Detections, ImageBatch, Targets
 
@@ -408,8 +418,12 @@ def test_torchvision_maskrcnn_weights_map_onto_shared_parts_and_coco_heads():
     ours = det.detect(feats, images, targets.boxes, targets.image_index, head="coco")
     ids = torch.tensor(COCO_CATEGORY_IDS)
     torch.testing.assert_close(ours.box_features, z)
-    torch.testing.assert_close(ours.label_logits[:, 0], tv_logits[:, 0])
+    # the 10 unused category ids stay in the softmax as background: every class keeps torchvision's probability
+    assert det.config["coco_extra_background"] == 10
+    unused = sorted(set(range(91)) - set(COCO_CATEGORY_IDS))  # background 0 and the 10 gaps
     torch.testing.assert_close(ours.label_logits[:, 1:], tv_logits[:, ids])
+    torch.testing.assert_close(ours.label_logits[:, 0], tv_logits[:, unused].logsumexp(1))
+    torch.testing.assert_close(ours.label_logits.softmax(1)[:, 1:], tv_logits.softmax(1)[:, ids])
     ours_deltas = det.coco_predictor(z)[1].reshape(-1, 81, 4)
     torch.testing.assert_close(ours_deltas[:, 1:], tv_deltas.reshape(-1, 91, 4)[:, ids])
     tv_masks = tv.roi_heads.mask_predictor(
@@ -485,9 +499,387 @@ def test_torchvision_maskrcnn_resnet50_fpn_state_dict_covers_every_shared_weight
     )
     torch.testing.assert_close(det.rpn.head.cls_logits.weight, state["rpn.head.cls_logits.weight"])
     torch.testing.assert_close(
-        det.coco_predictor.cls_score.bias[1:], state["roi_heads.box_predictor.cls_score.bias"][ids]
+        det.coco_predictor.cls_score.bias[1:81], state["roi_heads.box_predictor.cls_score.bias"][ids]
+    )
+    unused = [
+        12,
+        26,
+        29,
+        30,
+        45,
+        66,
+        68,
+        69,
+        71,
+        83,
+    ]  # COCO's 10 unused category ids: the extra background rows
+    torch.testing.assert_close(
+        det.coco_predictor.cls_score.weight[81:], state["roi_heads.box_predictor.cls_score.weight"][unused]
     )
     torch.testing.assert_close(
         det.mask_predictor.mask_fcn_logits.weight,
         state["roi_heads.mask_predictor.mask_fcn_logits.weight"][ids],
     )
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_coco_head_loaded_from_torchvision_gives_torchvision_detections(tmp_path, layout):
+    """Full SGDet inference on the COCO head = torchvision's MaskRCNN with the same (random) weights: the same
+    boxes, scores and 28 × 28 mask probabilities, for every detection of a used category (the unused ids
+    are background for us; per-class NMS makes the rest independent of them). v1: maskrcnn_resnet50_fpn's
+    layout (on ResNet-18 for speed); v2: maskrcnn_resnet50_fpn_v2 itself."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+
+    torch.manual_seed(0)
+    kw = dict(rpn_post_nms_top_n_test=40, box_score_thresh=0.02, box_detections_per_img=5000)
+    kw.update(num_classes=91, min_size=128, max_size=128)
+    if layout == "v1":
+        tv = MaskRCNN(resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5), **kw)
+        backbone, net = {"name": "resnet18_fpn"}, {}
+    else:
+        tv = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, **kw)
+        backbone = {"name": "resnet50_fpn", "fpn_norm": "bn"}
+        net = {"rpn_conv_depth": 2, "box_head_convs": [256] * 4, "head_norm": "bn"}
+    tv.eval()
+    with (
+        torch.no_grad()
+    ):  # spread the class scores (v1's default init gives all ≈ 1/91; v2's box head is ~20× larger)
+        tv.roi_heads.box_predictor.cls_score.weight.mul_(40 if layout == "v1" else 2)
+        tv.roi_heads.box_predictor.bbox_pred.weight.mul_(20 if layout == "v1" else 1)
+    torch.save(tv.state_dict(), tmp_path / "maskrcnn.pth")
+    det = detector_from_coco_maskrcnn(
+        tmp_path / "maskrcnn.pth", backbone, 150, 80,
+        rpn_post_nms_top_n_test=40, score_thresh=0.02, detections_per_img=5000, **net,
+    ).eval()  # fmt: skip
+    assert det.config["coco_extra_background"] == 10
+    images, _ = shapes_batch()
+    torch.manual_seed(1)
+    images.tensors.add_(0.2 * torch.rand_like(images.tensors)).clamp_(0, 1)
+    with torch.no_grad():
+        tv_out = tv(list(images.tensors))
+        feats = det.features(images)
+        ours = det.detect(feats, images, head="coco")
+        probs = det.mask_logits(feats, images, ours.boxes, ours.image_index).logits.sigmoid()
+        # torchvision's 28 × 28 mask probabilities, before it pastes them into the image
+        batch, _ = tv.transform(list(images.tensors))
+        tv_feats = tv.backbone(batch.tensors)
+        proposals, _ = tv.rpn(batch, tv_feats)
+        tv_heads, _ = tv.roi_heads(tv_feats, proposals, batch.image_sizes)
+    to_label = {c: i + 1 for i, c in enumerate(COCO_CATEGORY_IDS)}
+    total = 0
+    for i in range(2):
+        used = torch.tensor([int(c) in to_label for c in tv_out[i]["labels"]], dtype=torch.bool)
+        assert not used.all()  # random weights do detect unused ids: they must not show up in ours
+        mine = ours.image_index == i
+        assert int(mine.sum()) == int(used.sum())
+        torch.testing.assert_close(ours.scores[mine], tv_out[i]["scores"][used])
+        torch.testing.assert_close(ours.boxes[mine], tv_out[i]["boxes"][used])
+        labels = torch.tensor([to_label[int(c)] for c in tv_out[i]["labels"][used]])
+        assert torch.equal(ours.labels[mine], labels)
+        own = probs[mine, ours.labels[mine] - 1]
+        torch.testing.assert_close(own, tv_heads[i]["masks"][used][:, 0])
+        total += int(mine.sum())
+    assert total > 20
+
+
+def test_merged_background_survives_export_and_training_step(tmp_path):
+    det = tiny_detector(num_coco=4)
+    det.set_coco_extra_background(3)
+    assert det.coco_predictor.cls_score.out_features == 8 and det.coco_predictor(torch.zeros(2, 128))[
+        0
+    ].shape == (2, 5)
+    images, targets = shapes_batch()
+    det.train()
+    losses = det.training_losses(images, targets, "coco")
+    sum(losses.values()).backward()
+    assert (
+        det.coco_predictor.cls_score.weight.grad[5:].abs().sum() > 0
+    )  # the extra rows learn (as background)
+    again = load_detector(export_detector(det.eval(), tmp_path / "det.pt")).eval()
+    assert again.config["coco_extra_background"] == 3
+    x = torch.randn(3, 128)
+    torch.testing.assert_close(again.coco_predictor(x)[0], det.coco_predictor(x)[0])
+    logits = det.coco_predictor.cls_score(x)
+    torch.testing.assert_close(det.coco_predictor(x)[0].softmax(1)[:, 1:], logits.softmax(1)[:, 1:5])
+
+
+# ---------------------------------------------------------------------------------------------- detectron2
+def detectron2_x101_fpn_maskrcnn(seed: int = 0) -> dict[str, torch.Tensor]:
+    """detectron2's mask_rcnn_X_101_32x8d_FPN_3x state dict (model_final_2d9806.pkl): its names and shapes
+    (ResNeXt-101 32x8d: 3/4/23/3 blocks, grouped 3 × 3 convs, FrozenBN `.norm`s; FPN p2-p5; StandardRPNHead
+    with 3 anchors; 2-fc box head; 81-way classifier with background last, 80 × 4 class-specific
+    regression; 4-conv mask head, deconv, 80 mask channels), random values."""
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def add(name: str, *shape: int) -> None:
+        sd[name] = torch.randn(*shape, generator=g) * 0.05
+
+    def norm(prefix: str, c: int) -> None:
+        for field in ("weight", "bias", "running_mean"):
+            add(f"{prefix}.{field}", c)
+        sd[f"{prefix}.running_var"] = torch.rand(c, generator=g) + 0.5
+
+    add("backbone.bottom_up.stem.conv1.weight", 64, 3, 7, 7)
+    norm("backbone.bottom_up.stem.conv1.norm", 64)
+    cin = 64
+    for stage, blocks in zip((2, 3, 4, 5), (3, 4, 23, 3)):
+        width = cout = 256 * 2 ** (stage - 2)  # 32 groups × 8 × 2^(stage-2); out = 4 × 64 × 2^(stage-2)
+        for b in range(blocks):
+            p = f"backbone.bottom_up.res{stage}.{b}"
+            if b == 0:
+                add(f"{p}.shortcut.weight", cout, cin, 1, 1)
+                norm(f"{p}.shortcut.norm", cout)
+            add(f"{p}.conv1.weight", width, cin if b == 0 else cout, 1, 1)
+            norm(f"{p}.conv1.norm", width)
+            add(f"{p}.conv2.weight", width, width // 32, 3, 3)
+            norm(f"{p}.conv2.norm", width)
+            add(f"{p}.conv3.weight", cout, width, 1, 1)
+            norm(f"{p}.conv3.norm", cout)
+        cin = cout
+    for level, c in zip((2, 3, 4, 5), (256, 512, 1024, 2048)):
+        add(f"backbone.fpn_lateral{level}.weight", 256, c, 1, 1)
+        add(f"backbone.fpn_lateral{level}.bias", 256)
+        add(f"backbone.fpn_output{level}.weight", 256, 256, 3, 3)
+        add(f"backbone.fpn_output{level}.bias", 256)
+    rpn = "proposal_generator.rpn_head"
+    for name, shape in [("conv", (256, 256, 3, 3)), ("objectness_logits", (3, 256, 1, 1)),
+                        ("anchor_deltas", (12, 256, 1, 1))]:  # fmt: skip
+        add(f"{rpn}.{name}.weight", *shape)
+        add(f"{rpn}.{name}.bias", shape[0])
+    for name, shape in [("box_head.fc1", (1024, 256 * 7 * 7)), ("box_head.fc2", (1024, 1024)),
+                        ("box_predictor.cls_score", (81, 1024)), ("box_predictor.bbox_pred", (320, 1024)),
+                        *[(f"mask_head.mask_fcn{i}", (256, 256, 3, 3)) for i in range(1, 5)],
+                        ("mask_head.deconv", (256, 256, 2, 2)), ("mask_head.predictor", (80, 256, 1, 1))]:  # fmt: skip
+        add(f"roi_heads.{name}.weight", *shape)
+        add(f"roi_heads.{name}.bias", shape[1] if name.endswith("deconv") else shape[0])
+    return sd
+
+
+def _pickle_detectron2(path, state, as_numpy: bool = True) -> None:
+    import pickle
+
+    model = {k: v.numpy() if as_numpy else v for k, v in state.items()}
+    with open(path, "wb") as f:
+        pickle.dump({"model": model, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, f)
+
+
+def _to_rgb_input(
+    conv1: torch.Tensor, image: torch.Tensor, mean_bgr, std_bgr
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv1 on detectron2's input (BGR, 0-255, its mean/std) and the image in our normalisation."""
+    bgr = image[:, [2, 1, 0]] * 255
+    theirs = (bgr - torch.tensor(mean_bgr).view(1, 3, 1, 1)) / torch.tensor(std_bgr).view(1, 3, 1, 1)
+    ours = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
+    return F.conv2d(theirs, conv1, stride=2, padding=3), ours
+
+
+def test_detectron2_x101_maskrcnn_pkl_loads_into_resnext_detector(tmp_path):
+    """The paper's detectron2 checkpoint layout → the ResNeXt-101-FPN JointDetector: every weight but the VG
+    classifier covered, values where they belong (checked through independent computations)."""
+    d2 = detectron2_x101_fpn_maskrcnn()
+    _pickle_detectron2(tmp_path / "model_final_2d9806.pkl", d2)
+    det = detector_from_coco_maskrcnn(
+        tmp_path / "model_final_2d9806.pkl",
+        {"name": "resnext101_32x8d_fpn", "pretrained": "IMAGENET1K_V2", "trainable_layers": 3},  # not read
+        150, 80,
+    ).eval()  # fmt: skip
+    assert det.config["coco_extra_background"] == 0
+    assert det.config["image_mean"] == [0.485, 0.456, 0.406]  # ours stays RGB/ImageNet: folded into conv1
+    # strict coverage: the loaded detector's state equals the mapping and nothing else was left untouched
+    mapped, kind = coco_maskrcnn_to_joint(tmp_path / "model_final_2d9806.pkl")
+    assert kind == "detectron2"
+    state = det.state_dict()
+    assert set(state) - set(mapped) == {f"vg_predictor.{n}.{p}" for n in ("cls_score", "bbox_pred")
+                                        for p in ("weight", "bias")}  # fmt: skip
+    body = det.backbone.body
+    assert torch.equal(body.layer3[22].conv2.weight, d2["backbone.bottom_up.res4.22.conv2.weight"])
+    assert body.layer3[22].conv2.groups == 32
+    assert torch.equal(
+        body.layer1[0].downsample[1].running_var, d2["backbone.bottom_up.res2.0.shortcut.norm.running_var"]
+    )
+    assert torch.equal(body.layer4[2].bn3.bias, d2["backbone.bottom_up.res5.2.conv3.norm.bias"])
+    assert torch.equal(body.bn1.running_mean, d2["backbone.bottom_up.stem.conv1.norm.running_mean"])
+    fpn = det.backbone.fpn
+    assert torch.equal(fpn.inner_blocks[0][0].weight, d2["backbone.fpn_lateral2.weight"])
+    assert torch.equal(fpn.layer_blocks[3][0].bias, d2["backbone.fpn_output5.bias"])
+    assert torch.equal(det.mask_head[2][0].weight, d2["roi_heads.mask_head.mask_fcn3.weight"])
+    # conv1 on our RGB [0, 1] ImageNet-normalised input = detectron2's conv1 on its BGR 0-255 input
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 24, 24)
+    theirs, ours = _to_rgb_input(d2["backbone.bottom_up.stem.conv1.weight"], image, DETECTRON2_PIXEL_MEAN,
+                                 DETECTRON2_X101_PIXEL_STD)  # fmt: skip
+    torch.testing.assert_close(body.conv1(ours), theirs, atol=1e-5, rtol=1e-5)
+
+    def w(name):
+        return d2[f"roi_heads.{name}.weight"], d2[f"roi_heads.{name}.bias"]
+
+    with torch.no_grad():
+        # RPN: detectron2's StandardRPNHead by hand
+        def r(name):
+            return d2[f"proposal_generator.rpn_head.{name}.weight"], d2[
+                f"proposal_generator.rpn_head.{name}.bias"
+            ]
+
+        x = torch.randn(1, 256, 6, 6)
+        t = F.relu(F.conv2d(x, *r("conv"), padding=1))
+        obj, deltas = det.rpn.head([x])
+        torch.testing.assert_close(obj[0], F.conv2d(t, *r("objectness_logits")))
+        torch.testing.assert_close(deltas[0], F.conv2d(t, *r("anchor_deltas")))
+        # box head + predictor: detectron2 has background last and no background regression
+        pooled = torch.randn(3, 256, 7, 7)
+        h = F.relu(F.linear(F.relu(F.linear(pooled.flatten(1), *w("box_head.fc1"))), *w("box_head.fc2")))
+        d2_probs = F.linear(h, *w("box_predictor.cls_score")).softmax(1)
+        d2_deltas = F.linear(h, *w("box_predictor.bbox_pred")).view(3, 80, 4)
+        logits, our_deltas = det.coco_predictor(det.box_head(pooled))
+        torch.testing.assert_close(logits.softmax(1)[:, 0], d2_probs[:, 80])
+        torch.testing.assert_close(logits.softmax(1)[:, 1:], d2_probs[:, :80])
+        torch.testing.assert_close(our_deltas.view(3, 81, 4)[:, 1:], d2_deltas)
+        assert torch.all(our_deltas.view(3, 81, 4)[:, 0] == 0)
+        # mask head: 4 conv+ReLU, deconv+ReLU, 1×1 predictor with 80 channels in the same order
+        x = torch.randn(2, 256, 14, 14)
+        d2_masks = _d2_masks(d2, x)
+        assert d2_masks.shape == (2, 80, 28, 28)
+        torch.testing.assert_close(det.mask_predictor(det.mask_head(x)), d2_masks, atol=1e-5, rtol=1e-4)
+
+
+def _d2_masks(d2: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """detectron2's MaskRCNNConvUpsampleHead by hand: 4 × (3 × 3 conv, ReLU), deconv, ReLU, 1 × 1 predictor."""
+
+    def w(name):
+        return d2[f"roi_heads.mask_head.{name}.weight"], d2[f"roi_heads.mask_head.{name}.bias"]
+
+    for i in range(1, 5):
+        x = F.relu(F.conv2d(x, *w(f"mask_fcn{i}"), padding=1))
+    x = F.relu(F.conv_transpose2d(x, *w("deconv"), stride=2))
+    return F.conv2d(x, *w("predictor"))
+
+
+@pytest.mark.parametrize(
+    ("std", "fmt"),
+    [(DETECTRON2_X101_PIXEL_STD, "BGR"), ((1.0, 1.0, 1.0), "BGR"), ((57.0, 58.0, 59.0), "RGB")],
+)
+def test_detectron2_normalisation_is_folded_into_conv1(std, fmt):
+    """conv1(our RGB [0, 1] input, ImageNet-normalised) = detectron2's conv1 on its own input, whatever
+    detectron2's std (X-101's, MSRA's 1s) and channel order; a different mean is refused, not folded."""
+    torch.manual_seed(0)
+    w = torch.randn(8, 3, 7, 7)
+    image = torch.rand(2, 3, 20, 18)
+    mean = DETECTRON2_PIXEL_MEAN if fmt == "BGR" else DETECTRON2_PIXEL_MEAN[::-1]
+    converted = detectron2_maskrcnn_to_joint(
+        {"backbone.bottom_up.stem.conv1.weight": w}, pixel_mean=mean, pixel_std=std, input_format=fmt
+    )["backbone.body.conv1.weight"]
+    pixels = (image if fmt == "RGB" else image[:, [2, 1, 0]]) * 255
+    theirs = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    ours = (image - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]
+    ).view(1, 3, 1, 1)
+    expect = F.conv2d(theirs, w, stride=2, padding=3)  # zero padding in both normalised spaces
+    got = F.conv2d(ours, converted, stride=2, padding=3)
+    torch.testing.assert_close(got, expect, atol=1e-5 * float(expect.abs().max()), rtol=1e-5)  # float32
+    with pytest.raises(ValueError, match="set detector.net.image_mean"):
+        detectron2_maskrcnn_to_joint({"backbone.bottom_up.stem.conv1.weight": w}, pixel_mean=(0.0, 0.0, 0.0))
+
+
+def test_detectron2_checkpoint_uses_its_own_pixel_buffers():
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 7, 7)
+    state = {
+        "backbone.bottom_up.stem.conv1.weight": w,
+        "pixel_mean": torch.tensor(DETECTRON2_PIXEL_MEAN).view(3, 1, 1),
+        "pixel_std": torch.tensor([1.0, 1.0, 1.0]).view(3, 1, 1),
+        "proposal_generator.anchor_generator.cell_anchors.0": torch.zeros(3, 4),
+    }
+    out = detectron2_maskrcnn_to_joint(state)
+    assert list(out) == ["backbone.body.conv1.weight"]
+    # std 1 (0-255 pixels) → ours: × 255 · ImageNet std, channels reversed
+    torch.testing.assert_close(out["backbone.body.conv1.weight"][:, 0], w[:, 2] * 255 * 0.229)
+    torch.testing.assert_close(out["backbone.body.conv1.weight"][:, 2], w[:, 0] * 255 * 0.225)
+
+
+def test_detectron2_converter_refuses_what_it_cannot_map(tmp_path):
+    d2 = {
+        "backbone.bottom_up.res2.0.conv1.weight": torch.zeros(64, 64, 1, 1),
+        "backbone.bottom_up.res2.0.conv2.weight": torch.zeros(64, 64, 3, 3),
+    }
+    # a plain ResNet: detectron2's MSRA models stride in the 1×1 conv, torchvision's Bottleneck cannot
+    with pytest.raises(ValueError, match="STRIDE_IN_1X1"):
+        detectron2_maskrcnn_to_joint(d2)
+    assert "backbone.body.layer1.0.conv2.weight" in detectron2_maskrcnn_to_joint(d2, stride_in_1x1=False)
+    # heads this architecture does not have (cascade stages, conv box heads) are named, not dropped
+    with pytest.raises(KeyError, match=r"roi_heads.box_head.conv1.weight"):
+        detectron2_maskrcnn_to_joint({"roi_heads.box_head.conv1.weight": torch.zeros(1)})
+    # class-agnostic regression is repeated for every class (after the background block)
+    agnostic = detectron2_maskrcnn_to_joint(
+        {
+            "roi_heads.box_predictor.cls_score.weight": torch.zeros(81, 2),
+            "roi_heads.box_predictor.bbox_pred.bias": torch.arange(4.0),
+        }
+    )["coco_predictor.bbox_pred.bias"]
+    assert torch.equal(agnostic, torch.arange(4.0).repeat(81))
+    # a weight missing from the file: the loader names it
+    d2 = detectron2_x101_fpn_maskrcnn()
+    del d2["roi_heads.mask_head.mask_fcn3.bias"]
+    _pickle_detectron2(tmp_path / "partial.pkl", d2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = JointDetector(build_backbone("resnext101_32x8d_fpn", norm="frozen_bn"), 150, 80)
+    from sgseg.models.detector.checkpoint import load_coco_maskrcnn
+
+    with pytest.raises(KeyError, match=r"mask_head\.2\.0\.bias"):
+        load_coco_maskrcnn(det, tmp_path / "partial.pkl")
+    # … and a detector of another architecture is told so
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = JointDetector(build_backbone("resnet50_fpn", norm="frozen_bn"), 150, 80)
+    with pytest.raises(ValueError, match="does not fit the detector's architecture.*resnet50_fpn") as err:
+        load_coco_maskrcnn(small, tmp_path / "partial.pkl")
+    assert len(str(err.value).splitlines()) <= 6  # a few of torch's size-mismatch lines, not hundreds
+
+
+def test_detectron2_reader_formats_and_pickle_safety(tmp_path):
+    import pickle
+
+    state = {"backbone.fpn_lateral2.bias": torch.arange(3.0), "roi_heads.box_head.fc1.bias": torch.ones(2)}
+    _pickle_detectron2(tmp_path / "numpy.pkl", state)  # the model zoo's .pkl: numpy arrays
+    _pickle_detectron2(tmp_path / "torch.pkl", state, as_numpy=False)  # some hold torch tensors
+    torch.save(
+        {"model": state, "iteration": 5}, tmp_path / "model_final.pth"
+    )  # detectron2's own checkpointer
+    for name in ("numpy.pkl", "torch.pkl", "model_final.pth"):
+        got = read_detectron2_checkpoint(tmp_path / name)
+        assert set(got) == set(state) and all(torch.equal(got[k], v) for k, v in state.items()), name
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"model": {"x": Exploit()}}, f)
+    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle builtins.print"):
+        read_detectron2_checkpoint(tmp_path / "evil.pkl")
+    with open(tmp_path / "blobs.pkl", "wb") as f:
+        pickle.dump({"blobs": {}}, f)
+    with pytest.raises(ValueError, match="Caffe2 Detectron"):
+        read_detectron2_checkpoint(tmp_path / "blobs.pkl")
+
+
+def test_convert_cli_writes_what_detector_init_reads(tmp_path, capsys):
+    torch.manual_seed(0)
+    tv = MaskRCNN(
+        resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5), num_classes=91
+    )
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    convert_cli([str(tmp_path / "tv.pth"), str(tmp_path / "tv_joint.pt")])
+    assert "JointDetector names" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "tv_joint.pt", weights_only=True)
+    assert saved["format"] == INIT_FORMAT and saved["kind"] == "torchvision"
+    a = detector_from_coco_maskrcnn(tmp_path / "tv.pth", {"name": "resnet18_fpn"}, 150, 80)
+    b = detector_from_coco_maskrcnn(tmp_path / "tv_joint.pt", {"name": "resnet18_fpn"}, 150, 80)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert b.config == a.config
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith("vg_predictor."))
+    with pytest.raises(SystemExit, match="convert: .*not found"):
+        convert_cli([str(tmp_path / "nope.pkl"), str(tmp_path / "out.pt")])

@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from sgseg.lit.build import StageTwoInputs, build_detector, build_scene_graph_model
+from sgseg.lit.build import ConfigError, StageTwoInputs, build_detector, build_scene_graph_model
 from sgseg.models.context import MotifContext, VCTreeContext
 from sgseg.models.grounding.edge import GaussianEdgeGrounding, NoEdgeGrounding
 from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
@@ -23,6 +23,7 @@ from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
 CONF = Path(__file__).resolve().parent.parent / "conf"
 BASE = ["paths.data_dir=/tmp/sgseg-data", "paths.output_dir=/tmp/sgseg-out"]
 CKPT = ["detector.checkpoint=/tmp/x.pt"]
+INIT = ["detector.init=/tmp/model_final_2d9806.pkl"]
 
 STAGE1 = ["detector_vgg", "detector_resnext", "detector_vgg_vgonly", "detector_resnext_vgonly"]
 STAGE2 = [f"{m}_{b}{s}" for m in ("motif", "vctree") for b in ("vgg", "resnext") for s in ("", "_baseline")]
@@ -64,12 +65,14 @@ def test_every_experiment_file_is_tested() -> None:
 
 @pytest.mark.parametrize("name", STAGE1 + STAGE2 + SYNTHETIC)
 def test_experiment_composes_and_resolves(name: str) -> None:
-    cfg = _compose(f"experiment={name}", *(CKPT if name in STAGE2 else []))
+    given = CKPT if name in STAGE2 else INIT if name.startswith("detector_resnext") else []
+    cfg = _compose(f"experiment={name}", *given)
     plain = OmegaConf.to_container(cfg, resolve=True)
     # one key for the W&B group; the logger config picks it up
     assert plain["experiment_name"] == name.replace("detector_synthetic", "synthetic_detector")
     assert plain["logger"]["wandb"]["group"] == plain["experiment_name"]
-    # nothing left required once paths.data_dir (and detector.checkpoint for stage 2) is given
+    # nothing left required once paths.data_dir (and detector.checkpoint for stage 2, detector.init for the
+    # ResNeXt stage 1) is given
     assert OmegaConf.missing_keys(cfg) == set()
     if name not in SYNTHETIC:
         assert plain["data"]["root"] == "/tmp/sgseg-data"
@@ -83,8 +86,24 @@ def test_stage_two_needs_the_detector_checkpoint(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", STAGE1)
+def test_stage_one_starts_where_the_paper_starts(name: str) -> None:
+    """ResNeXt-101-FPN from a COCO Mask R-CNN (required, no default file), VGG-16 from ImageNet."""
+    cfg = _compose(f"experiment={name}")
+    if "resnext" in name:
+        assert OmegaConf.missing_keys(cfg) == {"detector.init"}
+        with pytest.raises(ConfigError, match="detector.init is required"):
+            build_detector(cfg, 150, 80)
+    else:
+        assert OmegaConf.missing_keys(cfg) == set()
+        assert cfg.detector.init is None and cfg.detector.backbone.pretrained == "IMAGENET1K_V1"
+    if "resnext" in name:
+        with pytest.raises(ConfigError, match="detector.init=/nonexistent.pkl not found"):
+            build_detector(_compose(f"experiment={name}", "detector.init=/nonexistent.pkl"), 150, 80)
+
+
+@pytest.mark.parametrize("name", STAGE1)
 def test_stage_one_reference_schedule(name: str) -> None:
-    cfg = OmegaConf.to_container(_compose(f"experiment={name}"), resolve=True)
+    cfg = OmegaConf.to_container(_compose(f"experiment={name}", *INIT), resolve=True)
     assert cfg["stage"] == "detector"
     assert cfg["detector"]["backbone"]["name"] == ("vgg16" if "vgg" in name else "resnext101_32x8d_fpn")
     assert cfg["detector"]["optim"] == {
@@ -251,7 +270,8 @@ def _params(module: torch.nn.Module) -> int:
 @pytest.mark.parametrize("name", ["vgg16", "resnext101_fpn", "resnet50_fpn"])
 def test_real_size_detector_builds(name: str) -> None:
     torch.manual_seed(0)
-    cfg = _compose(f"detector={name}", "detector.backbone.pretrained=null")  # offline: no hub weights here
+    # offline: no hub weights here, no COCO Mask R-CNN file
+    cfg = _compose(f"detector={name}", "detector.backbone.pretrained=null", "detector.init=null")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random-init warning
         det = build_detector(cfg, 150, 80)
@@ -323,3 +343,21 @@ def test_stage_two_model_builds(name: str, tiny_detectors) -> None:
     if real:
         assert (hidden, model.context.hidden_dim) == (1024, 512)
         assert model.predictor.rel_compress.in_features == 4096
+
+
+def test_resnet50_fpn_v2_config_is_torchvision_v2_layout() -> None:
+    """detector=resnet50_fpn_v2 has exactly the weights (names after mapping, shapes) of torchvision's
+    maskrcnn_resnet50_fpn_v2, so MaskRCNN_ResNet50_FPN_V2_Weights load into it with nothing left over."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn_v2
+
+    from sgseg.models.detector.checkpoint import torchvision_maskrcnn_to_joint
+
+    cfg = _compose("detector=resnet50_fpn_v2", "detector.backbone.pretrained=null")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        det = build_detector(cfg, 150, 80)
+        tv = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None)
+        det.set_coco_extra_background(10)
+    ours = {k: v.shape for k, v in det.state_dict().items() if not k.startswith("vg_predictor.")}
+    theirs = {k: v.shape for k, v in torchvision_maskrcnn_to_joint(tv.state_dict()).items()}
+    assert ours == theirs

@@ -44,6 +44,16 @@ def test_missing_detector_checkpoint_is_one_clear_line(tmp_path):
     assert "detector.checkpoint=" in out.stderr and "not found" in out.stderr
 
 
+def test_missing_detector_init_is_one_clear_line(tmp_path):
+    out = subprocess.run(
+        _cmd(tmp_path, "stage=detector", f"detector.init={tmp_path / 'model_final_2d9806.pkl'}"),
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "detector.init=" in out.stderr and "not found" in out.stderr
+
+
 @pytest.mark.slow
 def test_pipeline_then_kill_and_resume_with_ckpt_path_last(tmp_path):
     """Stage 1 + stage 2 end to end; then a stage-2 run killed mid-epoch continues with ``ckpt_path=last``."""

@@ -8,6 +8,7 @@ functions and passed in.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,7 +23,7 @@ from sgseg.data.statistics import frequency_statistics, zeroshot_triplets
 from sgseg.lit.datamodule import SceneGraphDataModule
 from sgseg.models.detector import JointDetector
 from sgseg.models.detector.backbones import build_backbone
-from sgseg.models.detector.checkpoint import load_detector
+from sgseg.models.detector.checkpoint import detector_from_coco_maskrcnn, load_detector
 from sgseg.models.grounding.edge import build_edge_grounding
 from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
 from sgseg.models.masks import DEFAULT_ALIASES, MaskRefinement, MaskTransfer, build_similarity
@@ -109,8 +110,29 @@ def coco_class_count(cfg: DictConfig, dm: SceneGraphDataModule) -> int:
 
 # ---------------------------------------------------------------------------------------------- stage 1
 def build_detector(cfg: DictConfig, num_vg_classes: int, num_coco_classes: int) -> JointDetector:
-    backbone = build_backbone(**_plain(cfg.detector.backbone))
-    return JointDetector(backbone, num_vg_classes, num_coco_classes, **_plain(cfg.detector.net))
+    """The stage-1 detector: from ``detector.init`` (a COCO Mask R-CNN file) when set, else the backbone's
+    ``pretrained`` weights and fresh heads."""
+    det = cfg.detector
+    if OmegaConf.is_missing(det, "init"):
+        raise ConfigError(
+            "detector.init is required: the COCO Mask R-CNN this detector starts from (detectron2 "
+            "model_final_2d9806.pkl for ResNeXt-101-FPN, see README 'Detector initialisation'), or "
+            "detector.init=null for the ImageNet backbone"
+        )
+    if det.get("init"):
+        if not Path(det.init).is_file():
+            raise ConfigError(
+                f"detector.init={det.init} not found: download the COCO Mask R-CNN (README, 'Detector "
+                "initialisation') or set detector.init=null to start the backbone from ImageNet"
+            )
+        try:
+            return detector_from_coco_maskrcnn(
+                str(det.init), _plain(det.backbone), num_vg_classes, num_coco_classes, **_plain(det.net)
+            )
+        except (KeyError, ValueError, pickle.UnpicklingError) as err:
+            raise ConfigError(f"detector.init={det.init}: {err}") from err
+    backbone = build_backbone(**_plain(det.backbone))
+    return JointDetector(backbone, num_vg_classes, num_coco_classes, **_plain(det.net))
 
 
 # ---------------------------------------------------------------------------------------------- stage 2

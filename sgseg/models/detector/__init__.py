@@ -3,7 +3,9 @@
 from sgseg.models.detector.backbones import BACKBONE_NAMES, build_backbone
 from sgseg.models.detector.checkpoint import (
     build_detector,
+    detector_from_coco_maskrcnn,
     export_detector,
+    load_coco_maskrcnn,
     load_detector,
     load_torchvision_maskrcnn,
 )
@@ -14,7 +16,9 @@ __all__ = [
     "JointDetector",
     "build_backbone",
     "build_detector",
+    "detector_from_coco_maskrcnn",
     "export_detector",
+    "load_coco_maskrcnn",
     "load_detector",
     "load_torchvision_maskrcnn",
 ]

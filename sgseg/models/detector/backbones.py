@@ -43,6 +43,8 @@ _RESNETS: dict[str, tuple[str, type[WeightsEnum]]] = {
 }
 
 BACKBONE_NAMES: tuple[str, ...] = ("vgg16", *_RESNETS, "tiny")
+# FPN conv normalisation: none (torchvision's maskrcnn_resnet50_fpn) or BN (maskrcnn_resnet50_fpn_v2)
+_FPN_NORMS: dict[str | None, type[nn.Module] | None] = {None: None, "bn": nn.BatchNorm2d}
 
 
 def load_pretrained_state_dict(
@@ -161,10 +163,13 @@ def _resnet_fpn(
     allow_download: bool,
     norm: str,
     out_channels: int = 256,
+    fpn_norm: str | None = None,
 ) -> BackboneWithFPN:
     arch, weights_enum = _RESNETS[name]
     if norm not in ("frozen_bn", "bn"):
         raise ValueError(f"{name}: norm must be 'frozen_bn' or 'bn', got {norm!r}")
+    if fpn_norm not in _FPN_NORMS:
+        raise ValueError(f"{name}: fpn_norm must be null or 'bn', got {fpn_norm!r}")
     norm_layer = misc_nn_ops.FrozenBatchNorm2d if norm == "frozen_bn" else nn.BatchNorm2d
     net = torchvision.models.resnet.__dict__[arch](weights=None, norm_layer=norm_layer)
     if pretrained is not None:
@@ -187,6 +192,7 @@ def _resnet_fpn(
         in_channels_list=[c2, 2 * c2, 4 * c2, 8 * c2],
         out_channels=out_channels,
         extra_blocks=LastLevelMaxPool(),
+        norm_layer=_FPN_NORMS[fpn_norm],
     )
     backbone.featmap_names = ["0", "1", "2", "3"]
     backbone.anchor_sizes = FPN_ANCHOR_SIZES
@@ -254,7 +260,7 @@ def build_backbone(
     trainable_layers: blocks left trainable counted from the top (0..5); default 3 with pretrained weights,
         5 without (torchvision's recipe).
     kwargs: per backbone — ``vgg16``: ``width`` (64 = real VGG-16); ResNets: ``norm`` ('frozen_bn' | 'bn'),
-        ``out_channels`` (FPN width, 256); ``tiny``: ``channels`` (4 stage widths), ``out_channels``.
+        ``out_channels`` (FPN width, 256), ``fpn_norm`` (null | 'bn', the latter for torchvision's _v2); ``tiny``: ``channels`` (4 stage widths), ``out_channels``.
     """
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # Hydra ListConfig
     if name == "vgg16":

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
@@ -42,6 +42,36 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Dataset = Literal["vg", "coco"]
 
 
+class MergedBackgroundPredictor(FastRCNNPredictor):
+    """A FastRCNNPredictor whose classifier has ``extra_background`` more rows that all count as background.
+
+    Rows: 0 background, 1..num_classes-1 the classes, then the extra rows. ``forward`` returns
+    ``num_classes`` logits whose background logit is ``logsumexp`` of row 0 and the extra rows, so the
+    softmax gives every class exactly the probability it has in the full softmax, and the extra rows never
+    become a detection. This is how torchvision's 91-way COCO classifier (category ids 1..90, 10 of them
+    unused) keeps its scores on our contiguous 1..80 (:func:`.checkpoint.torchvision_maskrcnn_to_joint`);
+    training pushes the merged background exactly as a plain background logit. ``extra_background=0``
+    is torchvision's FastRCNNPredictor.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, extra_background: int = 0) -> None:
+        super().__init__(in_channels, num_classes)
+        if extra_background < 0:
+            raise ValueError(f"extra_background must be >= 0, got {extra_background}")
+        self.num_classes = num_classes
+        self.extra_background = int(extra_background)
+        if extra_background:
+            self.cls_score = nn.Linear(in_channels, num_classes + extra_background)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scores, deltas = super().forward(x)
+        if self.extra_background:
+            n = self.num_classes
+            background = torch.cat([scores[:, :1], scores[:, n:]], dim=1).float().logsumexp(1, keepdim=True)
+            scores = torch.cat([background.to(scores.dtype), scores[:, 1:n]], dim=1)
+        return scores, deltas
+
+
 class JointDetector(nn.Module):
     """Mask R-CNN-style detector with a shared trunk and per-dataset box classifiers (see module docstring).
 
@@ -52,7 +82,12 @@ class JointDetector(nn.Module):
     rpn_*: torchvision's RPN settings. box_*: RoI sampling for the box losses; ``bbox_reg_weights`` the
         BoxCoder weights. score_thresh / nms_thresh / detections_per_img: SGDet post-processing.
     mask_*: RoI size (14, → 28 × 28 logits after the deconv) and conv widths of the mask head.
+    rpn_conv_depth / box_head_convs / head_norm: the head layout. Defaults (1, (), None): torchvision's
+        ``maskrcnn_resnet50_fpn`` (one RPN conv, two-fc box head, mask convs with bias). ``maskrcnn_resnet50_fpn
+        _v2``'s is (2, (256,) * 4, "bn"): two RPN convs, four 3 × 3 convs (BN) before one fc, BN in the mask head.
     image_mean / image_std: RGB statistics that ``features`` normalises [0, 1] images with.
+    coco_extra_background: extra COCO classifier rows that count as background (see
+        :class:`MergedBackgroundPredictor`; 10 after loading torchvision's 91-way COCO classifier, else 0).
     """
 
     def __init__(
@@ -86,8 +121,12 @@ class JointDetector(nn.Module):
         mask_roi_size: int = 14,
         mask_head_channels: Sequence[int] = (256, 256, 256, 256),
         mask_dim_reduced: int = 256,
+        rpn_conv_depth: int = 1,
+        box_head_convs: Sequence[int] = (),
+        head_norm: str | None = None,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        coco_extra_background: int = 0,
     ) -> None:
         super().__init__()
         for attr in ("out_channels", "featmap_names"):
@@ -131,8 +170,12 @@ class JointDetector(nn.Module):
             "mask_roi_size": mask_roi_size,
             "mask_head_channels": [int(c) for c in mask_head_channels],
             "mask_dim_reduced": mask_dim_reduced,
+            "rpn_conv_depth": int(rpn_conv_depth),
+            "box_head_convs": [int(c) for c in box_head_convs],
+            "head_norm": head_norm,
             "image_mean": [float(m) for m in image_mean],
             "image_std": [float(s) for s in image_std],
+            "coco_extra_background": int(coco_extra_background),
         }
         self.num_vg_classes = num_vg_classes
         self.num_coco_classes = num_coco_classes
@@ -144,12 +187,15 @@ class JointDetector(nn.Module):
         self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32), persistent=False)
 
+        if head_norm not in (None, "bn"):
+            raise ValueError(f"JointDetector: head_norm must be null or 'bn', got {head_norm!r}")
+        norm_layer = nn.BatchNorm2d if head_norm == "bn" else None
         d = backbone.out_channels
         self.backbone = backbone
         anchors = AnchorGenerator(anchor_sizes, (aspect_ratios,) * len(anchor_sizes))
         self.rpn = RegionProposalNetwork(
             anchors,
-            RPNHead(d, anchors.num_anchors_per_location()[0]),
+            RPNHead(d, anchors.num_anchors_per_location()[0], conv_depth=rpn_conv_depth),
             rpn_fg_iou_thresh,
             rpn_bg_iou_thresh,
             rpn_batch_size_per_image,
@@ -159,11 +205,18 @@ class JointDetector(nn.Module):
             rpn_nms_thresh,
         )
         self.box_roi_pool = MultiScaleRoIAlign(self.featmap_names, box_roi_size, sampling_ratio)
-        self.box_head = TwoMLPHead(d * box_roi_size**2, representation_size)
+        if box_head_convs:
+            self.box_head: nn.Module = FastRCNNConvFCHead(
+                (d, box_roi_size, box_roi_size), list(box_head_convs), [representation_size], norm_layer
+            )
+        else:
+            self.box_head = TwoMLPHead(d * box_roi_size**2, representation_size)
         self.vg_predictor = FastRCNNPredictor(representation_size, num_vg_classes + 1)
-        self.coco_predictor = FastRCNNPredictor(representation_size, num_coco_classes + 1)
+        self.coco_predictor = MergedBackgroundPredictor(
+            representation_size, num_coco_classes + 1, coco_extra_background
+        )
         self.mask_roi_pool = MultiScaleRoIAlign(self.featmap_names, mask_roi_size, sampling_ratio)
-        self.mask_head = MaskRCNNHeads(d, list(mask_head_channels), 1)
+        self.mask_head = MaskRCNNHeads(d, list(mask_head_channels), 1, norm_layer=norm_layer)
         # 80 channels, no background: channel c-1 is COCO class c
         self.mask_predictor = MaskRCNNPredictor(mask_head_channels[-1], mask_dim_reduced, num_coco_classes)
 
@@ -285,6 +338,18 @@ class JointDetector(nn.Module):
     ) -> Tensor:
         """Float[N, representation_size]: the shared box head's output (the paper's z_j)."""
         return self.box_head(self._pool(self.box_roi_pool, features, images, boxes, image_index))
+
+    def set_coco_extra_background(self, n: int) -> None:
+        """Give the COCO classifier ``n`` extra background rows (fresh init; the other rows are kept)."""
+        old = self.coco_predictor
+        new = MergedBackgroundPredictor(old.cls_score.in_features, self.num_coco_classes + 1, n)
+        k = min(old.cls_score.out_features, new.cls_score.out_features)
+        with torch.no_grad():
+            new.cls_score.weight[:k] = old.cls_score.weight[:k]
+            new.cls_score.bias[:k] = old.cls_score.bias[:k]
+        new.bbox_pred = old.bbox_pred
+        self.coco_predictor = new.to(old.cls_score.weight.device)
+        self.config["coco_extra_background"] = int(n)
 
     def _predictor(self, dataset: Dataset) -> FastRCNNPredictor:
         if dataset == "vg":
