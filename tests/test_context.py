@@ -397,3 +397,41 @@ def test_vctree_tree_is_the_spanning_tree_of_its_scores():
         assert int(out.tree_parent[idx[c]]) == int(idx[a])
         grown.add(c)
     assert math.isfinite(float(out.tree_logits.detach().sum()))
+
+
+# ------------------------------------------------------------------------------------------- GloVe label tables
+
+
+def test_label_tables_equal_the_glove_rows(shared_data):
+    """The baselines' label tables start at the word vectors: the real 300-d GloVe class file (191 rows, ``_``
+    for spaces) through the same functions the builder calls, into MOTIF and VCTree."""
+    import json
+
+    from sgseg.models.context.word_vectors import label_word_vectors, start_word_vector
+    from sgseg.models.masks.similarity import _needed_words, load_word_vectors
+
+    names = json.loads((shared_data / "class-names.json").read_text())
+    vg, coco = names["vg150_objects"], names["coco80_objects"]
+    path = shared_data / "class-embeddings.glove840b.300d.txt"
+    vectors = load_word_vectors(path, _needed_words(vg + coco) + ["start"])
+    rows = {}
+    for line in path.read_text().splitlines():
+        key, *vals = line.split(" ")
+        rows[key] = torch.tensor([float(v) for v in vals])
+    vg_rows = torch.stack([rows[n.replace(" ", "_")] for n in vg])
+    coco_rows = torch.stack([rows[n.replace(" ", "_")] for n in coco])
+    classes = label_word_vectors(vg, vectors)
+    assert classes.shape == (151, 300)
+    start = start_word_vector(vectors, 300)  # no `start` in this file: N(0, 1), fixed by the seed
+    assert torch.equal(start, start_word_vector(vectors, 300))
+    kw = dict(class_embeddings=classes, start_embedding=start, num_source_classes=81,
+              source_class_embeddings=label_word_vectors(coco, vectors))  # fmt: skip
+    for cls in (MotifContext, VCTreeContext):
+        m = cls(8, 151, embed_dim=300, hidden_dim=16, pos_dim=4, **kw)
+        decoder = m.decoder_embed if cls is MotifContext else m.decoder.embed
+        for table in (m.obj_embed1.weight[1:], m.obj_embed2.weight[1:], decoder.weight[2:]):
+            assert torch.allclose(table, vg_rows, atol=1e-6)
+        assert torch.equal(decoder.weight[0], start) and torch.equal(decoder.weight[1], classes[0])
+        assert torch.allclose(m.source_embed.weight[1:], coco_rows, atol=1e-6)
+    with pytest.raises(ValueError, match="embed_dim"):
+        MotifContext(8, 151, embed_dim=200, hidden_dim=16, pos_dim=4, class_embeddings=classes)
