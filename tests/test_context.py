@@ -358,7 +358,9 @@ def test_vctree_pair_prior_hand_worked():
     out = m(**b, mode="predcls")
     pair_prior = {(1, 2): 0.6, (2, 1): 0.6, (1, 3): 0.0, (3, 1): 0.0, (2, 3): 0.0, (3, 2): 0.0}
     lab = b["gt_labels"]
-    expected = torch.tensor([2.0 * pair_prior[(int(lab[i]), int(lab[j]))] for i, j in out.tree_pair_index.tolist()])
+    expected = torch.tensor(
+        [2.0 * pair_prior[(int(lab[i]), int(lab[j]))] for i, j in out.tree_pair_index.tolist()]
+    )
     assert torch.allclose(out.tree_logits, expected, atol=1e-6)
     # the tree maximises σ(logit) · prior: root 0 (best row mean, lowest index), 1 joins 0, then 2 (all its
     # scores are 0) joins the lowest selected node

@@ -9,8 +9,8 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.data.statistics import cooccurrence_prior
+from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
 from sgseg.lit.run import results_table
 from sgseg.lit.scene_graph_module import SceneGraphModule

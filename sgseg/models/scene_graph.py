@@ -120,7 +120,9 @@ class SceneGraphModel(nn.Module):
             if passes not in (0, 1, 2) and not (name == "train_refine_passes" and passes is None):
                 raise ValueError(f"SceneGraphModel: `{name}` must be 0, 1 or 2, got {passes!r}")
         if kernel_labels not in ("detector", "context"):
-            raise ValueError(f"SceneGraphModel: `kernel_labels` must be 'detector' or 'context', got {kernel_labels!r}")
+            raise ValueError(
+                f"SceneGraphModel: `kernel_labels` must be 'detector' or 'context', got {kernel_labels!r}"
+            )
         self.detector = detector
         self.detector.requires_grad_(False)
         self.detector.eval()
@@ -220,19 +222,15 @@ class SceneGraphModel(nn.Module):
             gt_labels = obj_targets
         else:
             gt_labels = None
-        def run_context(node_features: Tensor) -> ContextOutput:
-            return self.context(
-                node_features, dets.boxes, dets.image_index, images.image_sizes, dets.label_logits, gt_labels, mode
-            )
-
+        ctx_args = (dets.boxes, dets.image_index, images.image_sizes, dets.label_logits, gt_labels, mode)
         edge_probs = vg_probs
         if passes == 2:
             with torch.no_grad():  # pass 1 only produces z^o for the refinement, which is detached anyway
-                first = run_context(node)
+                first = self.context(node, *ctx_args)
                 refined = self._refine(features, images, dets, coco_logits, first.object_context)
                 edge_probs = self.transfer(refined).sigmoid()
             node = self._node_features(features, images, dets, edge_probs)
-        ctx = run_context(node)
+        ctx = self.context(node, *ctx_args)
 
         rel_labels = positive = None
         if self.training:
@@ -260,7 +258,8 @@ class SceneGraphModel(nn.Module):
             union_feats = self.detector.roi_features(
                 features, images, ub, dets.image_index[pairs[:, 0]], self.roi_size
             )
-        edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, pairs, self._kernel_label_probs(dets, ctx, mode))
+        kernel_probs = self._kernel_label_probs(dets, ctx, mode)
+        edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, pairs, kernel_probs)
         rel_logits = self.predictor(ctx.edge_context, pairs, edge, ctx.obj_labels)
         predictions = RelationPredictions(
             boxes=dets.boxes,

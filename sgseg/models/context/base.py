@@ -288,7 +288,10 @@ class ContextEncoder(nn.Module):
             )
         self.source_embed = nn.Embedding(num_source_classes, embed_dim) if num_source_classes else None
         if source_class_embeddings is not None:
-            if self.source_embed is None or tuple(source_class_embeddings.shape) != (num_source_classes, embed_dim):
+            if self.source_embed is None or tuple(source_class_embeddings.shape) != (
+                num_source_classes,
+                embed_dim,
+            ):
                 raise ValueError(
                     f"source_class_embeddings must be Float[{num_source_classes}, {embed_dim}] (num_source_classes, "
                     f"embed_dim), got {tuple(source_class_embeddings.shape)}; set num_source_classes to C_src"

@@ -110,7 +110,12 @@ class MotifContext(ContextEncoder):
         self.lin_edge_h = nn.Linear(2 * hidden_dim, hidden_dim)
 
     def _encode_objects(
-        self, node_features: Tensor, boxes: Tensor, image_index: Tensor, image_sizes: Tensor, obj_embed: Tensor
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        obj_embed: Tensor,
     ) -> tuple[SequenceLayout, Tensor, Tensor]:
         """The object-context BiLSTM: (layout, its input [visual, label embedding, position], z^o Float[N, H])."""
         layout = SequenceLayout(image_index, 0.5 * (boxes[:, 0] + boxes[:, 2]))
@@ -193,7 +198,9 @@ class MotifContext(ContextEncoder):
         mode: predcls | sgcls | sgdet."""
         self._check_inputs(node_features, boxes, image_index, label_logits, gt_labels, mode)
         obj_embed = self._input_label_embedding(label_logits, gt_labels, mode)
-        layout, obj_pre, obj_ctx = self._encode_objects(node_features, boxes, image_index, image_sizes, obj_embed)
+        layout, obj_pre, obj_ctx = self._encode_objects(
+            node_features, boxes, image_index, image_sizes, obj_embed
+        )
 
         if mode == "predcls":
             obj_labels = gt_labels

@@ -41,6 +41,8 @@ def start_word_vector(keyed_vectors: KeyedVectorsLike, dim: int, seed: int = 1) 
     if "start" in keyed_vectors:
         v = torch.from_numpy(np.asarray(keyed_vectors["start"], dtype=np.float32))
         if v.shape != (dim,):
-            raise ValueError(f"start_word_vector: the `start` vector has shape {tuple(v.shape)}, expected ({dim},)")
+            raise ValueError(
+                f"start_word_vector: the `start` vector has shape {tuple(v.shape)}, expected ({dim},)"
+            )
         return v
     return torch.randn(dim, generator=torch.Generator().manual_seed(seed))
