@@ -364,10 +364,10 @@ def test_vctree_pair_prior_hand_worked():
     assert torch.allclose(out.tree_logits, expected, atol=1e-6)
     # the tree maximises σ(logit) · prior: root 0 (best row mean, lowest index), 1 joins 0, then 2 (all its
     # scores are 0) joins the lowest selected node
-    logits, scores = m.pair_logits(
+    logits, scores = (t.detach() for t in m.pair_logits(
         b["node_features"], m.obj_embed1(lab), encode_boxes(b["boxes"], b["image_index"], b["image_sizes"]),
         b["boxes"], b["image_sizes"], torch.nn.functional.one_hot(lab, C).float(), SequenceLayout(b["image_index"]),
-    )  # fmt: skip
+    ))  # fmt: skip
     assert torch.allclose(scores[0, 0, 1], torch.sigmoid(torch.tensor(1.2)) * 0.6, atol=1e-6)
     assert torch.allclose(logits[0, 0, 1], torch.tensor(1.2)) and float(scores[0, 0, 2]) == 0.0
     assert out.tree_parent.tolist() == [-1, 0, 0]
