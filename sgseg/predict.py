@@ -51,9 +51,9 @@ def load_model(run_dir: Path, which: str = "best"):
     names = ckpt["label_names"]
     t, s = len(names["objects"]), detector.num_coco_classes
     c_obj, c_rel = t + 1, len(names["predicates"]) + 1
-    # shapes only: the trained values (similarity, frequency bias) come with the state dict
+    # shapes only: the trained values (similarity, frequency bias, tree prior) come with the state dict
     inputs = StageTwoInputs(
-        names["objects"], names["predicates"], [""] * s, torch.zeros(t, s), torch.zeros(c_obj, c_obj, c_rel),
+        names["objects"], names["predicates"], [""] * s, torch.zeros(t, s), torch.ones(c_obj, c_obj, c_rel),
         torch.zeros(c_obj, c_obj), torch.zeros(0, 3, dtype=torch.long),
     )  # fmt: skip
     model = build_scene_graph_model(cfg, detector, inputs)

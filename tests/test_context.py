@@ -333,18 +333,46 @@ def test_motif_decoder_batched_equals_per_image_greedy():
 
 
 def test_vctree_pair_prior_hand_worked():
-    """With the visual score switched off, the pair logit is σ(0) · (P[l_i, l_j] + P[l_j, l_i])."""
-    prior = torch.arange(C * C, dtype=torch.float32).reshape(C, C) / 10
-    m = make_model(VCTreeContext, pair_prior=prior).eval()
+    """SGB's bi_freq_prior on a hand-built statistic: W = fg.sum(-1) without background, normalised; the model
+    uses W + Wᵀ. With the visual score off, logit = w_prior · prior and the tree score = σ(logit) · prior."""
+    from sgseg.data.statistics import cooccurrence_prior
+
+    fg = torch.zeros(C, C, 3, dtype=torch.long)
+    fg[1, 2] = torch.tensor([0, 3, 1])  # 4 relations (1 → 2)
+    fg[2, 1, 2] = 2  # 2 relations (2 → 1)
+    fg[3, 4, 1] = 4  # 4 relations (3 → 4)
+    fg[0, 3, 1] = 7  # background rows/columns never count
+    fg[4, 0, 2] = 5
+    w = cooccurrence_prior(fg)
+    expected_w = torch.zeros(C, C)
+    expected_w[1, 2], expected_w[2, 1], expected_w[3, 4] = 0.4, 0.2, 0.4  # of 10 foreground relations
+    assert torch.allclose(w, expected_w)
+    m = make_model(VCTreeContext, pair_prior=w).eval()
+    assert torch.allclose(m.pair_prior.detach(), expected_w + expected_w.T)
     with torch.no_grad():
         m.vision_prior.weight.zero_()
         m.vision_prior.bias.zero_()
+        m.vision_prior.weight[0, -1] = 2.0  # the prior's weight inside vision_prior
     b = make_batch([3], seed=2)
+    b["gt_labels"] = torch.tensor([1, 2, 3])
     out = m(**b, mode="predcls")
+    pair_prior = {(1, 2): 0.6, (2, 1): 0.6, (1, 3): 0.0, (3, 1): 0.0, (2, 3): 0.0, (3, 2): 0.0}
     lab = b["gt_labels"]
-    i, j = out.tree_pair_index.unbind(1)
-    expected = 0.5 * (prior[lab[i], lab[j]] + prior[lab[j], lab[i]])
+    expected = torch.tensor(
+        [2.0 * pair_prior[(int(lab[i]), int(lab[j]))] for i, j in out.tree_pair_index.tolist()]
+    )
     assert torch.allclose(out.tree_logits, expected, atol=1e-6)
+    # the tree maximises σ(logit) · prior: root 0 (best row mean, lowest index), 1 joins 0, then 2 (all its
+    # scores are 0) joins the lowest selected node
+    logits, scores = (t.detach() for t in m.pair_logits(
+        b["node_features"], m.obj_embed1(lab), encode_boxes(b["boxes"], b["image_index"], b["image_sizes"]),
+        b["boxes"], b["image_sizes"], torch.nn.functional.one_hot(lab, C).float(), SequenceLayout(b["image_index"]),
+    ))  # fmt: skip
+    assert torch.allclose(scores[0, 0, 1], torch.sigmoid(torch.tensor(1.2)) * 0.6, atol=1e-6)
+    assert torch.allclose(logits[0, 0, 1], torch.tensor(1.2)) and float(scores[0, 0, 2]) == 0.0
+    assert out.tree_parent.tolist() == [-1, 0, 0]
+    with pytest.raises(ValueError, match="no relation"):
+        cooccurrence_prior(torch.zeros(C, C, 3))
 
 
 def test_vctree_tree_is_the_spanning_tree_of_its_scores():
@@ -371,3 +399,41 @@ def test_vctree_tree_is_the_spanning_tree_of_its_scores():
         assert int(out.tree_parent[idx[c]]) == int(idx[a])
         grown.add(c)
     assert math.isfinite(float(out.tree_logits.detach().sum()))
+
+
+# ------------------------------------------------------------------------------------------- GloVe label tables
+
+
+def test_label_tables_equal_the_glove_rows(shared_data):
+    """The baselines' label tables start at the word vectors: the real 300-d GloVe class file (191 rows, ``_``
+    for spaces) through the same functions the builder calls, into MOTIF and VCTree."""
+    import json
+
+    from sgseg.models.context.word_vectors import label_word_vectors, start_word_vector
+    from sgseg.models.masks.similarity import _needed_words, load_word_vectors
+
+    names = json.loads((shared_data / "class-names.json").read_text())
+    vg, coco = names["vg150_objects"], names["coco80_objects"]
+    path = shared_data / "class-embeddings.glove840b.300d.txt"
+    vectors = load_word_vectors(path, _needed_words(vg + coco) + ["start"])
+    rows = {}
+    for line in path.read_text().splitlines():
+        key, *vals = line.split(" ")
+        rows[key] = torch.tensor([float(v) for v in vals])
+    vg_rows = torch.stack([rows[n.replace(" ", "_")] for n in vg])
+    coco_rows = torch.stack([rows[n.replace(" ", "_")] for n in coco])
+    classes = label_word_vectors(vg, vectors)
+    assert classes.shape == (151, 300)
+    start = start_word_vector(vectors, 300)  # no `start` in this file: N(0, 1), fixed by the seed
+    assert torch.equal(start, start_word_vector(vectors, 300))
+    kw = dict(class_embeddings=classes, start_embedding=start, num_source_classes=81,
+              source_class_embeddings=label_word_vectors(coco, vectors))  # fmt: skip
+    for cls in (MotifContext, VCTreeContext):
+        m = cls(8, 151, embed_dim=300, hidden_dim=16, pos_dim=4, **kw)
+        decoder = m.decoder_embed if cls is MotifContext else m.decoder.embed
+        for table in (m.obj_embed1.weight[1:], m.obj_embed2.weight[1:], decoder.weight[2:]):
+            assert torch.allclose(table, vg_rows, atol=1e-6)
+        assert torch.equal(decoder.weight[0], start) and torch.equal(decoder.weight[1], classes[0])
+        assert torch.allclose(m.source_embed.weight[1:], coco_rows, atol=1e-6)
+    with pytest.raises(ValueError, match="embed_dim"):
+        MotifContext(8, 151, embed_dim=200, hidden_dim=16, pos_dim=4, class_embeddings=classes)

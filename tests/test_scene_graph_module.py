@@ -9,10 +9,13 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
+from sgseg.data.statistics import cooccurrence_prior
 from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
 from sgseg.lit.run import results_table
 from sgseg.lit.scene_graph_module import SceneGraphModule
+from sgseg.models.masks.refine import refinement_loss
+from sgseg.models.masks.similarity import load_word_vectors
 from sgseg.models.scene_graph import assign_gt_labels
 from sgseg.structures import RelationPredictions
 
@@ -38,7 +41,7 @@ TINY_OVERRIDES = [
     "detector.net.representation_size=64",
     "detector.net.mask_head_channels=[16]",
     "detector.net.mask_dim_reduced=16",
-    "model.context.embed_dim=16",
+    "model.context.embed_dim=50",  # = the synthetic word vectors (model.label_vectors)
     "model.context.hidden_dim=32",
     "model.grounding.hidden_dim=32",
     "model.grounding.out_dim=32",
@@ -143,6 +146,85 @@ def test_vctree_adds_the_tree_loss(data_dir):
     module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
     parts = module.losses(_first_batch(dm))
     assert set(parts) == {"rel", "tree", "seg"} and parts["tree"].item() > 0
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgcls"])
+def test_coco_step_alone_trains_context_and_node_grounding(data_dir, mode):
+    """Paper Eq. 11: L_seg reaches everything trainable upstream of z^o; only the detector is frozen. The
+    refinement head's last layer starts at zero, so the first backward reaches only that layer; after one SGD
+    step on the COCO batch alone the second backward reaches the context model and the node grounding."""
+    cfg, dm, model, inputs = _build(data_dir)
+    module = SceneGraphModule(model, mode, len(inputs.object_classes) + 1, len(inputs.predicates) + 1, lr=0.5)
+    opt = module.configure_optimizers()["optimizer"]
+    c_images, c_targets = _first_batch(dm)["coco"]
+    model.train()
+    assert model.context.training
+    for _ in range(2):
+        opt.zero_grad()
+        refined, _ = model.coco_refinement_logits(c_images, c_targets, mode=mode)
+        refinement_loss(refined, c_targets.labels, c_targets.masks, c_targets.boxes).backward()
+        opt.step()
+    assert all(p.grad is None for p in model.detector.parameters())
+    for name, p in model.node_grounding.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"node_grounding.{name}"
+    ctx = model.context
+    for name, p in [*ctx.obj_ctx_rnn.named_parameters(), *ctx.lin_obj_h.named_parameters()]:
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"context.{name}"
+    # the input label path of the run's task: the COCO label table (PredCls) or the VG one (SGCls)
+    table = ctx.source_embed if mode == "predcls" else ctx.obj_embed1
+    assert table.weight.grad is not None and table.weight.grad.abs().sum() > 0
+    unused = ctx.obj_embed1 if mode == "predcls" else ctx.source_embed
+    assert unused.weight.grad is None or unused.weight.grad.abs().sum() == 0
+
+
+def test_second_refinement_pass(data_dir):
+    """refine_passes=2 reruns node grounding and context on the refined masks: with the zero-initialised head it
+    equals one pass exactly; with a non-zero head its node features (and relation logits) differ."""
+    cfg, dm, model, inputs = _build(data_dir)
+    images, targets = _first_batch(dm)["vg"]
+    model.eval()
+    seen: list[torch.Tensor] = []
+    hook = model.node_grounding.register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+
+    def run(passes):
+        model.refine_passes = passes
+        seen.clear()
+        with torch.no_grad():
+            out = model(images, targets, "sgcls")
+        return out, list(seen)
+
+    one, nodes1 = run(1)
+    two, nodes2 = run(2)
+    assert len(nodes1) == 1 and len(nodes2) == 2
+    assert torch.equal(nodes2[1], nodes1[0])  # zero residual: refined masks == transferred masks
+    assert torch.equal(two.predictions.rel_logits, one.predictions.rel_logits)
+    assert torch.equal(two.context.obj_logits, one.context.obj_logits)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.refinement.predictor.weight, std=0.5)
+        torch.nn.init.normal_(model.refinement.predictor.bias, std=2.0)
+    one, nodes1 = run(1)
+    two, nodes2 = run(2)
+    assert torch.equal(nodes2[0], nodes1[0])  # pass 1 of both: unrefined masks
+    assert not torch.allclose(nodes2[1], nodes2[0])  # pass 2: grounded on the refined masks
+    assert not torch.allclose(two.predictions.rel_logits, one.predictions.rel_logits)
+    assert torch.equal(two.vg_mask_probs, one.vg_mask_probs)  # both edge groundings see the refined masks
+    zero, nodes0 = run(0)
+    assert len(nodes0) == 1 and not torch.equal(zero.vg_mask_probs, one.vg_mask_probs)
+    hook.remove()
+
+
+def test_label_tables_start_at_the_word_vectors(data_dir):
+    cfg, dm, model, inputs = _build(data_dir, "model=vctree")
+    vectors = load_word_vectors(cfg.model.label_vectors)
+    rows = torch.stack([torch.from_numpy(vectors[n.replace(" ", "_")]) for n in inputs.object_classes])
+    coco = torch.stack([torch.from_numpy(vectors[n.replace(" ", "_")]) for n in inputs.coco_classes])
+    ctx = model.context
+    assert torch.equal(ctx.obj_embed1.weight[1:], rows) and torch.equal(ctx.obj_embed2.weight[1:], rows)
+    assert torch.equal(ctx.decoder.embed.weight[2:], rows)  # row 0 "start", label l → row l + 1
+    assert torch.equal(ctx.source_embed.weight[1:], coco)
+    # the tree prior is the train co-occurrence, symmetrised
+    w = cooccurrence_prior(inputs.fg_matrix)
+    assert torch.allclose(ctx.pair_prior.detach(), w + w.T)
 
 
 @pytest.mark.parametrize(

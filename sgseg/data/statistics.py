@@ -105,6 +105,29 @@ class FrequencyStatistics:
         return torch.log(fg / fg.sum(-1, keepdim=True) + eps).to(torch.float32)
 
 
+def cooccurrence_prior(fg_matrix: Tensor) -> Tensor:
+    """Float[C_obj, C_obj] VCTree's class co-occurrence prior W (SGB ``VCTreeLSTMContext.bi_freq_prior``).
+
+    fg_matrix: Long[C_obj, C_obj, C_rel] relation counts (:class:`FrequencyStatistics`). W[s, o] = number of
+    train relations with subject class s and object class o over all predicates, background row and column
+    zeroed, divided by the total so W sums to 1. (The context model symmetrises it to W + Wᵀ, as SGB does.)
+    """
+    if fg_matrix.dim() != 3 or fg_matrix.shape[0] != fg_matrix.shape[1]:
+        raise ValueError(
+            f"cooccurrence_prior: fg_matrix must be [C_obj, C_obj, C_rel], got {tuple(fg_matrix.shape)}"
+        )
+    co = fg_matrix.to(torch.float64).sum(-1)
+    co[0, :] = 0
+    co[:, 0] = 0
+    total = co.sum()
+    if total <= 0:
+        raise ValueError(
+            "cooccurrence_prior: the train statistics hold no relation between foreground classes; check the "
+            "train split (data.vg) has relations"
+        )
+    return (co / total).to(torch.float32)
+
+
 def overlapping_pairs(boxes: np.ndarray, must_overlap: bool = True) -> np.ndarray:
     """Int[P, 2] ordered pairs (i, j), i != j, of boxes with positive intersection (the reference's box_filter).
 

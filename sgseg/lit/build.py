@@ -19,8 +19,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from sgseg.data.statistics import frequency_statistics, zeroshot_triplets
+from sgseg.data.statistics import cooccurrence_prior, frequency_statistics, zeroshot_triplets
 from sgseg.lit.datamodule import SceneGraphDataModule
+from sgseg.models.context.word_vectors import label_word_vectors, start_word_vector
 from sgseg.models.detector import JointDetector
 from sgseg.models.detector.backbones import build_backbone
 from sgseg.models.detector.checkpoint import detector_from_coco_maskrcnn, load_detector
@@ -147,6 +148,7 @@ class StageTwoInputs:
     fg_matrix: Tensor
     bg_matrix: Tensor
     zeroshot: Tensor
+    label_vectors: dict[str, Tensor] | None = None  # context label tables (:func:`context_label_vectors`)
 
 
 def stage_two_inputs(cfg: DictConfig, dm: SceneGraphDataModule) -> StageTwoInputs:
@@ -168,6 +170,7 @@ def stage_two_inputs(cfg: DictConfig, dm: SceneGraphDataModule) -> StageTwoInput
         targets, coco_classes, vectors, aliases, float(t.threshold), float(t.temperature)
     )
     stats = frequency_statistics(vg_train)
+    label_vectors = context_label_vectors(cfg, targets, coco_classes)
     return StageTwoInputs(
         object_classes=targets,
         predicates=list(vg_train.predicates),
@@ -176,7 +179,39 @@ def stage_two_inputs(cfg: DictConfig, dm: SceneGraphDataModule) -> StageTwoInput
         fg_matrix=stats.fg_matrix,
         bg_matrix=stats.bg_matrix,
         zeroshot=zeroshot_triplets(vg_train, vg_test),
+        label_vectors=label_vectors,
     )
+
+
+def context_label_vectors(
+    cfg: DictConfig, object_classes: list[str], coco_classes: list[str]
+) -> dict[str, Tensor] | None:
+    """GloVe initialisation of the context encoders' label tables (``model.label_vectors``, a GloVe-format
+    file; null = random init): ``class_embeddings`` Float[C_obj, E], ``start_embedding`` Float[E],
+    ``source_class_embeddings`` Float[C_coco + 1, E]. The vectors' width must equal ``model.context.embed_dim``
+    (the reference and SGB use GloVe 6B 200-d with embed_dim 200; no projection, so the tables start exactly at
+    the word vectors)."""
+    path = cfg.model.get("label_vectors")
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"model.label_vectors={path} not found: download GloVe (the paper's baselines use glove.6B.200d.txt) "
+            "and set data.label_vectors / model.label_vectors, or set model.label_vectors=null for random init"
+        )
+    vectors = load_word_vectors(path, _needed_words(object_classes + coco_classes) + ["start"])
+    classes = label_word_vectors(object_classes, vectors)
+    embed_dim = int(cfg.model.context.embed_dim)
+    if classes.shape[1] != embed_dim:
+        raise ConfigError(
+            f"model.label_vectors={path} holds {classes.shape[1]}-d vectors but model.context.embed_dim={embed_dim}; "
+            "set model.context.embed_dim to the vectors' width (or pick a vector file of that width)"
+        )
+    return {
+        "class_embeddings": classes,
+        "start_embedding": start_word_vector(vectors, embed_dim),
+        "source_class_embeddings": label_word_vectors(coco_classes, vectors),
+    }
 
 
 def build_scene_graph_model(
@@ -188,7 +223,8 @@ def build_scene_graph_model(
     c_rel = len(inputs.predicates) + 1
     d = detector.backbone.out_channels
     box_dim = detector.config["representation_size"]
-    head = {"hidden_dim": int(g.hidden_dim), "out_dim": int(g.out_dim), "pool_size": int(g.pool_size)}
+    head = {"hidden_dim": int(g.hidden_dim), "out_dim": int(g.out_dim), "pool_size": int(g.pool_size),
+            "conv_relu": bool(g.get("conv_relu", True))}  # fmt: skip
     if g.node == "masks":
         node: nn.Module = NodeGrounding(d, len(inputs.object_classes), **head)
         node_dim = node.out_dim
@@ -202,7 +238,13 @@ def build_scene_graph_model(
         str(g.edge), in_channels=d, num_mask_channels=len(inputs.object_classes), num_label_classes=c_obj,
         mask_frame=str(g.mask_frame), **head,
     )  # fmt: skip
-    context = hydra.utils.instantiate(m.context, in_dim=node_dim, num_obj_classes=c_obj)
+    # tensors go to the partial's call, not through Hydra's config merging
+    extra: dict[str, Any] = dict(inputs.label_vectors or {})
+    if m.get("tree_prior"):
+        extra["pair_prior"] = cooccurrence_prior(inputs.fg_matrix)
+    context = hydra.utils.instantiate(m.context, _partial_=True)(
+        in_dim=node_dim, num_obj_classes=c_obj, num_source_classes=detector.num_coco_classes + 1, **extra
+    )
     freq = FrequencyBias.from_statistics(inputs.fg_matrix, inputs.bg_matrix) if m.freq_bias else None
     predictor = RelationPredictor(
         edge_dim=context.hidden_dim if hasattr(context, "hidden_dim") else int(m.context.hidden_dim),
@@ -227,6 +269,9 @@ def build_scene_graph_model(
         context=context,
         predictor=predictor,
         refinement=refinement,
+        refine_passes=int(m.get("refine_passes", 1)),
+        train_refine_passes=m.get("train_refine_passes"),
+        kernel_labels=str(m.get("kernel_labels", "detector")),
         **_plain(m.sampling),
     )
 

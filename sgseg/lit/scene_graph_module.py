@@ -112,13 +112,15 @@ class SceneGraphModule(pl.LightningModule):
         if self.mode != "predcls":
             out["obj"] = object_loss(res.context.obj_logits, res.obj_targets)
         if res.context.tree_logits is not None:
+            # targets: every GT relation of the image (SGB's rel_binarys), not only the sampled pairs; SGDet has
+            # no GT boxes in the tree, so there it stays the foreground-matched sampled pairs
+            tree_pairs = targets.relations[:, :2] if self.mode != "sgdet" else res.positive_pairs
             out["tree"] = tree_score_loss(
-                res.context.tree_logits, res.context.tree_pair_index, res.positive_pairs,
-                res.predictions.image_index,
+                res.context.tree_logits, res.context.tree_pair_index, tree_pairs, res.predictions.image_index,
             )  # fmt: skip
         if "coco" in batch and self.model.refinement is not None:
             c_images, c_targets = batch["coco"]
-            refined, _ = self.model.coco_refinement_logits(c_images, c_targets)
+            refined, _ = self.model.coco_refinement_logits(c_images, c_targets, mode=self.mode)
             out["seg"] = refinement_loss(refined, c_targets.labels, c_targets.masks, c_targets.boxes)
         return out
 
@@ -243,7 +245,7 @@ class SceneGraphModule(pl.LightningModule):
         }
         for setting, (boxes, index, labels, scores) in settings.items():
             refined, unrefined = self.model.coco_refinement_logits(
-                images, boxes=boxes, image_index=index, features=features
+                images, boxes=boxes, image_index=index, features=features, mode=setting, labels=labels
             )
             boxes_orig = _to_original(boxes, index, images).float().cpu()
             rows = torch.arange(labels.shape[0], device=labels.device)

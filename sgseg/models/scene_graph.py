@@ -9,15 +9,22 @@ it for training and evaluation. One VG forward:
 2. zero-shot transfer of the COCO mask logits to the C_vg classes (``MaskTransfer``), sigmoid → masks m_j.
 3. node grounding ẑ_j = f_N([z_j, m_j]) → context model (MOTIF / VCTree) → object labels, object context
    z^o_j, edge context.
-4. mask refinement (optional): m̂_j = transfer(COCO logits + f_M'(RoI features, z^o_j)). The node features
-   have already been computed from the unrefined masks at this point (the context needs them, and
-   refinement needs the context), so the refined masks feed the *edge* grounding; the refinement head is
-   trained only by the COCO mask loss (its residual is detached on the VG stream).
+4. mask refinement (optional): m̂_j = transfer(COCO logits + f_M'(RoI features, z^o_j)). Refinement needs
+   z^o, and z^o needs the node features, so ``refine_passes`` chooses how the refined masks come back:
+   0 — not at all on VG (the reference's published setting, ``REFINE_SEG_MASKS False``); 1 — they feed the
+   edge grounding only; 2 — a second pass: node grounding and context again on the refined masks, then the
+   edge grounding (paper Sec. 2.6; the reference's ``REFINE_SEG_MASKS True``, which it applies at test only —
+   ``train_refine_passes=0``). The first pass of 2 runs without gradients (its only output, z^o, is detached),
+   and the refinement head is trained only by the COCO mask loss (its residual is detached on the VG stream).
 5. pairs (sampled in training, all ordered pairs at test) → union-box RoI features → edge grounding
-   ẑ_{j,j'} = f_E(...) → relation predictor (+ frequency bias) → relation logits.
+   ẑ_{j,j'} = f_E(...) → relation predictor (+ frequency bias) → relation logits. The Gaussian kernels'
+   (σx, σy, ρ) come from the detector's label distribution l_j (paper Eq. 6; one-hot GT labels in PredCls),
+   or with ``kernel_labels="context"`` from the context model's refined object logits.
 
-The COCO forward (:meth:`SceneGraphModel.coco_refinement_logits`) runs steps 1–3 without gradients on COCO
-GT boxes to get z^o_j, then the refinement head with gradients, for the per-pixel BCE of paper Eq. 9.
+The COCO forward (:meth:`SceneGraphModel.coco_refinement_logits`, paper Eq. 9 and 11) runs the frozen
+detector on COCO GT boxes, then node grounding, the context model's object encoder (in the run's task mode, in
+train mode when the model trains) and the refinement head **with gradients**, so L_seg trains everything it
+passes through upstream of z^o — only the detector is frozen.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
@@ -84,6 +92,10 @@ class SceneGraphModel(nn.Module):
     predictor: :class:`RelationPredictor`; refinement: :class:`MaskRefinement` or None (``model.refine``).
     pairs_per_image / positive_fraction: training pair budget (reference 64 / 0.25).
     roi_size: RoIAlign side for node and union features (28, the mask side).
+    refine_passes: 0 | 1 | 2, how refined masks feed the VG stream (module docstring, step 4);
+    train_refine_passes: the same in training (None = ``refine_passes``).
+    kernel_labels: ``detector`` (paper Eq. 6) | ``context`` — the label distribution the edge grounding's
+    Gaussian kernels are predicted from.
     """
 
     def __init__(
@@ -99,8 +111,18 @@ class SceneGraphModel(nn.Module):
         positive_fraction: float = 0.25,
         roi_size: int = 28,
         sgdet_match_iou: float = 0.5,
+        refine_passes: int = 1,
+        train_refine_passes: int | None = None,
+        kernel_labels: str = "detector",
     ) -> None:
         super().__init__()
+        for name, passes in (("refine_passes", refine_passes), ("train_refine_passes", train_refine_passes)):
+            if passes not in (0, 1, 2) and not (name == "train_refine_passes" and passes is None):
+                raise ValueError(f"SceneGraphModel: `{name}` must be 0, 1 or 2, got {passes!r}")
+        if kernel_labels not in ("detector", "context"):
+            raise ValueError(
+                f"SceneGraphModel: `kernel_labels` must be 'detector' or 'context', got {kernel_labels!r}"
+            )
         self.detector = detector
         self.detector.requires_grad_(False)
         self.detector.eval()
@@ -116,6 +138,9 @@ class SceneGraphModel(nn.Module):
         self.sgdet_match_iou = sgdet_match_iou
         self.uses_node_masks = hasattr(node_grounding, "head")
         self.uses_edge_masks = hasattr(edge_grounding, "relation_masks")
+        self.refine_passes = refine_passes
+        self.train_refine_passes = refine_passes if train_refine_passes is None else train_refine_passes
+        self.kernel_labels = kernel_labels
 
     def train(self, mode: bool = True) -> SceneGraphModel:
         super().train(mode)
@@ -155,6 +180,15 @@ class SceneGraphModel(nn.Module):
             )
         return coco_logits + self.refinement(roi, ctx)
 
+    def _kernel_label_probs(self, dets: Detections, ctx: ContextOutput, mode: str) -> Tensor:
+        """Float[N, C_obj] l_j for the Gaussian kernels (Eq. 6): the detector's label distribution, detached
+        (PredCls: one-hot of the GT label), or with ``kernel_labels="context"`` the context's object logits."""
+        if self.kernel_labels == "context":
+            return ctx.obj_logits.softmax(-1)
+        if mode == "predcls":
+            return F.one_hot(ctx.obj_labels, dets.label_logits.shape[1]).to(dets.label_logits.dtype)
+        return dets.label_logits.detach().softmax(-1)
+
     # ------------------------------------------------------------------ VG forward
     def forward(self, images: ImageBatch, targets: Targets | None, mode: str) -> SceneGraphOutput:
         """images: the VG batch; targets: its GT (needed in training, and for the GT boxes of PredCls/SGCls);
@@ -164,7 +198,15 @@ class SceneGraphModel(nn.Module):
             raise ValueError(f"SceneGraphModel: mode {mode!r} is not one of {MODES}; set task.name")
         features, dets, coco_logits = self._detect(images, targets, mode)
         vg_probs = self.transfer(coco_logits).sigmoid()
-        node = self._node_features(features, images, dets, vg_probs)
+        passes = self.train_refine_passes if self.training else self.refine_passes
+        if self.refinement is None or not (self.uses_node_masks or self.uses_edge_masks):
+            passes = 0
+        if passes == 1 and not self.uses_edge_masks:
+            passes = 0
+        if passes == 2 and not self.uses_node_masks:
+            passes = 1  # nothing upstream of the context reads masks: one pass gives the same result
+        with torch.set_grad_enabled(torch.is_grad_enabled() and passes != 2):
+            node = self._node_features(features, images, dets, vg_probs)
 
         obj_targets = None
         if targets is not None and mode != "sgdet":
@@ -180,9 +222,15 @@ class SceneGraphModel(nn.Module):
             gt_labels = obj_targets
         else:
             gt_labels = None
-        ctx = self.context(
-            node, dets.boxes, dets.image_index, images.image_sizes, dets.label_logits, gt_labels, mode
-        )
+        ctx_args = (dets.boxes, dets.image_index, images.image_sizes, dets.label_logits, gt_labels, mode)
+        edge_probs = vg_probs
+        if passes == 2:
+            with torch.no_grad():  # pass 1 only produces z^o for the refinement, which is detached anyway
+                first = self.context(node, *ctx_args)
+                refined = self._refine(features, images, dets, coco_logits, first.object_context)
+                edge_probs = self.transfer(refined).sigmoid()
+            node = self._node_features(features, images, dets, edge_probs)
+        ctx = self.context(node, *ctx_args)
 
         rel_labels = positive = None
         if self.training:
@@ -202,8 +250,7 @@ class SceneGraphModel(nn.Module):
         else:
             pairs = all_pairs(dets.image_index)
 
-        edge_probs = vg_probs
-        if self.refinement is not None and self.uses_edge_masks:
+        if passes == 1:
             refined = self._refine(features, images, dets, coco_logits, ctx.object_context.detach())
             edge_probs = self.transfer(refined.detach()).sigmoid()
         with torch.no_grad():
@@ -211,7 +258,8 @@ class SceneGraphModel(nn.Module):
             union_feats = self.detector.roi_features(
                 features, images, ub, dets.image_index[pairs[:, 0]], self.roi_size
             )
-        edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, pairs, ctx.obj_logits.softmax(-1))
+        kernel_probs = self._kernel_label_probs(dets, ctx, mode)
+        edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, pairs, kernel_probs)
         rel_logits = self.predictor(ctx.edge_context, pairs, edge, ctx.obj_labels)
         predictions = RelationPredictions(
             boxes=dets.boxes,
@@ -232,29 +280,40 @@ class SceneGraphModel(nn.Module):
         boxes: Tensor | None = None,
         image_index: Tensor | None = None,
         features=None,
+        mode: str = "sgcls",
+        labels: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Refined and unrefined COCO mask logits (Float[N, 80, M, M] each) for the COCO GT boxes of
         ``targets`` — or for given ``boxes`` / ``image_index`` (e.g. detections, for mask AP).
 
-        The context z^o_j comes from an SGCls-style pass without gradients (the COCO loss trains the
-        refinement head only)."""
+        Paper Eq. 11: everything after the frozen detector runs with gradients (node grounding → the context
+        model's object encoder → refinement head), so L_seg reaches the context model and what feeds it; the
+        context runs in whatever train/eval mode the model is in. ``mode`` is the run's task: in PredCls the
+        context's input label embedding is its COCO label table at ``labels`` (Long[N] 1-based COCO labels;
+        default ``targets.labels``) — the GT-label path, as on VG; otherwise the detector's VG label
+        distribution, as on VG."""
         if self.refinement is None:
             raise ValueError(
                 "SceneGraphModel: no refinement head (model.refine=false); nothing to train on COCO"
             )
+        if mode not in MODES:
+            raise ValueError(f"coco_refinement_logits: mode {mode!r} is not one of {MODES}; set task.name")
         if boxes is None:
             if targets is None:
                 raise ValueError("coco_refinement_logits: pass `targets` or `boxes` with `image_index`")
             boxes, image_index = targets.boxes, targets.image_index
+        if labels is None and targets is not None and boxes is targets.boxes:
+            labels = targets.labels
+        if mode == "predcls" and labels is None:
+            raise ValueError("coco_refinement_logits: predcls needs the COCO labels (`labels` or `targets`)")
         with torch.no_grad():
             if features is None:
                 features = self.detector.features(images)
             dets = self.detector.detect(features, images, boxes, image_index)
             coco_logits = self.detector.mask_logits(features, images, boxes, image_index).logits
             vg_probs = self.transfer(coco_logits).sigmoid()
-            node = self._node_features(features, images, dets, vg_probs)
-            was_training = self.context.training
-            self.context.eval()
-            ctx = self.context(node, boxes, image_index, images.image_sizes, dets.label_logits, None, "sgcls")
-            self.context.train(was_training)
-        return self._refine(features, images, dets, coco_logits, ctx.object_context), coco_logits
+        node = self._node_features(features, images, dets, vg_probs)
+        z = self.context.object_context(
+            node, boxes, image_index, images.image_sizes, dets.label_logits, mode, labels
+        )
+        return self._refine(features, images, dets, coco_logits, z), coco_logits

@@ -243,7 +243,12 @@ class ContextEncoder(nn.Module):
 
     in_dim: D_node of the node features. num_obj_classes: C_obj (index 0 background). embed_dim: label
     embedding width. class_embeddings: optional Float[C_obj, embed_dim] word vectors (GloVe of the class
-    names) to initialise the label embeddings; random normal when None.
+    names, :func:`sgseg.models.context.word_vectors.label_word_vectors`) to initialise both label embeddings
+    and the label decoder's class rows; random normal when None. start_embedding: optional Float[embed_dim],
+    the decoder's "start" row (the reference's GloVe vector of ``start``).
+    num_source_classes / source_class_embeddings: C_src (with background) and optional Float[C_src, embed_dim]
+    word vectors of the COCO label embedding used as the input label embedding on the COCO pass of PredCls
+    (:meth:`object_context`; the reference's ``obj_embed_segmentation``); 0 = no such table.
     """
 
     def __init__(
@@ -254,6 +259,9 @@ class ContextEncoder(nn.Module):
         hidden_dim: int = 512,
         pos_dim: int = 128,
         class_embeddings: Tensor | None = None,
+        start_embedding: Tensor | None = None,
+        num_source_classes: int = 0,
+        source_class_embeddings: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.in_dim = in_dim
@@ -274,7 +282,35 @@ class ContextEncoder(nn.Module):
             with torch.no_grad():
                 self.obj_embed1.weight.copy_(class_embeddings)
                 self.obj_embed2.weight.copy_(class_embeddings)
+        if start_embedding is not None and tuple(start_embedding.shape) != (embed_dim,):
+            raise ValueError(
+                f"start_embedding must be Float[{embed_dim}] (embed_dim), got {tuple(start_embedding.shape)}"
+            )
+        self.source_embed = nn.Embedding(num_source_classes, embed_dim) if num_source_classes else None
+        if source_class_embeddings is not None:
+            if self.source_embed is None or tuple(source_class_embeddings.shape) != (
+                num_source_classes,
+                embed_dim,
+            ):
+                raise ValueError(
+                    f"source_class_embeddings must be Float[{num_source_classes}, {embed_dim}] (num_source_classes, "
+                    f"embed_dim), got {tuple(source_class_embeddings.shape)}; set num_source_classes to C_src"
+                )
+            with torch.no_grad():
+                self.source_embed.weight.copy_(source_class_embeddings)
         self.pos_embed = position_mlp(pos_dim)
+
+    @staticmethod
+    def init_decoder_embedding(
+        table: nn.Embedding, class_embeddings: Tensor | None, start_embedding: Tensor | None
+    ) -> None:
+        """Fill a decoder's label table (row 0 "start", label l → row l + 1) from the word vectors, if given
+        (the reference's ``obj_edge_vectors(['start'] + classes)``)."""
+        with torch.no_grad():
+            if start_embedding is not None:
+                table.weight[0].copy_(start_embedding)
+            if class_embeddings is not None:
+                table.weight[1:].copy_(class_embeddings)
 
     # -- helpers shared by MOTIF and VCTree ---------------------------------------------------------------
     def _check_inputs(
@@ -311,6 +347,39 @@ class ContextEncoder(nn.Module):
         if mode == "predcls":
             return self.obj_embed1(gt_labels)
         return label_logits.detach().softmax(-1) @ self.obj_embed1.weight
+
+    def _object_input_embedding(
+        self, label_logits: Tensor, mode: str, source_labels: Tensor | None
+    ) -> Tensor:
+        """Input label embedding of the COCO pass (:meth:`object_context`): in PredCls the GT label path, i.e.
+        the COCO label table at the GT COCO labels (``source_labels``, Long[N] 1-based); otherwise the
+        detector's VG label distribution, as on VG."""
+        if mode != "predcls":
+            return self._input_label_embedding(label_logits, None, mode)
+        if self.source_embed is None or source_labels is None:
+            raise ValueError(
+                f"{type(self).__name__}.object_context in predcls needs `source_labels` (the GT COCO labels) and a "
+                "COCO label table (num_source_classes > 0, set by the builder from the detector's COCO classes)"
+            )
+        return self.source_embed(source_labels)
+
+    def object_context(
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        label_logits: Tensor,
+        mode: str,
+        source_labels: Tensor | None = None,
+    ) -> Tensor:
+        """Float[N, H]: the object context z^o alone (no label decoding, no edge context), with gradients — the
+        COCO pass of mask refinement (paper Eq. 9/11), as the reference's ``segmentation_step``.
+
+        label_logits: Float[N, C_obj] the detector's VG logits on the COCO boxes; mode: the run's task;
+        source_labels: Long[N] GT COCO labels (1-based; PredCls input label path).
+        """
+        raise NotImplementedError
 
     def _onehot_logits(self, labels: Tensor) -> Tensor:
         out = torch.full((labels.shape[0], self.num_obj_classes), -ONEHOT_LOGIT, device=labels.device)

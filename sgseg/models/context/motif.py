@@ -58,7 +58,8 @@ class MotifContext(ContextEncoder):
     hidden_dim: H of every LSTM and of both outputs (reference 512); num_obj_layers / num_edge_layers: BiLSTM
     depths (reference defaults 1 / 1); dropout: between stacked LSTM layers and the decoder's recurrent dropout
     (reference 0.2); nms_threshold: IoU of the SGDet-test label NMS (reference 0.3; None
-    turns it off); class_embeddings: optional Float[C_obj, embed_dim] word vectors.
+    turns it off); class_embeddings, start_embedding, num_source_classes, source_class_embeddings: word
+    vectors of the label tables (see :class:`~sgseg.models.context.base.ContextEncoder`).
 
     Output widths: ``object_context`` Float[N, H], ``edge_context`` Float[N, H].
     """
@@ -75,8 +76,14 @@ class MotifContext(ContextEncoder):
         nms_threshold: float | None = 0.3,
         pos_dim: int = 128,
         class_embeddings: Tensor | None = None,
+        start_embedding: Tensor | None = None,
+        num_source_classes: int = 0,
+        source_class_embeddings: Tensor | None = None,
     ) -> None:
-        super().__init__(in_dim, num_obj_classes, embed_dim, hidden_dim, pos_dim, class_embeddings)
+        super().__init__(
+            in_dim, num_obj_classes, embed_dim, hidden_dim, pos_dim, class_embeddings, start_embedding,
+            num_source_classes, source_class_embeddings,
+        )  # fmt: skip
         self.dropout = dropout
         self.nms_threshold = nms_threshold
         obj_in = in_dim + embed_dim + pos_dim
@@ -90,9 +97,7 @@ class MotifContext(ContextEncoder):
         self.lin_obj_h = nn.Linear(2 * hidden_dim, hidden_dim)
         # Decoder: its label embedding has a "start" row 0 before the C_obj classes (label l → row l + 1).
         self.decoder_embed = nn.Embedding(num_obj_classes + 1, embed_dim)
-        if class_embeddings is not None:
-            with torch.no_grad():
-                self.decoder_embed.weight[1:].copy_(class_embeddings)
+        self.init_decoder_embedding(self.decoder_embed, class_embeddings, start_embedding)
         self.decoder_cell = HighwayLSTMCell(obj_in + hidden_dim + embed_dim, hidden_dim)
         self.decoder_out = nn.Linear(hidden_dim, num_obj_classes)
         self.edge_ctx_rnn = nn.LSTM(
@@ -103,6 +108,37 @@ class MotifContext(ContextEncoder):
             bidirectional=True,
         )
         self.lin_edge_h = nn.Linear(2 * hidden_dim, hidden_dim)
+
+    def _encode_objects(
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        obj_embed: Tensor,
+    ) -> tuple[SequenceLayout, Tensor, Tensor]:
+        """The object-context BiLSTM: (layout, its input [visual, label embedding, position], z^o Float[N, H])."""
+        layout = SequenceLayout(image_index, 0.5 * (boxes[:, 0] + boxes[:, 2]))
+        pos = self.pos_embed(encode_boxes(boxes, image_index, image_sizes))
+        obj_pre = torch.cat([node_features, obj_embed, pos], 1)
+        if node_features.shape[0] == 0:
+            obj_ctx = node_features.new_zeros(0, self.hidden_dim)
+        else:
+            obj_ctx = self.lin_obj_h(layout.unpack(self.obj_ctx_rnn(layout.pack(obj_pre))[0].data))
+        return layout, obj_pre, obj_ctx
+
+    def object_context(
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        label_logits: Tensor,
+        mode: str,
+        source_labels: Tensor | None = None,
+    ) -> Tensor:
+        obj_embed = self._object_input_embedding(label_logits, mode, source_labels)
+        return self._encode_objects(node_features, boxes, image_index, image_sizes, obj_embed)[2]
 
     def decode(
         self, decoder_input: Tensor, layout: SequenceLayout, gt_labels: Tensor | None
@@ -161,16 +197,10 @@ class MotifContext(ContextEncoder):
         labels (PredCls input; teacher forcing in training; SGDet: matched GT label, 0 = none) or None at test;
         mode: predcls | sgcls | sgdet."""
         self._check_inputs(node_features, boxes, image_index, label_logits, gt_labels, mode)
-        centre_x = 0.5 * (boxes[:, 0] + boxes[:, 2])
-        layout = SequenceLayout(image_index, centre_x)
         obj_embed = self._input_label_embedding(label_logits, gt_labels, mode)
-        pos = self.pos_embed(encode_boxes(boxes, image_index, image_sizes))
-        obj_pre = torch.cat([node_features, obj_embed, pos], 1)
-
-        if node_features.shape[0] == 0:
-            obj_ctx = node_features.new_zeros(0, self.hidden_dim)
-        else:
-            obj_ctx = self.lin_obj_h(layout.unpack(self.obj_ctx_rnn(layout.pack(obj_pre))[0].data))
+        layout, obj_pre, obj_ctx = self._encode_objects(
+            node_features, boxes, image_index, image_sizes, obj_embed
+        )
 
         if mode == "predcls":
             obj_labels = gt_labels

@@ -14,8 +14,9 @@ trees of the batch in one step, so the Python loops run over depth, never over i
 
 Departures from the reference, on purpose: the decoder embeds the GT label of the parent in training (teacher
 forcing, as MOTIF) where the reference samples a label from its own prediction; overlap features are
-normalised by the image area instead of a fixed 1024²; the optional class co-occurrence prior is passed in
-(``pair_prior``), not read from a dataset.
+normalised by the image area instead of a fixed 1024²; the class co-occurrence prior is passed in
+(``pair_prior``, :func:`sgseg.data.statistics.cooccurrence_prior`), not read from a dataset; the tree BCE
+averages over the ordered pairs i ≠ j of an image (SGB: over all n × n cells, diagonal included).
 """
 
 from __future__ import annotations
@@ -378,10 +379,15 @@ class VCTreeContext(ContextEncoder):
     the TreeLSTMs and both outputs (even; reference 512); num_obj_layers / num_edge_layers: TreeLSTM depths;
     dropout: TreeLSTM dropout (reference 0.2; between layers only when stacked, and in the decoder);
     score_dim: width of the pair-score MLP's reduced inputs (reference 128); pair_prior: optional
-    Float[C_obj, C_obj] class co-occurrence prior (reference: raw train pair counts, symmetrised; a normalised
-    version keeps the logits sane) — with it the pair logit is σ(visual score) · prior(label_i, label_j);
-    nms_threshold: SGDet-test label NMS IoU (None = off, as the reference VCTree); class_embeddings: optional
-    Float[C_obj, embed_dim] word vectors.
+    Float[C_obj, C_obj] class co-occurrence prior W (SGB's ``bi_freq_prior``: train relation counts per
+    (subject, object) class pair, background row/column 0, normalised to sum 1 —
+    :func:`sgseg.data.statistics.cooccurrence_prior`); symmetrised here to W + Wᵀ and trainable, as SGB. With it
+    the pair logit is vision_prior([sub ⊙ obj, sub, obj, prior_ij]) with prior_ij = l_iᵀ (W + Wᵀ) l_j, and the
+    score the spanning tree maximises is σ(logit) · prior_ij (SGB's ``vc_scores``; the BCE is on the logit,
+    SGB's ``bi_preds``); without it the score is σ(logit).
+    nms_threshold: SGDet-test label NMS IoU (None = off, as the reference VCTree); class_embeddings,
+    start_embedding, num_source_classes, source_class_embeddings: word vectors of the label tables (see
+    :class:`~sgseg.models.context.base.ContextEncoder`).
     """
 
     def __init__(
@@ -398,8 +404,14 @@ class VCTreeContext(ContextEncoder):
         nms_threshold: float | None = None,
         pos_dim: int = 128,
         class_embeddings: Tensor | None = None,
+        start_embedding: Tensor | None = None,
+        num_source_classes: int = 0,
+        source_class_embeddings: Tensor | None = None,
     ) -> None:
-        super().__init__(in_dim, num_obj_classes, embed_dim, hidden_dim, pos_dim, class_embeddings)
+        super().__init__(
+            in_dim, num_obj_classes, embed_dim, hidden_dim, pos_dim, class_embeddings, start_embedding,
+            num_source_classes, source_class_embeddings,
+        )  # fmt: skip
         self.nms_threshold = nms_threshold
         obj_in = in_dim + embed_dim + pos_dim
         # pair-score network (reference vctree_score_net)
@@ -433,6 +445,7 @@ class VCTreeContext(ContextEncoder):
             obj_in, hidden_dim, num_obj_layers, dropout if num_obj_layers > 1 else 0.0
         )
         self.decoder = TreeLabelDecoder(obj_in + hidden_dim, hidden_dim, num_obj_classes, embed_dim, dropout)
+        self.init_decoder_embedding(self.decoder.embed, class_embeddings, start_embedding)
         self.edge_ctx_rnn = BiTreeLSTM(
             embed_dim + in_dim + hidden_dim,
             hidden_dim,
@@ -449,8 +462,9 @@ class VCTreeContext(ContextEncoder):
         image_sizes: Tensor,
         label_probs: Tensor,
         layout: SequenceLayout,
-    ) -> Tensor:
-        """Float[S, L, L] pair logits: entry [s, i, j] scores i as the parent of j (padded cells: garbage)."""
+    ) -> tuple[Tensor, Tensor]:
+        """Pair logits and tree scores, Float[S, L, L] each: entry [s, i, j] scores i as the parent of j
+        (padded cells: garbage). The logits are what the tree BCE trains; the scores what the tree maximises."""
         hsz = self.hidden_dim
         valid = layout.valid()
         hw = image_sizes.to(boxes.dtype)[layout.seq_image]
@@ -477,10 +491,67 @@ class VCTreeContext(ContextEncoder):
             + self.vision_prior.bias
         )
         if self.pair_prior is None:
-            return vis
+            return vis, torch.sigmoid(vis)
         dist = layout.pad(label_probs.detach())  # [S, L, C]
         prior = dist @ self.pair_prior.T @ dist.transpose(1, 2)  # [s, i, j] = p_iᵀ Wᵀ p_j = p_jᵀ W p_i
-        return torch.sigmoid(vis + w[3 * hsz] * prior) * prior
+        logits = vis + w[3 * hsz] * prior
+        return logits, torch.sigmoid(logits) * prior
+
+    def _label_probs(self, label_logits: Tensor, gt_labels: Tensor | None, mode: str) -> Tensor:
+        if mode == "predcls":
+            return F.one_hot(gt_labels, self.num_obj_classes).to(label_logits.dtype)
+        return label_logits.detach().softmax(-1)
+
+    def _encode_objects(
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        obj_embed: Tensor,
+        label_probs: Tensor,
+    ):
+        """Pair scores → spanning tree → binary forest → object-context BiTreeLSTM.
+
+        Returns (obj_pre, obj_ctx Float[N, H], forest, tree_parent, tree_logits, tree_pair_index)."""
+        n = node_features.shape[0]
+        device = node_features.device
+        layout = SequenceLayout(image_index)
+        box_info = encode_boxes(boxes, image_index, image_sizes)
+        obj_pre = torch.cat([node_features, obj_embed, self.pos_embed(box_info)], 1)
+        pair, score = self.pair_logits(
+            node_features, obj_embed, box_info, boxes, image_sizes, label_probs, layout
+        )
+        parent_pos, join = greedy_spanning_tree(score, layout.lengths)
+        has_parent = parent_pos >= 0
+        tree_parent = torch.full((n,), -1, dtype=torch.long, device=device)
+        cells = has_parent.nonzero(as_tuple=True)
+        tree_parent[layout.flat_of[cells]] = layout.flat_of[cells[0], parent_pos[cells]]
+        forest = to_binary_forest(tree_parent, layout.unpad(join) if n else tree_parent)
+        # every ordered pair i ≠ j of an image, for the BCE against the GT adjacency
+        off_diag = layout.valid()[:, :, None] & layout.valid()[:, None, :]
+        off_diag &= ~torch.eye(layout.max_len, dtype=torch.bool, device=device)[None]
+        s, i, j = off_diag.nonzero(as_tuple=True)
+        tree_pair_index = torch.stack([layout.flat_of[s, i], layout.flat_of[s, j]], 1)
+        tree_logits = pair[s, i, j]
+        obj_ctx = self.obj_ctx_rnn(obj_pre, forest)
+        return obj_pre, obj_ctx, forest, tree_parent, tree_logits, tree_pair_index
+
+    def object_context(
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        label_logits: Tensor,
+        mode: str,
+        source_labels: Tensor | None = None,
+    ) -> Tensor:
+        """See the base class. The tree's co-occurrence prior uses the detector's VG label distribution here
+        (the GT labels of the COCO pass are COCO labels)."""
+        obj_embed = self._object_input_embedding(label_logits, mode, source_labels)
+        probs = label_logits.detach().softmax(-1)
+        return self._encode_objects(node_features, boxes, image_index, image_sizes, obj_embed, probs)[1]
 
     def forward(
         self,
@@ -495,32 +566,11 @@ class VCTreeContext(ContextEncoder):
         """Same contract as :meth:`sgseg.models.context.motif.MotifContext.forward`; also fills ``tree_logits``,
         ``tree_pair_index`` and ``tree_parent``."""
         self._check_inputs(node_features, boxes, image_index, label_logits, gt_labels, mode)
-        n = node_features.shape[0]
-        device = node_features.device
-        layout = SequenceLayout(image_index)
         obj_embed = self._input_label_embedding(label_logits, gt_labels, mode)
-        box_info = encode_boxes(boxes, image_index, image_sizes)
-        obj_pre = torch.cat([node_features, obj_embed, self.pos_embed(box_info)], 1)
-        if mode == "predcls":
-            label_probs = F.one_hot(gt_labels, self.num_obj_classes).to(node_features.dtype)
-        else:
-            label_probs = label_logits.detach().softmax(-1)
-
-        pair = self.pair_logits(node_features, obj_embed, box_info, boxes, image_sizes, label_probs, layout)
-        parent_pos, join = greedy_spanning_tree(torch.sigmoid(pair), layout.lengths)
-        has_parent = parent_pos >= 0
-        tree_parent = torch.full((n,), -1, dtype=torch.long, device=device)
-        cells = has_parent.nonzero(as_tuple=True)
-        tree_parent[layout.flat_of[cells]] = layout.flat_of[cells[0], parent_pos[cells]]
-        forest = to_binary_forest(tree_parent, layout.unpad(join) if n else tree_parent)
-        # every ordered pair i ≠ j of an image, for the BCE against the GT adjacency
-        off_diag = layout.valid()[:, :, None] & layout.valid()[:, None, :]
-        off_diag &= ~torch.eye(layout.max_len, dtype=torch.bool, device=device)[None]
-        s, i, j = off_diag.nonzero(as_tuple=True)
-        tree_pair_index = torch.stack([layout.flat_of[s, i], layout.flat_of[s, j]], 1)
-        tree_logits = pair[s, i, j]
-
-        obj_ctx = self.obj_ctx_rnn(obj_pre, forest)
+        label_probs = self._label_probs(label_logits.to(node_features.dtype), gt_labels, mode)
+        obj_pre, obj_ctx, forest, tree_parent, tree_logits, tree_pair_index = self._encode_objects(
+            node_features, boxes, image_index, image_sizes, obj_embed, label_probs
+        )
         if mode == "predcls":
             obj_labels = gt_labels
             obj_logits = self._onehot_logits(gt_labels)

@@ -128,6 +128,7 @@ class _MaskEdgeGrounding(nn.Module):
         pool_size: int = 7,
         mask_frame: MaskFrame = "union",
         sigmoid_relation_masks: bool = False,
+        conv_relu: bool = True,
     ) -> None:
         super().__init__()
         if mask_frame not in ("union", "own_box"):
@@ -136,7 +137,9 @@ class _MaskEdgeGrounding(nn.Module):
             )
         self.mask_frame = mask_frame
         self.sigmoid_relation_masks = sigmoid_relation_masks
-        self.head = GroundingHead(in_channels, num_mask_channels, hidden_dim, out_dim, roi_size, pool_size)
+        self.head = GroundingHead(
+            in_channels, num_mask_channels, hidden_dim, out_dim, roi_size, pool_size, conv_relu
+        )
 
     @property
     def out_dim(self) -> int:
@@ -243,6 +246,7 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
         sigmoid_relation_masks: bool = False,
         kernel_size: int = 7,
         joint_pair_params: bool = False,
+        conv_relu: bool = True,
     ) -> None:
         super().__init__(
             in_channels,
@@ -253,6 +257,7 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
             pool_size,
             mask_frame,
             sigmoid_relation_masks,
+            conv_relu,
         )
         self.num_label_classes = num_label_classes
         self.kernel_size = kernel_size
@@ -329,9 +334,10 @@ class NoEdgeGrounding(nn.Module):
         out_dim: int = 1024,
         roi_size: int = 28,
         pool_size: int = 7,
+        conv_relu: bool = True,
     ) -> None:
         super().__init__()
-        self.head = GroundingHead(in_channels, 0, hidden_dim, out_dim, roi_size, pool_size)
+        self.head = GroundingHead(in_channels, 0, hidden_dim, out_dim, roi_size, pool_size, conv_relu)
 
     @property
     def out_dim(self) -> int:

@@ -19,13 +19,16 @@ from torch import Tensor, nn
 
 
 class GroundingHead(nn.Module):
-    """[features ⊕ masks] → 3 × 3 conv back to the feature width + ReLU → (pool) → flatten → 2 × (FC + ReLU).
+    """[features ⊕ masks] → 3 × 3 conv back to the feature width (+ ReLU) → (pool) → flatten → 2 × (FC + ReLU).
 
     in_channels: D, feature channels of the RoI maps. num_mask_channels: C channels concatenated (0 = features
     only). hidden_dim / out_dim: the two FC widths (paper 1024 / 1024). roi_size: side of the input maps.
     pool_size: side the conv output is average-pooled to before flattening. Flattening the full 28 × 28 map
-    (``pool_size=roi_size``, the reference) makes the first FC D·784 × hidden — 205M weights at D = 256 — so
-    the default pools to 7 × 7, the input size of the detector's own box head (12.8M weights at D = 256).
+    (``pool_size=roi_size``, the reference and the VG150 experiments) makes the first FC D·784 × hidden — 205M
+    weights at D = 256 — so the CPU configs pool to 7 × 7, the input size of the detector's own box head
+    (12.8M weights at D = 256).
+    conv_relu: ReLU after the combining conv. The reference's ``mask_combiner`` has none (conv → flatten →
+    fc6 + ReLU → fc7 + ReLU, in both its box and its relation feature extractor); ``False`` reproduces that.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class GroundingHead(nn.Module):
         out_dim: int = 1024,
         roi_size: int = 28,
         pool_size: int = 7,
+        conv_relu: bool = True,
     ) -> None:
         super().__init__()
         if not 1 <= pool_size <= roi_size:
@@ -44,6 +48,7 @@ class GroundingHead(nn.Module):
         self.num_mask_channels = num_mask_channels
         self.roi_size = roi_size
         self.pool_size = pool_size
+        self.conv_relu = conv_relu
         self.out_dim = out_dim
         self.conv = nn.Conv2d(in_channels + num_mask_channels, in_channels, kernel_size=3, padding=1)
         self.fc1 = nn.Linear(in_channels * pool_size * pool_size, hidden_dim)
@@ -69,7 +74,9 @@ class GroundingHead(nn.Module):
                     f"(mask side = RoI feature side), got {got}"
                 )
             features = torch.cat([features, masks.to(features.dtype)], dim=1)
-        x = F.relu(self.conv(features))
+        x = self.conv(features)
+        if self.conv_relu:
+            x = F.relu(x)
         if self.pool_size != s:
             x = F.adaptive_avg_pool2d(x, self.pool_size)
         x = F.relu(self.fc1(x.flatten(1)))
@@ -80,7 +87,7 @@ class NodeGrounding(nn.Module):
     """f_N: grounded object features from RoI features and the object's transferred masks.
 
     in_channels: D of the RoI maps; num_mask_channels: C_vg (150 on VG); hidden_dim/out_dim: FC widths;
-    roi_size: RoIAlign output side (28); pool_size: see :class:`GroundingHead`.
+    roi_size: RoIAlign output side (28); pool_size, conv_relu: see :class:`GroundingHead`.
     """
 
     def __init__(
@@ -91,9 +98,12 @@ class NodeGrounding(nn.Module):
         out_dim: int = 1024,
         roi_size: int = 28,
         pool_size: int = 7,
+        conv_relu: bool = True,
     ) -> None:
         super().__init__()
-        self.head = GroundingHead(in_channels, num_mask_channels, hidden_dim, out_dim, roi_size, pool_size)
+        self.head = GroundingHead(
+            in_channels, num_mask_channels, hidden_dim, out_dim, roi_size, pool_size, conv_relu
+        )
 
     @property
     def out_dim(self) -> int:
