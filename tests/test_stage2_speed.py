@@ -189,3 +189,25 @@ def test_grounding_head_backward_reaches_masks_only_when_needed():
     f, m = torch.rand(2, 4, 8, 8), torch.rand(2, 3, 8, 8, requires_grad=True)
     head(f, m).sum().backward()
     assert m.grad is not None and m.grad.abs().sum() > 0 and f.grad is None
+
+
+# ---------------------------------------------------------------------------------- RoIAlign of repeated boxes
+def test_roi_features_pool_repeated_boxes_once_with_the_same_result():
+    from tests.test_detector import images_of, tiny_detector
+
+    det = tiny_detector().eval()
+    g = torch.Generator().manual_seed(3)
+    images = images_of(torch.rand(2, 3, 96, 128, generator=g), [(96, 128), (80, 100)])
+    with torch.no_grad():
+        feats = det.features(images)
+        boxes = torch.tensor([[4.0, 6, 60, 50], [10, 12, 90, 70], [0, 0, 30, 20], [2.5, 3, 40, 77]])
+        index = torch.tensor([0, 0, 1, 1])
+        pairs = torch.tensor([[0, 1], [1, 0], [2, 3], [3, 2], [0, 1]])
+        ub = union_boxes(boxes, pairs)  # rows 0, 1, 4 are the same box, rows 2, 3 too
+        got = det.roi_features(feats, images, ub, index[pairs[:, 0]], 7)
+        one_by_one = torch.cat([det.roi_features(feats, images, ub[i : i + 1], index[pairs[i : i + 1, 0]], 7)
+                                for i in range(5)])  # fmt: skip
+        # the same box in another image is another box
+        other = det.roi_features(feats, images, ub[:2], torch.tensor([0, 1]), 7)
+    assert torch.equal(got, one_by_one)
+    assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[4]) and not torch.equal(other[0], other[1])

@@ -241,10 +241,16 @@ class SceneGraphModule(pl.LightningModule):
             "sgcls": (targets.boxes, targets.image_index, on_gt.labels, on_gt.scores),
             "sgdet": (detected.boxes, detected.image_index, detected.labels, detected.scores),
         }
+        # the masks depend on the boxes only: predcls and sgcls (both on the GT boxes) share one pass
+        on_gt_boxes = self.model.coco_refinement_logits(
+            images, boxes=targets.boxes, image_index=targets.image_index, features=features
+        )
         for setting, (boxes, index, labels, scores) in settings.items():
-            refined, unrefined = self.model.coco_refinement_logits(
-                images, boxes=boxes, image_index=index, features=features
-            )
+            refined, unrefined = on_gt_boxes
+            if setting == "sgdet":
+                refined, unrefined = self.model.coco_refinement_logits(
+                    images, boxes=boxes, image_index=index, features=features
+                )
             boxes_orig = _to_original(boxes, index, images).float().cpu()
             rows = torch.arange(labels.shape[0], device=labels.device)
             categories = torch.tensor(
