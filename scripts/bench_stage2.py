@@ -4,9 +4,10 @@ the stage-2 speed-ups, and f_E's share.
 Builds the synthetic CPU configuration exactly as ``python -m sgseg.train`` does (tiny detector, seg-grounded
 MOTIF), on a small synthetic set written to a temporary folder, and times ``losses + backward + SGD step``
 for each ``model.grounding.edge`` variant twice: ``before`` runs the plain code path (f_E on every ordered
-pair, autograd's input gradient for all channels of the grounding heads' first conv), ``after`` the current
-one (f_E once per unordered pair, mask-channel-only input gradient; see ``sgseg/models/grounding/edge.py`` and
-``concat_conv.py``). Both copies of a variant start from the same weights; all variants and both paths take
+pair, autograd's input gradient for all channels of the grounding heads' first conv, RoIAlign of every union
+box even when (j, j') and (j', j) repeat it), ``after`` the current one (f_E once per unordered pair,
+mask-channel-only input gradient, repeated boxes pooled once; see ``sgseg/models/grounding/edge.py``,
+``concat_conv.py`` and ``JointDetector.roi_features``). Both copies of a variant start from the same weights; all variants and both paths take
 their steps interleaved, batch by batch, so that load from other processes hits every row alike — the ratios
 are robust to load, the absolute times are not. Each row: median over ``--repeats`` steps (after
 ``--warmup``), the speed-up, the ratio against ``none`` on the same path, and the share of the step spent in
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+import sgseg.models.detector.detector as detector_mod
 import sgseg.models.grounding.concat_conv as concat_conv
 import sgseg.models.grounding.edge as edge_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
@@ -41,13 +43,16 @@ PATHS = ("before", "after")
 @contextlib.contextmanager
 def code_path(path: str):
     """``before``: the plain implementation; ``after``: the current one."""
-    fast = path == "after"
-    old = edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD
-    edge_mod.ONCE_PER_UNORDERED_PAIR = concat_conv.MASK_ONLY_INPUT_GRAD = fast
+    flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
+             (detector_mod, "POOL_REPEATED_BOXES_ONCE")]  # fmt: skip
+    old = [getattr(m, name) for m, name in flags]
+    for m, name in flags:
+        setattr(m, name, path == "after")
     try:
         yield
     finally:
-        edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD = old
+        for (m, name), value in zip(flags, old):
+            setattr(m, name, value)
 
 
 class Runner:
@@ -82,6 +87,17 @@ class Runner:
 
     def _post(self, *_) -> None:
         self.edge_time[0] += time.perf_counter() - self.edge_time.pop()
+
+    def evaluate(self, batch) -> float:
+        """Seconds of one evaluation forward (all ordered pairs of each image)."""
+        self.model.eval()
+        images, targets = batch["vg"]
+        t = time.perf_counter()
+        with torch.no_grad():
+            self.model(images, targets, self.module.mode)
+        dt = time.perf_counter() - t
+        self.model.train()
+        return dt
 
     def step(self, batch) -> tuple[float, float, float]:
         """(step seconds, edge-grounding forward seconds, loss)."""
@@ -125,7 +141,16 @@ def main() -> None:
                 if i >= args.warmup:
                     times[(v, path)].append(dt)
                     shares[(v, path)].append(edge_t / dt)
+        val_batch = next(iter(runners[(args.variants[0], "after")].dm.val_dataloader()[0]))
+        eval_times = {key: [] for key in runners}
+        for i in range(args.warmup + args.repeats):
+            for key, runner in runners.items():
+                with code_path(key[1]):
+                    dt = runner.evaluate(val_batch)
+                if i >= args.warmup:
+                    eval_times[key].append(dt)
     med = {k: statistics.median(t) for k, t in times.items()}
+    emed = {k: statistics.median(t) for k, t in eval_times.items()}
     task = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("task=")), "predcls")
     print(f"stage-2 training step, synthetic CPU config, {task}, {args.threads} threads, median of {args.repeats}, "
           "all rows interleaved step by step (ratios hold under load; absolute times only for this machine now)")  # fmt: skip
@@ -138,6 +163,14 @@ def main() -> None:
         dloss = abs(first_loss[(v, "before")] - first_loss[(v, "after")])
         print(f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{b / nb:>15.2f}{a / na:>14.2f}{100 * share:>14.1f}%"
               f"{dloss:>17.2e}")  # fmt: skip
+    n_val = val_batch["vg"][0].num_images
+    print(f"\nevaluation forward, {n_val} val images, all ordered pairs")
+    print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'after × none':>14}")
+    for v in args.variants:
+        b, a = emed[(v, "before")], emed[(v, "after")]
+        print(
+            f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{a / emed.get(('none', 'after'), float('nan')):>14.2f}"
+        )
 
 
 if __name__ == "__main__":

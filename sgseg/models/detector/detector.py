@@ -42,6 +42,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Dataset = Literal["vg", "coco"]
 
 
+# False pools every row, repeated or not (the plain path, kept for scripts/bench_stage2.py)
+POOL_REPEATED_BOXES_ONCE = True
+
+
 class JointDetector(nn.Module):
     """Mask R-CNN-style detector with a shared trunk and per-dataset box classifiers (see module docstring).
 
@@ -283,7 +287,7 @@ class JointDetector(nn.Module):
                 self.featmap_names, output_size, self.sampling_ratio
             )
         pooler = self._poolers[output_size]
-        if boxes.shape[0] > 1:
+        if POOL_REPEATED_BOXES_ONCE and boxes.shape[0] > 1:
             rows = torch.cat([image_index[:, None].to(boxes.dtype), boxes], 1)
             distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
             if distinct.shape[0] < rows.shape[0]:
