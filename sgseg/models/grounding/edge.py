@@ -145,10 +145,11 @@ def forward_once_per_unordered_pair(fn, union_features: Tensor, pair_index: Tens
     For the symmetric f_E variants ẑ_{j,j'} = ẑ_{j',j}: the union box, hence its RoI feature, is the same for
     both orders and every symmetric combination of the two masks (product, mean, max) is too. In training
     the sampler takes almost every ordered pair of an image and at test all of them, so computing each
-    unordered pair once halves f_E, its head's backward included. The result equals the direct call bit for
-    bit (the reverse row is a copy of the same computation; gradients of the two copies are summed by the
-    gather's backward). Only when the reverse rows' union features are equal (always, when they come from
-    RoIAlign of the same box) — otherwise ``fn`` runs on all R rows as given.
+    unordered pair once halves f_E, its head's backward included. The result equals the direct call to float
+    tolerance: the reverse row is a copy of the same per-row computation (a conv over U rows instead of R may
+    round differently, as oneDNN blocks by batch size), and the gather's backward sums the two copies'
+    gradients. Only when the reverse rows' union features are equal (always, when they come from RoIAlign of
+    the same box) — otherwise ``fn`` runs on all R rows as given.
     """
     if not ONCE_PER_UNORDERED_PAIR:
         return fn(union_features, pair_index)
