@@ -96,6 +96,17 @@ def test_concat_conv_empty_batch_and_bad_input():
         )
 
 
+def test_concat_conv_under_bf16_autocast_takes_the_plain_route():
+    conv = torch.nn.Conv2d(5, 2, 3, padding=1)
+    f, m = torch.rand(2, 2, 6, 6), torch.rand(2, 3, 6, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = concat_conv2d(conv, f, m)
+        ref = conv(torch.cat([f, m], 1))
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and torch.equal(y, ref)
+    assert m.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
+
+
 # ------------------------------------------------------------------------------------- unordered pairs
 def test_unordered_pairs_by_hand():
     pairs = torch.tensor([[0, 1], [1, 0], [2, 0], [1, 2], [0, 2], [3, 3], [2, 1]])

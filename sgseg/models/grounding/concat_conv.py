@@ -85,6 +85,7 @@ def concat_conv2d(conv: torch.nn.Conv2d, features: Tensor, masks: Tensor) -> Ten
             f"concat_conv2d: features ({features.shape[1]}) + masks ({masks.shape[1]}) channels must equal the "
             f"conv's in_channels ({conv.in_channels})"
         )
-    if not MASK_ONLY_INPUT_GRAD:
+    # Under autocast (bf16 on GPU) the conv runs in another dtype than its saved inputs: the plain route
+    if not MASK_ONLY_INPUT_GRAD or torch.is_autocast_enabled(features.device.type):
         return conv(torch.cat([features, masks.to(features.dtype)], dim=1))
     return _ConcatConv2d.apply(features, masks, conv.weight, conv.bias, conv.padding[0])
