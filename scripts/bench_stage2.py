@@ -1,17 +1,26 @@
-"""Time of a full stage-2 training step (VG batch + COCO batch) per edge-grounding variant, and f_E's share.
+"""Time of a full stage-2 training step (VG batch + COCO batch) per edge-grounding variant, before and after
+the stage-2 speed-ups, and f_E's share.
 
 Builds the synthetic CPU configuration exactly as ``python -m sgseg.train`` does (tiny detector, seg-grounded
 MOTIF), on a small synthetic set written to a temporary folder, and times ``losses + backward + SGD step``
-for each ``model.grounding.edge`` variant. Each row: median over ``--repeats`` steps (after ``--warmup``), the
-ratio against the ``none`` variant measured in the same process, and the share of the step spent in the edge
-grounding's forward (timed with hooks) and in mask-grounded edges overall ((t − t_none) / t).
+for each ``model.grounding.edge`` variant twice: ``before`` runs the plain code path (f_E on every ordered
+pair, autograd's input gradient for all channels of the grounding heads' first conv, RoIAlign of every union
+box even when (j, j') and (j', j) repeat it), ``after`` the current one (f_E once per unordered pair,
+mask-channel-only input gradient, repeated boxes pooled once; see ``sgseg/models/grounding/edge.py``,
+``concat_conv.py`` and ``JointDetector.roi_features``). Both copies of a variant start from the same weights; all variants and both paths take
+their steps interleaved, batch by batch, so that load from other processes hits every row alike — the ratios
+are robust to load, the absolute times are not. Each row: median over ``--repeats`` steps (after
+``--warmup``), the speed-up, the ratio against ``none`` on the same path, and the share of the step spent in
+the edge grounding's forward (timed with hooks). The first step's losses of the two paths are compared (they
+must agree to float tolerance).
 
-    python scripts/bench_stage2.py [--repeats 8] [--threads 2] [overrides ...]
+    python scripts/bench_stage2.py [--repeats 8] [--threads 2] [overrides ...]   # e.g. task=sgcls
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -20,56 +29,85 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+import sgseg.models.detector.detector as detector_mod
+import sgseg.models.grounding.concat_conv as concat_conv
+import sgseg.models.grounding.edge as edge_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
 from sgseg.lit.scene_graph_module import SceneGraphModule
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+PATHS = ("before", "after")
 
 
-def time_variant(
-    data_dir: Path, edge: str, overrides: list[str], repeats: int, warmup: int
-) -> tuple[float, float]:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[f"paths.data_dir={data_dir}", "data.generate=null", "data.vg.num_val=8",
-                       f"model.grounding.edge={edge}", *overrides],
-        )  # fmt: skip
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    vg = dm._dataset("vg", "train")
-    detector = build_detector(cfg, len(vg.object_classes), len(dm._dataset("coco", "train").class_names))
-    inputs = stage_two_inputs(cfg, dm)
-    model = build_scene_graph_model(cfg, detector, inputs)
-    module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
-    opt = module.configure_optimizers()["optimizer"]
-    edge_time = [0.0]
+@contextlib.contextmanager
+def code_path(path: str):
+    """``before``: the plain implementation; ``after``: the current one."""
+    flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
+             (detector_mod, "POOL_REPEATED_BOXES_ONCE")]  # fmt: skip
+    old = [getattr(m, name) for m, name in flags]
+    for m, name in flags:
+        setattr(m, name, path == "after")
+    try:
+        yield
+    finally:
+        for (m, name), value in zip(flags, old):
+            setattr(m, name, value)
 
-    def pre(*_):
-        edge_time.append(time.perf_counter())
 
-    def post(*_):
-        edge_time[0] += time.perf_counter() - edge_time.pop()
+class Runner:
+    """One variant's module + optimizer, with a hook timing the edge grounding's forward."""
 
-    model.edge_grounding.register_forward_pre_hook(pre)
-    model.edge_grounding.register_forward_hook(post)
-    model.train()
-    batches = iter(dm.train_dataloader())
-    steps, shares = [], []
-    for i in range(warmup + repeats):
-        batch = next(batches)
-        edge_time[0] = 0.0
+    def __init__(self, data_dir: Path, edge: str, overrides: list[str]) -> None:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[f"paths.data_dir={data_dir}", "data.generate=null", "data.vg.num_val=8",
+                           f"model.grounding.edge={edge}", *overrides],
+            )  # fmt: skip
+        self.dm = build_datamodule(cfg)
+        self.dm.setup("fit")
+        vg = self.dm._dataset("vg", "train")
+        torch.manual_seed(0)
+        detector = build_detector(
+            cfg, len(vg.object_classes), len(self.dm._dataset("coco", "train").class_names)
+        )
+        inputs = stage_two_inputs(cfg, self.dm)
+        self.model = build_scene_graph_model(cfg, detector, inputs)
+        self.module = SceneGraphModule(
+            self.model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1
+        )
+        self.opt = self.module.configure_optimizers()["optimizer"]
+        self.edge_time = [0.0]
+        self.model.edge_grounding.register_forward_pre_hook(
+            lambda *_: self.edge_time.append(time.perf_counter())
+        )
+        self.model.edge_grounding.register_forward_hook(self._post)
+        self.model.train()
+
+    def _post(self, *_) -> None:
+        self.edge_time[0] += time.perf_counter() - self.edge_time.pop()
+
+    def evaluate(self, batch) -> float:
+        """Seconds of one evaluation forward (all ordered pairs of each image)."""
+        self.model.eval()
+        images, targets = batch["vg"]
         t = time.perf_counter()
-        loss = sum(module.losses(batch).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        with torch.no_grad():
+            self.model(images, targets, self.module.mode)
         dt = time.perf_counter() - t
-        if i >= warmup:
-            steps.append(dt)
-            shares.append(edge_time[0] / dt)
-    return statistics.median(steps), statistics.median(shares)
+        self.model.train()
+        return dt
+
+    def step(self, batch) -> tuple[float, float, float]:
+        """(step seconds, edge-grounding forward seconds, loss)."""
+        self.edge_time[0] = 0.0
+        t = time.perf_counter()
+        loss = sum(self.module.losses(batch).values())
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return time.perf_counter() - t, self.edge_time[0], float(loss)
 
 
 def main() -> None:
@@ -78,21 +116,61 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=["none", "avg", "union", "gaussian"])
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.loader.batch_size_vg=8")
+    p.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. task=sgcls data.loader.batch_size_vg=8"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp) / "synthetic", SyntheticConfig(num_vg_train=80, num_vg_test=4, num_coco_train=40,
                                                           num_coco_val=4), num_workers=1)  # fmt: skip
-        rows = {
-            v: time_variant(Path(tmp), v, args.overrides, args.repeats, args.warmup) for v in args.variants
-        }
-    base = rows.get("none", (float("nan"), 0.0))[0]
-    print(f"stage-2 training step, synthetic CPU config, {args.threads} threads, median of {args.repeats}")
-    print(f"{'edge':<10}{'step (s)':>10}{'× none':>9}{'f_E fwd share':>15}{'edge-grounding share':>22}")
-    for v, (t, share) in rows.items():
-        print(f"{v:<10}{t:>10.3f}{t / base:>9.2f}{100 * share:>14.1f}%{100 * max(t - base, 0) / t:>21.1f}%")
+        runners = {(v, path): Runner(Path(tmp), v, args.overrides) for v in args.variants for path in PATHS}
+        loader = iter(runners[(args.variants[0], "after")].dm.train_dataloader())
+        batches = [next(loader) for _ in range(args.warmup + args.repeats)]
+        times = {key: [] for key in runners}
+        shares = {key: [] for key in runners}
+        first_loss: dict[tuple[str, str], float] = {}
+        for i, batch in enumerate(batches):
+            for (v, path), runner in runners.items():
+                torch.manual_seed(i)  # the same sampled pairs and dropout masks for every row
+                with code_path(path):
+                    dt, edge_t, loss = runner.step(batch)
+                if i == 0:
+                    first_loss[(v, path)] = loss
+                if i >= args.warmup:
+                    times[(v, path)].append(dt)
+                    shares[(v, path)].append(edge_t / dt)
+        val_batch = next(iter(runners[(args.variants[0], "after")].dm.val_dataloader()[0]))
+        eval_times = {key: [] for key in runners}
+        for i in range(args.warmup + args.repeats):
+            for key, runner in runners.items():
+                with code_path(key[1]):
+                    dt = runner.evaluate(val_batch)
+                if i >= args.warmup:
+                    eval_times[key].append(dt)
+    med = {k: statistics.median(t) for k, t in times.items()}
+    emed = {k: statistics.median(t) for k, t in eval_times.items()}
+    task = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("task=")), "predcls")
+    print(f"stage-2 training step, synthetic CPU config, {task}, {args.threads} threads, median of {args.repeats}, "
+          "all rows interleaved step by step (ratios hold under load; absolute times only for this machine now)")  # fmt: skip
+    print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'before × none':>15}"
+          f"{'after × none':>14}{'f_E fwd share':>15}{'|Δ loss| step 1':>17}")  # fmt: skip
+    for v in args.variants:
+        b, a = med[(v, "before")], med[(v, "after")]
+        nb, na = med.get(("none", "before"), float("nan")), med.get(("none", "after"), float("nan"))
+        share = statistics.median(shares[(v, "after")])
+        dloss = abs(first_loss[(v, "before")] - first_loss[(v, "after")])
+        print(f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{b / nb:>15.2f}{a / na:>14.2f}{100 * share:>14.1f}%"
+              f"{dloss:>17.2e}")  # fmt: skip
+    n_val = val_batch["vg"][0].num_images
+    print(f"\nevaluation forward, {n_val} val images, all ordered pairs")
+    print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'after × none':>14}")
+    for v in args.variants:
+        b, a = emed[(v, "before")], emed[(v, "after")]
+        print(
+            f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{a / emed.get(('none', 'after'), float('nan')):>14.2f}"
+        )
 
 
 if __name__ == "__main__":

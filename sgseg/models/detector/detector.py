@@ -72,6 +72,10 @@ class MergedBackgroundPredictor(FastRCNNPredictor):
         return scores, deltas
 
 
+# False pools every row, repeated or not (the plain path, kept for scripts/bench_stage2.py)
+POOL_REPEATED_BOXES_ONCE = True
+
+
 class JointDetector(nn.Module):
     """Mask R-CNN-style detector with a shared trunk and per-dataset box classifiers (see module docstring).
 
@@ -326,12 +330,23 @@ class JointDetector(nn.Module):
         image_index: Tensor,
         output_size: int,
     ) -> Tensor:
-        """Float[N, D, s, s]: multi-scale RoIAlign (FPN level by box size) of boxes xyxy in resized pixels."""
+        """Float[N, D, s, s]: multi-scale RoIAlign (FPN level by box size) of boxes xyxy in resized pixels.
+
+        Repeated (image, box) rows are pooled once and copied: the union boxes of (j, j') and (j', j) are the
+        same, and every box is pooled on its own (level by its own size), so the result is the same bit for bit.
+        """
         if output_size not in self._poolers:
             self._poolers[output_size] = MultiScaleRoIAlign(
                 self.featmap_names, output_size, self.sampling_ratio
             )
-        return self._pool(self._poolers[output_size], features, images, boxes, image_index)
+        pooler = self._poolers[output_size]
+        if POOL_REPEATED_BOXES_ONCE and boxes.shape[0] > 1:
+            rows = torch.cat([image_index[:, None].to(boxes.dtype), boxes], 1)
+            distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            if distinct.shape[0] < rows.shape[0]:
+                pooled = self._pool(pooler, features, images, distinct[:, 1:], distinct[:, 0].long())
+                return pooled[inverse]
+        return self._pool(pooler, features, images, boxes, image_index)
 
     def box_features(
         self, features: OrderedDict[str, Tensor], images: ImageBatch, boxes: Tensor, image_index: Tensor

@@ -115,6 +115,54 @@ def grow_boxes(boxes: Tensor, grid_size: int, cells: int) -> Tensor:
     return torch.cat([boxes[:, :2] - wh, boxes[:, 2:] + wh], dim=1)
 
 
+def unordered_pairs(pair_index: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct unordered pairs among ordered ones: (first: Long[U], inverse: Long[R]).
+
+    pair_index: Long[R, 2]. ``first`` holds, for each distinct {subject, object}, the row of its first
+    occurrence; ``inverse[r]`` is the position in ``first`` of row r's unordered pair, so
+    ``pair_index[first][inverse]`` is ``pair_index`` up to swapping the two columns of some rows.
+    """
+    r = pair_index.shape[0]
+    if r == 0:
+        empty = pair_index.new_zeros(0)
+        return empty, empty
+    lo = torch.minimum(pair_index[:, 0], pair_index[:, 1])
+    hi = torch.maximum(pair_index[:, 0], pair_index[:, 1])
+    _, inverse = torch.unique(lo * (int(hi.max()) + 1) + hi, return_inverse=True)
+    rows = torch.arange(r, device=pair_index.device)
+    first = torch.full((int(inverse.max()) + 1,), r, dtype=torch.long, device=pair_index.device)
+    first.scatter_reduce_(0, inverse, rows, reduce="amin")
+    return first, inverse
+
+
+# False runs f_E on every ordered pair as given (the plain path, kept for scripts/bench_stage2.py and tests)
+ONCE_PER_UNORDERED_PAIR = True
+
+
+def forward_once_per_unordered_pair(fn, union_features: Tensor, pair_index: Tensor) -> Tensor:
+    """``fn(union_features, pair_index)`` (a per-pair map, Float[R, ...]) evaluated once per unordered pair.
+
+    For the symmetric f_E variants ẑ_{j,j'} = ẑ_{j',j}: the union box, hence its RoI feature, is the same for
+    both orders and every symmetric combination of the two masks (product, mean, max) is too. In training
+    the sampler takes almost every ordered pair of an image and at test all of them, so computing each
+    unordered pair once halves f_E, its head's backward included. The result equals the direct call to float
+    tolerance: the reverse row is a copy of the same per-row computation (a conv over U rows instead of R may
+    round differently, as oneDNN blocks by batch size), and the gather's backward sums the two copies'
+    gradients. Only when the reverse rows' union features are equal (always, when they come from RoIAlign of
+    the same box) — otherwise ``fn`` runs on all R rows as given.
+    """
+    if not ONCE_PER_UNORDERED_PAIR:
+        return fn(union_features, pair_index)
+    first, inverse = unordered_pairs(pair_index)
+    if first.numel() == pair_index.shape[0]:
+        return fn(union_features, pair_index)
+    rows = torch.arange(pair_index.shape[0], device=pair_index.device)
+    dup = rows != first[inverse]
+    if not torch.equal(union_features[dup], union_features[first[inverse[dup]]]):
+        return fn(union_features, pair_index)
+    return fn(union_features[first], pair_index[first])[inverse]
+
+
 class _MaskEdgeGrounding(nn.Module):
     """Shared body of the mask-using f_E variants: pair frames → combine (subclass) → head."""
 
@@ -144,6 +192,11 @@ class _MaskEdgeGrounding(nn.Module):
     @property
     def out_dim(self) -> int:
         return self.head.out_dim
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether m_{j,j'} = m_{j',j} (then f_E runs once per unordered pair)."""
+        return True
 
     def pair_masks(self, mask_probs: Tensor, boxes: Tensor, pair_index: Tensor) -> Tensor:
         """Float[2, R, C, S, S]: subject and object masks in the frame the pair is combined in."""
@@ -200,7 +253,13 @@ class _MaskEdgeGrounding(nn.Module):
             raise ValueError(
                 f"{name}: `mask_probs` has {mask_probs.shape[0]} rows but `boxes` has {boxes.shape[0]}"
             )
-        return self.head(union_features, self.relation_masks(mask_probs, boxes, pair_index, label_probs))
+
+        def per_pair(feats: Tensor, pairs: Tensor) -> Tensor:
+            return self.head(feats, self.relation_masks(mask_probs, boxes, pairs, label_probs))
+
+        if not self.symmetric:
+            return per_pair(union_features, pair_index)
+        return forward_once_per_unordered_pair(per_pair, union_features, pair_index)
 
 
 class AvgEdgeGrounding(_MaskEdgeGrounding):
@@ -267,6 +326,11 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
         )
         nn.init.zeros_(self.param_map.weight)
         nn.init.zeros_(self.param_map.bias)
+
+    @property
+    def symmetric(self) -> bool:
+        # the reference's joint parameters read [l_subject, l_object] in order: K depends on the order
+        return not self.joint_pair_params
 
     def kernel_params(self, label_probs: Tensor, pair_index: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(σx, σy, ρ), each Float[2R]: subjects' then objects' parameters, in grid cells.
@@ -351,8 +415,16 @@ class NoEdgeGrounding(nn.Module):
         pair_index: Tensor | None = None,
         label_probs: Tensor | None = None,
     ) -> Tensor:
-        """Same call as the mask variants; only ``union_features`` (Float[R, D, S, S]) is used."""
-        return self.head(union_features)
+        """Same call as the mask variants; only ``union_features`` (Float[R, D, S, S]) is used (and
+        ``pair_index``, when given, to run the head once per unordered pair)."""
+        if pair_index is None:
+            return self.head(union_features)
+        if pair_index.dim() != 2 or pair_index.shape != (union_features.shape[0], 2):
+            raise ValueError(
+                f"NoEdgeGrounding: `pair_index` must be Long[R, 2] with R = union_features.shape[0] = "
+                f"{union_features.shape[0]}, got {tuple(pair_index.shape)}"
+            )
+        return forward_once_per_unordered_pair(lambda f, _: self.head(f), union_features, pair_index)
 
 
 EDGE_GROUNDINGS: dict[str, type[nn.Module]] = {

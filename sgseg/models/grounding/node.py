@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import inspect
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sgseg.models.grounding.concat_conv import concat_conv2d
 
 
 class GroundingHead(nn.Module):
@@ -73,8 +74,9 @@ class GroundingHead(nn.Module):
                     f"GroundingHead: masks must be Float[{features.shape[0]}, {self.num_mask_channels}, {s}, {s}] "
                     f"(mask side = RoI feature side), got {got}"
                 )
-            features = torch.cat([features, masks.to(features.dtype)], dim=1)
-        x = self.conv(features)
+            x = concat_conv2d(self.conv, features, masks)  # input gradient only where needed
+        else:
+            x = self.conv(features)
         if self.conv_relu:
             x = F.relu(x)
         if self.pool_size != s:

@@ -1,0 +1,266 @@
+"""The stage-2 speed-ups compute the same numbers as the plain code path they replace.
+
+- ``concat_conv2d`` (grounding heads' first conv, mask-channel-only input gradient) vs ``conv(cat(...))``
+  under autograd: forward bit for bit, gradients to float tolerance, and finite differences (gradcheck).
+- f_E once per unordered pair vs every ordered pair: outputs and parameter gradients to float tolerance
+  (the heads' conv over fewer rows may round differently), for every variant; the order-dependent reference variant (joint kernel parameters) and
+  non-symmetric union features take the direct route.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import sgseg.models.grounding.concat_conv as concat_conv
+import sgseg.models.grounding.edge as edge_mod
+from sgseg.models.grounding import (
+    AvgEdgeGrounding,
+    GaussianEdgeGrounding,
+    NoEdgeGrounding,
+    UnionEdgeGrounding,
+    union_boxes,
+)
+from sgseg.models.grounding.concat_conv import _ConcatConv2d, concat_conv2d
+from sgseg.models.grounding.edge import forward_once_per_unordered_pair, unordered_pairs
+from sgseg.models.grounding.node import GroundingHead
+
+from .test_scene_graph_module import _build, _first_batch, data_dir  # noqa: F401 (data_dir: a fixture)
+
+
+@contextlib.contextmanager
+def plain_path():
+    old = edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD
+    edge_mod.ONCE_PER_UNORDERED_PAIR = concat_conv.MASK_ONLY_INPUT_GRAD = False
+    try:
+        yield
+    finally:
+        edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD = old
+
+
+# ------------------------------------------------------------------------------------------ concat_conv2d
+@pytest.mark.parametrize(
+    "features_grad,masks_grad", [(False, True), (True, True), (True, False), (False, False)]
+)
+def test_concat_conv_gradcheck(features_grad, masks_grad):
+    g = torch.Generator().manual_seed(0)
+    conv = torch.nn.Conv2d(7, 5, 3, padding=1).double()
+    f = torch.randn(3, 4, 6, 6, dtype=torch.float64, generator=g).requires_grad_(features_grad)
+    m = torch.rand(3, 3, 6, 6, dtype=torch.float64, generator=g).requires_grad_(masks_grad)
+    assert torch.autograd.gradcheck(
+        lambda f, m, w, b: _ConcatConv2d.apply(f, m, w, b, 1), (f, m, conv.weight, conv.bias)
+    )
+
+
+def test_concat_conv_equals_plain_conv():
+    g = torch.Generator().manual_seed(1)
+    conv = torch.nn.Conv2d(64 + 19, 64, 3, padding=1)
+    f = torch.randn(6, 64, 14, 14, generator=g)
+    m = torch.rand(6, 19, 14, 14, generator=g)
+    grad_out = torch.randn(6, 64, 14, 14, generator=g)
+
+    def run(fast: bool):
+        conv.zero_grad()
+        mm = m.clone().requires_grad_()
+        concat_conv.MASK_ONLY_INPUT_GRAD = fast
+        try:
+            y = concat_conv2d(conv, f, mm)
+        finally:
+            concat_conv.MASK_ONLY_INPUT_GRAD = True
+        y.backward(grad_out)
+        return y.detach(), mm.grad, conv.weight.grad.clone(), conv.bias.grad.clone()
+
+    fast, plain = run(True), run(False)
+    assert torch.equal(fast[0], plain[0])  # the same single conv2d call
+    for a, b in zip(fast[1:], plain[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # and the mask gradient is the mask channels' slice of the full input gradient (by hand: conv transpose)
+    w_m = conv.weight[:, 64:].detach()
+    by_hand = torch.nn.functional.conv_transpose2d(grad_out, w_m, padding=1)
+    torch.testing.assert_close(fast[1], by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_concat_conv_empty_batch_and_bad_input():
+    conv = torch.nn.Conv2d(5, 2, 3, padding=1)
+    m = torch.rand(0, 3, 4, 4, requires_grad=True)
+    y = concat_conv2d(conv, torch.rand(0, 2, 4, 4), m)
+    y.sum().backward()
+    assert y.shape == (0, 2, 4, 4) and m.grad.shape == m.shape and conv.weight.grad.abs().sum() == 0
+    with pytest.raises(ValueError, match="in_channels"):
+        concat_conv2d(conv, torch.rand(1, 2, 4, 4), torch.rand(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="stride-1"):
+        concat_conv2d(
+            torch.nn.Conv2d(5, 2, 3, stride=2, padding=1), torch.rand(1, 2, 4, 4), torch.rand(1, 3, 4, 4)
+        )
+
+
+def test_concat_conv_under_bf16_autocast_takes_the_plain_route():
+    conv = torch.nn.Conv2d(5, 2, 3, padding=1)
+    f, m = torch.rand(2, 2, 6, 6), torch.rand(2, 3, 6, 6, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = concat_conv2d(conv, f, m)
+        ref = conv(torch.cat([f, m], 1))
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and torch.equal(y, ref)
+    assert m.grad.dtype == torch.float32 and conv.weight.grad.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------------- unordered pairs
+def test_unordered_pairs_by_hand():
+    pairs = torch.tensor([[0, 1], [1, 0], [2, 0], [1, 2], [0, 2], [3, 3], [2, 1]])
+    first, inverse = unordered_pairs(pairs)
+    # {0,1}: rows 0,1; {0,2}: rows 2,4; {1,2}: rows 3,6; {3,3}: row 5 — keys sorted: {0,1} {0,2} {1,2} {3,3}
+    assert first.tolist() == [0, 2, 3, 5]
+    assert inverse.tolist() == [0, 0, 1, 2, 1, 3, 2]
+    e_first, e_inverse = unordered_pairs(torch.zeros(0, 2, dtype=torch.long))
+    assert e_first.numel() == 0 and e_inverse.numel() == 0
+
+
+def test_once_per_unordered_pair_calls_fn_on_distinct_pairs_only():
+    pairs = torch.tensor([[0, 1], [1, 0], [2, 0], [0, 2], [1, 2]])
+    feats = torch.rand(3, 2)[torch.tensor([0, 0, 1, 1, 2])]  # reverse rows share their feature
+    seen = []
+
+    def fn(f, p):
+        seen.append(p.shape[0])
+        return f * 10 + p.sum(1, keepdim=True)
+
+    out = forward_once_per_unordered_pair(fn, feats, pairs)
+    assert seen == [3]
+    assert torch.equal(out, feats * 10 + pairs.sum(1, keepdim=True))
+    # different features for a reverse pair: fn runs on all rows as given
+    seen.clear()
+    other = feats.clone()
+    other[1] += 1
+    assert torch.equal(forward_once_per_unordered_pair(fn, other, pairs), fn(other, pairs)) and seen == [5, 5]
+
+
+# ------------------------------------------------------------------------------------------- f_E variants
+def _scene(seed: int = 0, n: int = 5, c: int = 3, d: int = 4, s: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 40
+    boxes = torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 20], 1)
+    masks = torch.rand(n, c, s, s, generator=g)
+    labels = torch.rand(n, 4, generator=g).softmax(1)
+    ordered = torch.tensor([[i, j] for i in range(n) for j in range(n) if i != j])
+    pairs = ordered[torch.randperm(ordered.shape[0], generator=g)[:15]]
+    # union features as the model makes them: one per union box, so (j, j') and (j', j) share theirs
+    ub = union_boxes(boxes, pairs)
+    feats = torch.sin(ub.sum(1).view(-1, 1, 1, 1) + torch.arange(d * s * s).view(1, d, s, s) * 0.01)
+    return feats, masks, boxes, pairs, labels
+
+
+def _edge_modules():
+    kw = dict(in_channels=4, hidden_dim=8, out_dim=6, roi_size=8, pool_size=4)
+    mk = dict(kw, num_mask_channels=3)
+    return {
+        "none": NoEdgeGrounding(**kw),
+        "avg": AvgEdgeGrounding(**mk),
+        "union": UnionEdgeGrounding(**mk),
+        "gaussian": GaussianEdgeGrounding(num_label_classes=4, **mk),
+        "gaussian_own_box": GaussianEdgeGrounding(num_label_classes=4, mask_frame="own_box", **mk),
+        "gaussian_joint": GaussianEdgeGrounding(num_label_classes=4, joint_pair_params=True, **mk),
+    }
+
+
+@pytest.mark.parametrize("name", ["none", "avg", "union", "gaussian", "gaussian_own_box", "gaussian_joint"])
+def test_fast_paths_give_the_same_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    module = _edge_modules()[name]
+    if isinstance(module, GaussianEdgeGrounding):
+        with torch.no_grad():  # non-trivial, order-dependent kernels for the joint variant
+            module.param_map.weight.normal_(0, 0.5)
+    feats, masks, boxes, pairs, labels = _scene()
+    assert unordered_pairs(pairs)[0].numel() < pairs.shape[0]  # the scene does hold reverse pairs
+    grad_out = torch.randn(pairs.shape[0], 6)
+
+    def run():
+        module.zero_grad()
+        out = module(feats, masks, boxes, pairs, labels)
+        out.backward(grad_out)
+        return out.detach(), {k: p.grad.clone() for k, p in module.named_parameters() if p.grad is not None}
+
+    fast_out, fast_grads = run()
+    with plain_path():
+        plain_out, plain_grads = run()
+    torch.testing.assert_close(fast_out, plain_out, rtol=1e-5, atol=1e-6)
+    assert fast_grads.keys() == plain_grads.keys() and fast_grads
+    for k in fast_grads:
+        torch.testing.assert_close(fast_grads[k], plain_grads[k], rtol=1e-5, atol=1e-6, msg=k)
+    if name == "gaussian_joint":
+        assert not module.symmetric
+    else:  # the reverse of a pair gets the same feature on the symmetric variants
+        fwd = module(feats, masks, boxes, pairs, labels)
+        first, inverse = unordered_pairs(pairs)
+        torch.testing.assert_close(fwd, fwd[first][inverse], rtol=0, atol=0)
+
+
+def test_grounding_head_backward_reaches_masks_only_when_needed():
+    head = GroundingHead(4, 3, hidden_dim=8, out_dim=6, roi_size=8, pool_size=4)
+    f, m = torch.rand(2, 4, 8, 8), torch.rand(2, 3, 8, 8, requires_grad=True)
+    head(f, m).sum().backward()
+    assert m.grad is not None and m.grad.abs().sum() > 0 and f.grad is None
+
+
+# ---------------------------------------------------------------------------------- RoIAlign of repeated boxes
+def test_roi_features_pool_repeated_boxes_once_with_the_same_result():
+    from tests.test_detector import images_of, tiny_detector
+
+    det = tiny_detector().eval()
+    g = torch.Generator().manual_seed(3)
+    images = images_of(torch.rand(2, 3, 96, 128, generator=g), [(96, 128), (80, 100)])
+    with torch.no_grad():
+        feats = det.features(images)
+        boxes = torch.tensor([[4.0, 6, 60, 50], [10, 12, 90, 70], [0, 0, 30, 20], [2.5, 3, 40, 77]])
+        index = torch.tensor([0, 0, 1, 1])
+        pairs = torch.tensor([[0, 1], [1, 0], [2, 3], [3, 2], [0, 1]])
+        ub = union_boxes(boxes, pairs)  # rows 0, 1, 4 are the same box, rows 2, 3 too
+        got = det.roi_features(feats, images, ub, index[pairs[:, 0]], 7)
+        one_by_one = torch.cat([det.roi_features(feats, images, ub[i : i + 1], index[pairs[i : i + 1, 0]], 7)
+                                for i in range(5)])  # fmt: skip
+        # the same box in another image is another box
+        other = det.roi_features(feats, images, ub[:2], torch.tensor([0, 1]), 7)
+    assert torch.equal(got, one_by_one)
+    assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[4]) and not torch.equal(other[0], other[1])
+
+
+# ------------------------------------------------------------------------------------- the whole stage-2 model
+@pytest.mark.parametrize("mode,edge", [("predcls", "gaussian"), ("sgcls", "gaussian"), ("sgcls", "none")])
+def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
+    import sgseg.models.detector.detector as detector_mod
+    from sgseg.lit.scene_graph_module import SceneGraphModule
+
+    cfg, dm, model, inputs = _build(data_dir, f"model.grounding.edge={edge}")
+    module = SceneGraphModule(model, mode, len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
+    batch = _first_batch(dm)
+
+    def step():
+        torch.manual_seed(0)  # the same sampled pairs and dropout
+        model.train()
+        model.zero_grad()
+        losses = module.losses(batch)
+        sum(losses.values()).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        model.eval()
+        with torch.no_grad():
+            rel = model(*batch["vg"], mode).predictions.rel_logits
+        return {k: v.detach() for k, v in losses.items()}, grads, rel
+
+    fast = step()
+    old = detector_mod.POOL_REPEATED_BOXES_ONCE
+    detector_mod.POOL_REPEATED_BOXES_ONCE = False
+    try:
+        with plain_path():
+            plain = step()
+    finally:
+        detector_mod.POOL_REPEATED_BOXES_ONCE = old
+    assert fast[0].keys() == plain[0].keys()
+    # a conv over U distinct pairs instead of R rows may round differently (oneDNN blocks by batch size)
+    for k in fast[0]:
+        torch.testing.assert_close(fast[0][k], plain[0][k], rtol=1e-5, atol=1e-6, msg=k)
+    torch.testing.assert_close(fast[2], plain[2], rtol=1e-4, atol=1e-4)
+    assert fast[1].keys() == plain[1].keys() and len(fast[1]) > 10
+    for k in fast[1]:
+        torch.testing.assert_close(fast[1][k], plain[1][k], rtol=1e-4, atol=1e-6, msg=k)
