@@ -31,3 +31,38 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """A two-job sweep of the whole pipeline on a tiny synthetic set, trained in about a minute per job:
+    ``row=base`` (baseline on a VG-only detector) and ``row=refine`` (seg-grounded, joint detector), W&B
+    offline, stdout to a file (not a terminal: the progress lines) with a line per step; ``jobs``: row → job
+    directory. Tests that use it
+    carry ``@pytest.mark.xdist_group("tiny_sweep")`` so that one xdist worker trains it once."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from .test_scene_graph_module import TINY_OVERRIDES
+
+    root = tmp_path_factory.mktemp("tiny_sweep")
+    sweep = root / "sweep"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": str(REPO)}  # fmt: skip
+    cmd = [sys.executable, "-m", "sgseg.train", "-m", f"paths.data_dir={root / 'data'}",
+           f"paths.log_dir={root / 'logs'}", f"hydra.sweep.dir={sweep}", "num_threads=1", *TINY_OVERRIDES,
+           "+row=base,refine", "callbacks.progress_bar.interval_s=0"]  # fmt: skip
+    log = root / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            cmd, stdout=out, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env, timeout=900
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(sweep.glob("*/FAILED.txt")), log.read_text()[-3000:]
+    jobs = {}
+    for metrics in sweep.glob("*/metrics.json"):
+        overrides = (metrics.parent / ".hydra" / "overrides.yaml").read_text()
+        jobs["base" if "+row=base" in overrides else "refine"] = metrics.parent
+    assert set(jobs) == {"base", "refine"}, proc.stderr[-3000:]
+    return SimpleNamespace(root=root, sweep=sweep, jobs=jobs, log=log.read_text(), data=root / "data")
