@@ -114,6 +114,7 @@ ax.set_title(f"{mode}: per-predicate recall at K = {k}")
 ax.legend(loc="lower right", fontsize=8)
 fig.tight_layout()
 fig.savefig(FIGURES / "01_per_predicate_recall.png", dpi=100)
-plt.show()
+plt.close(fig)
+display(Image(filename=str(FIGURES / "01_per_predicate_recall.png")))  # draw_scene_graph left matplotlib on Agg
 seen = [r for r in per_pred if r == r]  # NaN: a predicate without test instances
 assert abs(sum(seen) / len(seen) - metrics[f"{mode}/mR@{k}"]) < 1e-6  # mR@K is their mean
