@@ -204,6 +204,8 @@ class StageBanner(Callback):
     @staticmethod
     def data(trainer: pl.Trainer, splits: tuple[tuple[str, str], ...]) -> list[str]:
         dm = trainer.datamodule
+        if not hasattr(dm, "_dataset"):
+            return ["  (dataloaders passed to the Trainer directly)"]
         lines = []
         for name, split in splits:
             if name == "coco" and getattr(dm, "coco_factory", None) is None:
