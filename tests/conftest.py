@@ -31,3 +31,50 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """A two-job sweep of the whole pipeline on a tiny synthetic set, trained in about a minute per job:
+    ``row=base`` (baseline on a VG-only detector) and ``row=refine`` (seg-grounded, joint detector), W&B
+    offline, stdout to a file (not a terminal: the progress lines) with a line per step; ``jobs``: row → job
+    directory.
+
+    Trained once per test session: under xdist the workers share it through their common base temp folder
+    and a lock (``xdist_group`` alone does not keep tests together with pytest 9 + xdist 3.8: xdist tags the
+    group onto ``item._nodeid``, which pytest 9 no longer reads)."""
+    import fcntl
+    import shutil
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from .test_scene_graph_module import TINY_OVERRIDES
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above the workers' own
+    root, sweep = base / "tiny_sweep", base / "tiny_sweep" / "sweep"
+    with open(base / "tiny_sweep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; the others wait here, then read
+        if not (root / "done").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore",
+                   "PYTHONPATH": str(REPO)}  # fmt: skip
+            cmd = [sys.executable, "-m", "sgseg.train", "-m", f"paths.data_dir={root / 'data'}",
+                   f"paths.log_dir={root / 'logs'}", f"hydra.sweep.dir={sweep}", "num_threads=1",
+                   *TINY_OVERRIDES, "+row=base,refine", "callbacks.progress_bar.interval_s=0"]  # fmt: skip
+            with open(root / "log.txt", "w") as out:
+                proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                                      timeout=900)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            (root / "done").write_text("")
+    log = (root / "log.txt").read_text()
+    assert not list(sweep.glob("*/FAILED.txt")), log[-3000:]
+    jobs = {}
+    for metrics in sweep.glob("*/metrics.json"):
+        overrides = (metrics.parent / ".hydra" / "overrides.yaml").read_text()
+        jobs["base" if "+row=base" in overrides else "refine"] = metrics.parent
+    assert set(jobs) == {"base", "refine"}, log[-3000:]
+    return SimpleNamespace(root=root, sweep=sweep, jobs=jobs, log=log, data=root / "data")

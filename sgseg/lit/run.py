@@ -47,6 +47,17 @@ def run_name(stage_name: str) -> str:
     return f"{','.join(shown) or 'default'}/{stage_name}"
 
 
+def sweep_group(group: str | None) -> str | None:
+    """In a Hydra multirun, the W&B group of all its jobs: ``<group>/<sweep dir name>`` (the experiment and
+    the sweep's timestamp), so that one group filter shows exactly one sweep; None outside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return f"{group or 'default'}/{Path(HydraConfig.get().sweep.dir).name}"
+
+
 def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
     loggers = []
     for key, node in (cfg.get("logger") or {}).items():
@@ -55,6 +66,10 @@ def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
         kwargs: dict[str, Any] = {"save_dir": str(out_dir)}
         if key == "wandb":
             kwargs["name"] = run_name(name)
+            kwargs["job_type"] = name  # detector | scene_graph: one filter shows one stage
+            group = sweep_group(node.get("group"))
+            if group is not None:
+                kwargs["group"] = group
             kwargs["tags"] = sorted(
                 {*cfg.get("tags", []), str(cfg.task.name), str(cfg.model.name), str(cfg.data.name)}
             )
@@ -264,6 +279,8 @@ def run(cfg: DictConfig) -> float | None:
         metrics = run_scene_graph(cfg, out_dir, detector_path, prev)
     except (ConfigError, DatasetError, FileNotFoundError) as err:
         raise SystemExit(f"sgseg: {err}") from None  # one line on stderr, exit status 1
+    finally:
+        _finish_wandb()  # else the next job of a multirun would log into this job's W&B run
     mode = str(cfg.task.name)
     print(f"\n{cfg.model.name} / {mode}  (recall in %, {time.time() - start:.0f} s)")
     print(results_table(metrics, mode))
