@@ -87,12 +87,22 @@ def _callbacks(cfg: DictConfig, out_dir: Path, monitor: str | None) -> list[Any]
 
 
 def _trainer(
-    cfg: DictConfig, overrides: DictConfig | None, out_dir: Path, name: str, monitor: str | None
+    cfg: DictConfig,
+    overrides: DictConfig | None,
+    out_dir: Path,
+    name: str,
+    monitor: str | None,
+    find_unused: bool = True,
 ) -> pl.Trainer:
     tcfg = OmegaConf.merge(
         OmegaConf.to_container(cfg.trainer, resolve=True),
         OmegaConf.to_container(overrides, resolve=True) if overrides is not None else {},
     )
+    strategy = tcfg.get("strategy")
+    if isinstance(strategy, DictConfig) and strategy.get("find_unused_parameters") == "auto":
+        # conf/trainer/ddp.yaml: DDP's unused-parameter search only where a step can leave a trainable
+        # parameter without a gradient (it costs a walk over the autograd graph every step)
+        strategy.find_unused_parameters = find_unused
     return hydra.utils.instantiate(
         tcfg,
         default_root_dir=str(out_dir),
@@ -156,12 +166,16 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     num_coco = coco_class_count(cfg, dm)
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
-    trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None)
+    # the VG-only detector's COCO heads get no gradient: only then does DDP need to look for unused ones
+    trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None, find_unused=not joint)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     _finish_wandb()  # stage 2 gets a W&B run of its own
-    path = export_detector(module.detector, out_dir / "detector.pt")
+    path = out_dir / "detector.pt"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    (out_dir / "detector_metrics.json").write_text(json.dumps(metrics, indent=2))
+    if trainer.is_global_zero:  # under DDP every rank holds the same weights; one writes the file
+        export_detector(module.detector, path)
+        (out_dir / "detector_metrics.json").write_text(json.dumps(metrics, indent=2))
+    trainer.strategy.barrier("detector export")  # stage 2 (on every rank) reads the file
     print(f"stage 1: detector written to {path}  {_fmt(metrics)}")
     return path
 
@@ -191,7 +205,10 @@ def run_scene_graph(
         **OmegaConf.to_container(cfg.model.optim, resolve=True),
     )
     monitor = f"val/{cfg.model.get('monitor', 'mR@50')}"
-    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor)
+    # stage 2 leaves some trainable parameters without a gradient in a step, depending on the task and
+    # the data (PredCls: the context's object decoder; SGDet: edge grounding when no pair is sampled), so
+    # DDP looks for them in every row of the ablation (tests/test_ddp.py lists them per row)
+    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
