@@ -213,3 +213,41 @@ def test_ddp_ablation_base_row_trains_without_unused_parameter_error(tmp_path):
     assert (
         "sgdet/mR@50" in json.loads((run_dir / "metrics.json").read_text()) and "Traceback" not in out.stderr
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from sgseg.data.synthetic import generate
+
+    from .test_scene_graph_module import TINY
+
+    root = tmp_path_factory.mktemp("sgdata")
+    generate(root / "synthetic", TINY, num_workers=1)
+    return root
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_stage1_unused_parameters_are_what_ddp_auto_assumes(tiny_data, joint):
+    """``find_unused_parameters: auto`` gives stage 1 ``not joint``: the joint detector's step reaches every
+    trainable weight (so DDP can skip the search), the VG-only one leaves its COCO heads without gradient."""
+    from sgseg.lit.build import build_datamodule, build_detector
+    from sgseg.lit.detector_module import DetectorPretrainModule
+
+    from .test_scene_graph_module import _cfg
+
+    cfg = _cfg(tiny_data)
+    dm = build_datamodule(cfg, with_coco=joint)
+    dm.setup("fit")
+    detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), 8)
+    module = DetectorPretrainModule(detector)
+    module.train()
+    batch = next(iter(dm.train_dataloader()))
+    assert ("coco" in batch) is joint
+    params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(module.training_step(batch, 0), [p for _, p in params], allow_unused=True)
+    unused = [n for (n, _), g in zip(params, grads) if g is None]
+    if joint:
+        assert unused == []
+    else:
+        # the COCO box head and the mask head (trained on COCO only)
+        assert unused and all(n.startswith(("detector.coco_", "detector.mask_")) for n in unused), unused
