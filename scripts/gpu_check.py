@@ -116,6 +116,8 @@ def stage1(cfg, device, timer, args) -> tuple[float, float]:
     dm = build_datamodule(cfg)
     dm.setup("fit")
     detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
+    if cfg.get("compile"):
+        detector.backbone.compile(dynamic=True)
     module = DetectorPretrainModule(detector.to(device), lr=0.001, warmup_iters=1).train()
     opt = module.configure_optimizers()["optimizer"]
 
@@ -140,6 +142,8 @@ def _stage2_module(cfg, device):
     detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
     inputs = stage_two_inputs(cfg, dm)
     model = build_scene_graph_model(cfg, detector, inputs).to(device)
+    if cfg.get("compile"):
+        model.detector.backbone.compile(dynamic=True)
     module = SceneGraphModule(
         model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1
     )
@@ -185,6 +189,7 @@ def main() -> None:
         "--smoke", action="store_true", help="tiny models and images (checks the code, not the GPU)"
     )
     p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--compile", action="store_true", help="also time the steps with compile=true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args()
     torch.set_flush_denormal(True)  # as the runners do (sgseg.lit.build.configure_torch)
@@ -206,6 +211,11 @@ def main() -> None:
         rows.append((f"stage 2 MOTIF baseline step (VG {v2} + COCO {c2})", t0, m0, 1.0))
         t1, m1 = stage2(_cfg(data, args.smoke, "task=sgcls", *s2), device, timer, args)
         rows.append(("stage 2 MOTIF seg-grounded step", t1, m1, t1 / t0))
+        if args.compile:  # warm-up steps include the compilation
+            t, m = stage1(_cfg(data, args.smoke, "compile=true", *s1), device, timer, args)
+            rows.append(("stage 1, backbone compiled (vs. eager)", t, m, t / rows[0][1]))
+            t, m = stage2(_cfg(data, args.smoke, "task=sgcls", "compile=true", *s2), device, timer, args)
+            rows.append(("stage 2 seg-grounded, backbone compiled (vs. eager)", t, m, t / t1))
         det = ["task=sgdet", "data.loader.eval_batch_size=1", "detector.net.detections_per_img=40",
                "detector.net.score_thresh=0.0"]  # fmt: skip
         t, m, n = sgdet_one_image(_cfg(data, args.smoke, *det), device, timer, args)

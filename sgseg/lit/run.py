@@ -165,6 +165,8 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     vg = dm._dataset("vg", "train")
     num_coco = coco_class_count(cfg, dm)
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
+    if cfg.get("compile"):
+        detector.backbone.compile(dynamic=True)  # multi-scale training: one graph for all image sizes
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
     # the VG-only detector's COCO heads get no gradient: only then does DDP need to look for unused ones
     trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None, find_unused=not joint)
@@ -191,6 +193,8 @@ def run_scene_graph(
     detector = load_frozen_detector(detector_path)
     inputs = stage_two_inputs(cfg, dm)
     model = build_scene_graph_model(cfg, detector, inputs)
+    if cfg.get("compile"):
+        model.detector.backbone.compile(dynamic=True)
     coco_val = dm._dataset("coco", "val") if dm.coco_factory is not None else None
     module = SceneGraphModule(
         model,
