@@ -82,3 +82,19 @@ def test_ablation_sweep_through_submitit_local_two_jobs_collected(tmp_path):
         line = next(x for x in table4 if x.startswith(f"| {label} "))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[2] == f"{100 * mr50[row]:.1f}" and cells[-1] == "1", line  # mR@50 in %, one seed
+
+
+def test_ddp_in_a_local_sweep_is_refused_with_the_way_out():
+    """Lightning would start DDP's other processes by re-running the command line: in ``-m`` the sweep."""
+    from sgseg.lit.run import ddp_launch_error
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        ddp = compose("train", overrides=["trainer=ddp", "trainer.devices=4"])
+        one = compose("train", overrides=["trainer=ddp", "trainer.devices=1"])
+        plain = compose("train")
+    err = ddp_launch_error(ddp, multirun=True, env={})
+    assert err is not None and "hydra/launcher=slurm" in err and "trainer.devices=4" in err
+    assert ddp_launch_error(ddp, multirun=False, env={}) is None  # one run: Lightning re-runs this command
+    assert ddp_launch_error(ddp, multirun=True, env={"SLURM_NTASKS": "4"}) is None  # SLURM starts the tasks
+    assert ddp_launch_error(one, multirun=True, env={}) is None
+    assert ddp_launch_error(plain, multirun=True, env={}) is None

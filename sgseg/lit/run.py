@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -257,12 +258,35 @@ def results_table(metrics: dict[str, Any], mode: str, ks=(20, 50, 100)) -> str:
     return "\n".join(lines)
 
 
+def ddp_launch_error(cfg: DictConfig, multirun: bool, env: dict[str, str]) -> str | None:
+    """Why this DDP run cannot start, or None. Outside SLURM / torchrun, Lightning starts DDP's other
+    processes by re-running the command line, which in a sweep (``-m``) would re-run the whole sweep."""
+    strategy = cfg.trainer.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    devices = cfg.trainer.get("devices", 1)
+    spawns = "ddp" in target.lower() and str(devices) not in ("1", "[0]")
+    launched_outside = "SLURM_NTASKS" in env or "LOCAL_RANK" in env
+    if multirun and spawns and not launched_outside:
+        return (
+            f"trainer.devices={devices} with trainer=ddp in a sweep (-m): Lightning would start the other "
+            "processes by re-running the sweep; submit it with hydra/launcher=slurm (SLURM starts one task per "
+            "device), or run the jobs one at a time without -m"
+        )
+    return None
+
+
 def run(cfg: DictConfig) -> float | None:
     stage = cfg.get("stage", "pipeline")
     if stage not in STAGES:
         print(f"sgseg: stage={stage!r} is not one of {STAGES}", file=sys.stderr)
         return None
     configure_torch(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if (err := ddp_launch_error(cfg, multirun, dict(os.environ))) is not None:
+        raise SystemExit(f"sgseg: {err}")
     pl.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
