@@ -212,7 +212,7 @@ def run_scene_graph(
     monitor = f"val/{cfg.model.get('monitor', 'mR@50')}"
     # stage 2 leaves some trainable parameters without a gradient in a step, depending on the task and
     # the data (PredCls: the context's object decoder; SGDet: edge grounding when no pair is sampled), so
-    # DDP looks for them in every row of the ablation (tests/test_ddp.py lists them per row)
+    # DDP looks for them in every row of the ablation (tests/test_ddp.py trains the full and the base row)
     trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
