@@ -179,6 +179,11 @@ def test_ddp_killed_mid_epoch_resumes_with_the_same_batches(pipeline):
         last = next(iter(logs.rglob("checkpoints/last.ckpt")), None)
         time.sleep(0.2)
     assert last is not None, f"stage 2 never wrote checkpoints/last.ckpt: {proc.stderr.read()[-3000:]}"
+    probe = last.parent.parent / "probe" / "scene_graph_rank0.jsonl"
+    while time.time() < deadline and proc.poll() is None:  # the step after the checkpoint has begun, so
+        if any(b["step"] >= 2 for b in _batches([json.loads(x) for x in probe.read_text().splitlines()])):
+            break  # the checkpoint file is complete
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # both ranks at once, no teardown, no final checkpoint
     proc.wait()
     killed_dir = last.parent.parent
