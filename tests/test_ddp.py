@@ -172,20 +172,23 @@ def test_ddp_killed_mid_epoch_resumes_with_the_same_batches(pipeline):
             tmp, *DDP, "stage=scene_graph", f"detector.checkpoint={run_dir / 'detector' / 'detector.pt'}"
         )
     ]
-    proc = subprocess.Popen(stage2, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+    err_file = open(tmp / "killed_stderr.txt", "w")  # a file, not a pipe nobody reads while it runs
+    proc = subprocess.Popen(stage2, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=err_file,
+                            start_new_session=True)  # fmt: skip
     deadline, last = time.time() + 600, None
     while time.time() < deadline and proc.poll() is None and last is None:
         last = next(iter(logs.rglob("checkpoints/last.ckpt")), None)
         time.sleep(0.2)
-    assert last is not None, f"stage 2 never wrote checkpoints/last.ckpt: {proc.stderr.read()[-3000:]}"
+    assert last is not None, f"no checkpoints/last.ckpt: {(tmp / 'killed_stderr.txt').read_text()[-3000:]}"
     probe = last.parent.parent / "probe" / "scene_graph_rank0.jsonl"
     while time.time() < deadline and proc.poll() is None:  # the step after the checkpoint has begun, so
-        if any(b["step"] >= 2 for b in _batches([json.loads(x) for x in probe.read_text().splitlines()])):
+        complete_lines = probe.read_text().split("\n")[:-1]  # not a line still being written
+        if any(b["step"] >= 2 for b in _batches([json.loads(x) for x in complete_lines])):
             break  # the checkpoint file is complete
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # both ranks at once, no teardown, no final checkpoint
     proc.wait()
+    err_file.close()
     killed_dir = last.parent.parent
     assert not (killed_dir / "metrics.json").exists()
     killed = {r: _batches(v) for r, v in _probe(killed_dir, "scene_graph").items()}
