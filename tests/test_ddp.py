@@ -30,6 +30,9 @@ from .conftest import REPO
 from .ddp_probe import state_hash
 from .test_train_cli import ENV, _cmd
 
+# one worker runs them all, so the 2-process pipeline of the module fixture runs once (pytest --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("ddp_pipeline")
+
 DDP = [
     "trainer=ddp",
     "trainer.accelerator=cpu",
