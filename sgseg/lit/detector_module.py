@@ -129,7 +129,7 @@ class DetectorPretrainModule(pl.LightningModule):
         for name, (images, targets) in batch.items():
             if name not in DATASETS:
                 raise ValueError(f"evaluation batch key must be 'vg' or 'coco', got {name!r}")
-            store = self._eval.setdefault(name, {"pred": [], "gt": [], "sizes": []})
+            store = self._eval.setdefault(name, {"pred": [], "gt": [], "sizes": [], "ids": []})
             features = self.detector.features(images)
             dets = self.detector.detect(features, images, head=name)
             with_masks = name == "coco" and self.hparams.eval_masks and targets.masks is not None
@@ -149,6 +149,7 @@ class DetectorPretrainModule(pl.LightningModule):
                 store["pred"].append(pred)
                 store["gt"].append(gt)
                 store["sizes"].append((h, w))
+                store["ids"].append(int(images.image_ids[b]))
 
     @staticmethod
     def _split(dets: Detections, targets: Targets, b: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -176,9 +177,12 @@ class DetectorPretrainModule(pl.LightningModule):
         merged: dict[str, dict[str, list]] = {}
         for shard in shards:
             for name, store in shard.items():
-                into = merged.setdefault(name, {"pred": [], "gt": [], "sizes": []})
-                for key, values in store.items():
-                    into[key].extend(values)
+                into = merged.setdefault(name, {"pred": [], "gt": [], "sizes": [], "ids": []})
+                for i, image_id in enumerate(store["ids"]):
+                    if image_id in into["ids"]:
+                        continue  # an image DistributedSampler repeated to even out the shards
+                    for key, values in store.items():
+                        into[key].append(values[i])
         return merged
 
     def _metrics(self) -> dict[str, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,12 +103,22 @@ def _callbacks(cfg: DictConfig, out_dir: Path, monitor: str | None) -> list[Any]
 
 
 def _trainer(
-    cfg: DictConfig, overrides: DictConfig | None, out_dir: Path, name: str, monitor: str | None
+    cfg: DictConfig,
+    overrides: DictConfig | None,
+    out_dir: Path,
+    name: str,
+    monitor: str | None,
+    find_unused: bool = True,
 ) -> pl.Trainer:
     tcfg = OmegaConf.merge(
         OmegaConf.to_container(cfg.trainer, resolve=True),
         OmegaConf.to_container(overrides, resolve=True) if overrides is not None else {},
     )
+    strategy = tcfg.get("strategy")
+    if isinstance(strategy, DictConfig) and strategy.get("find_unused_parameters") == "auto":
+        # conf/trainer/ddp.yaml: DDP's unused-parameter search only where a step can leave a trainable
+        # parameter without a gradient (it costs a walk over the autograd graph every step)
+        strategy.find_unused_parameters = find_unused
     return hydra.utils.instantiate(
         tcfg,
         default_root_dir=str(out_dir),
@@ -170,13 +181,19 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     vg = dm._dataset("vg", "train")
     num_coco = coco_class_count(cfg, dm)
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
+    if cfg.get("compile"):
+        detector.backbone.compile(dynamic=True)  # multi-scale training: one graph for all image sizes
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
-    trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None)
+    # the VG-only detector's COCO heads get no gradient: only then does DDP need to look for unused ones
+    trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None, find_unused=not joint)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     _finish_wandb()  # stage 2 gets a W&B run of its own
-    path = export_detector(module.detector, out_dir / "detector.pt")
+    path = out_dir / "detector.pt"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    (out_dir / "detector_metrics.json").write_text(json.dumps(metrics, indent=2))
+    if trainer.is_global_zero:  # under DDP every rank holds the same weights; one writes the file
+        export_detector(module.detector, path)
+        (out_dir / "detector_metrics.json").write_text(json.dumps(metrics, indent=2))
+    trainer.strategy.barrier("detector export")  # stage 2 (on every rank) reads the file
     print(f"stage 1: detector written to {path}  {_fmt(metrics)}")
     return path
 
@@ -192,6 +209,8 @@ def run_scene_graph(
     detector = load_frozen_detector(detector_path)
     inputs = stage_two_inputs(cfg, dm)
     model = build_scene_graph_model(cfg, detector, inputs)
+    if cfg.get("compile"):
+        model.detector.backbone.compile(dynamic=True)
     coco_val = dm._dataset("coco", "val") if dm.coco_factory is not None else None
     module = SceneGraphModule(
         model,
@@ -206,7 +225,10 @@ def run_scene_graph(
         **OmegaConf.to_container(cfg.model.optim, resolve=True),
     )
     monitor = f"val/{cfg.model.get('monitor', 'mR@50')}"
-    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor)
+    # stage 2 leaves some trainable parameters without a gradient in a step, depending on the task and
+    # the data (PredCls: the context's object decoder; SGDet: edge grounding when no pair is sampled), so
+    # DDP looks for them in every row of the ablation (tests/test_ddp.py trains the full and the base row)
+    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
@@ -251,12 +273,35 @@ def results_table(metrics: dict[str, Any], mode: str, ks=(20, 50, 100)) -> str:
     return "\n".join(lines)
 
 
+def ddp_launch_error(cfg: DictConfig, multirun: bool, env: dict[str, str]) -> str | None:
+    """Why this DDP run cannot start, or None. Outside SLURM / torchrun, Lightning starts DDP's other
+    processes by re-running the command line, which in a sweep (``-m``) would re-run the whole sweep."""
+    strategy = cfg.trainer.get("strategy")
+    target = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    devices = cfg.trainer.get("devices", 1)
+    spawns = "ddp" in target.lower() and str(devices) not in ("1", "[0]")
+    launched_outside = "SLURM_NTASKS" in env or "LOCAL_RANK" in env
+    if multirun and spawns and not launched_outside:
+        return (
+            f"trainer.devices={devices} with trainer=ddp in a sweep (-m): Lightning would start the other "
+            "processes by re-running the sweep; submit it with hydra/launcher=slurm (SLURM starts one task per "
+            "device), or run the jobs one at a time without -m"
+        )
+    return None
+
+
 def run(cfg: DictConfig) -> float | None:
     stage = cfg.get("stage", "pipeline")
     if stage not in STAGES:
         print(f"sgseg: stage={stage!r} is not one of {STAGES}", file=sys.stderr)
         return None
     configure_torch(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if (err := ddp_launch_error(cfg, multirun, dict(os.environ))) is not None:
+        raise SystemExit(f"sgseg: {err}")
     pl.seed_everything(int(cfg.seed), workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

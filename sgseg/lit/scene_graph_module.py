@@ -272,7 +272,7 @@ class SceneGraphModule(pl.LightningModule):
                 flat[f"{prefix}/{key}"] = [float(v) for v in value]
             elif isinstance(value, (int, float)):
                 flat[f"{prefix}/{key}"] = float(value)
-        for name, dets in self._coco_dets.items():
+        for name, dets in _all_ranks(self, self._coco_dets).items():
             if dets:
                 image_ids = sorted({d["image_id"] for d in dets})
                 ap = coco_mask_ap(self.coco_val_gt, dets, image_ids=image_ids)
@@ -323,6 +323,22 @@ class SceneGraphModule(pl.LightningModule):
             plot = out / f"{self.mode}_per_predicate_recall.png"
             if plot.is_file():
                 lg.log_image(key=f"{self.mode}/per_predicate_recall_plot", images=[str(plot)])
+
+
+def _all_ranks(module: pl.LightningModule, dets: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict]]:
+    """Under DDP each rank holds the COCO detections of its shard of the val images: gather them all (the
+    AP needs every image), each image once (``DistributedSampler`` repeats images to even out the shards)."""
+    dist = torch.distributed
+    if module._trainer is None or module.trainer.world_size == 1 or not dist.is_initialized():
+        return dets
+    shards: list[Any] = [None] * module.trainer.world_size
+    dist.all_gather_object(shards, dets)
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for shard in shards:
+        for name, items in shard.items():
+            seen = {d["image_id"] for d in merged.get(name, [])}
+            merged.setdefault(name, []).extend(d for d in items if d["image_id"] not in seen)
+    return merged
 
 
 def write_metrics(

@@ -207,7 +207,7 @@ def label_nms(probs: Tensor, boxes: Tensor, image_index: Tensor, threshold: floa
     n = probs.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=probs.device)
-    probs = probs.detach().clone()
+    probs = probs.detach().to(torch.float32, copy=True)  # float32 under bf16 autocast too (one dtype below)
     probs[:, 0] = -1.0  # background can never be chosen
     labels = torch.zeros(n, dtype=torch.long, device=probs.device)
     assigned = torch.zeros(n, dtype=torch.bool, device=probs.device)
