@@ -205,6 +205,9 @@ def build_scene_graph_model(
         context=context,
         predictor=predictor,
         refinement=refinement,
+        pair_chunk_size=m.get("pair_chunk_size", "auto"),
+        sgdet_nms_threshold=m.get("sgdet_nms_threshold", 0.3),
+        detections_per_image=m.get("detections_per_image"),
         **_plain(m.sampling),
     )
 

@@ -346,6 +346,7 @@ class JointDetector(nn.Module):
             dim=-1,
         )
         probs = logits.float().softmax(-1)
+        class_boxes = boxes  # [P, C, 4]: every class's regressed box, kept for the SGDet post-processing
         # one candidate per (proposal, foreground class)
         boxes = boxes[:, 1:].reshape(-1, 4)
         scores = probs[:, 1:].reshape(-1)
@@ -369,6 +370,7 @@ class JointDetector(nn.Module):
             labels=labels[keep],
             scores=scores[keep],
             box_features=feats[src],
+            class_boxes=class_boxes[src],
         )
 
     def mask_logits(
