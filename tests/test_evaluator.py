@@ -90,7 +90,11 @@ def test_iou_in_float32_as_the_reference_real_case():
     assert iw * ih / (area(a) + area(b) - iw * ih) < 0.5
     # end to end: the subject matches, the object is exact -> the triplet is hit
     other = np.array([[600, 0, 650, 40]], dtype=np.float32)
-    gt = {"boxes": np.concatenate([gt_box, other]), "labels": np.array([1, 2]), "relations": np.array([[0, 1, 3]])}
+    gt = {
+        "boxes": np.concatenate([gt_box, other]),
+        "labels": np.array([1, 2]),
+        "relations": np.array([[0, 1, 3]]),
+    }
     pred = _pred([[0, 1]], [{3: 0.9}], boxes=np.concatenate([pred_box, other]), labels=[1, 2])
     pred["boxes"] = pred["boxes"].astype(np.float32)
     out = _run([(gt, pred)])

@@ -868,7 +868,9 @@ def main(argv: list[str] | None = None) -> int:
         from sgseg.data import synthetic_vg150
 
         if presets != [synthetic_vg150.PRESET]:
-            raise SystemExit(f"sgseg.data.synthetic: unknown preset {presets}; known: {synthetic_vg150.PRESET}")
+            raise SystemExit(
+                f"sgseg.data.synthetic: unknown preset {presets}; known: {synthetic_vg150.PRESET}"
+            )
         return synthetic_vg150.main([a for a in argv if not a.startswith("preset=")])
     out, config, workers, force = _parse_args(argv)
     t0 = time.perf_counter()

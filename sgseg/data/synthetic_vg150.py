@@ -142,7 +142,14 @@ def _vg_image(rng, cfg, n_obj: int) -> dict[str, Any]:
     boxes = _random_boxes(rng, n_obj, w, h)
     labels = [int(v) for v in rng.integers(0, len(VG150_OBJECT_CLASSES), n_obj)]
     pixels, _ = _draw(rng, w, h, boxes, labels, coco=False)
-    return {"w": w, "h": h, "boxes": boxes, "labels": labels, "rels": _relations(rng, boxes, cfg), "px": pixels}
+    return {
+        "w": w,
+        "h": h,
+        "boxes": boxes,
+        "labels": labels,
+        "rels": _relations(rng, boxes, cfg),
+        "px": pixels,
+    }
 
 
 def _write_vg(root: Path, images: list[dict[str, Any]]) -> None:
@@ -218,7 +225,9 @@ def _write_coco(root: Path, split: str, rng: np.random.Generator, num: int, cfg:
                 "segmentation": [poly], "area": float(mask_utils.area(rle)),
                 "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": 0,
             })  # fmt: skip
-    cats = [{"id": c, "name": n, "supercategory": "thing"} for c, n in zip(COCO_CATEGORY_IDS, COCO_OBJECT_CLASSES)]
+    cats = [
+        {"id": c, "name": n, "supercategory": "thing"} for c, n in zip(COCO_CATEGORY_IDS, COCO_OBJECT_CLASSES)
+    ]
     doc = {"info": {"description": f"sgseg {PRESET}"}, "licenses": [], "images": images, "annotations": anns,
            "categories": cats}  # fmt: skip
     (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
@@ -286,13 +295,19 @@ def main(argv: list[str]) -> int:
             values[key] = float(val) if known[key].type in ("float", float) else int(val)
         else:
             raise SystemExit(
-                f"sgseg.data.synthetic preset={PRESET}: unknown key {key!r}; known: out, force, " + ", ".join(known)
+                f"sgseg.data.synthetic preset={PRESET}: unknown key {key!r}; known: out, force, "
+                + ", ".join(known)
             )
     cfg = VG150ShapesConfig(**values)
     stamp_path = out / "synthetic_config.json"
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
     t0 = time.perf_counter()
-    fresh = force or not stamp or stamp.get("config") != asdict(cfg) or stamp.get("format_version") != FORMAT_VERSION
+    fresh = (
+        force
+        or not stamp
+        or stamp.get("config") != asdict(cfg)
+        or stamp.get("format_version") != FORMAT_VERSION
+    )
     if fresh:
         generate(out, cfg)
         stamp = json.loads(stamp_path.read_text())

@@ -40,6 +40,7 @@ from sgseg.models.masks.transfer import MaskTransfer
 from sgseg.models.relation.postprocess import LATER_NMS_THRESHOLD, postprocess_objects
 from sgseg.models.relation.predictor import RelationPredictor
 from sgseg.models.relation.sampling import all_pairs, overlapping_pairs, sample_gt_pairs, sample_sgdet_pairs
+from sgseg.structures import Detections, ImageBatch, RelationPredictions, Targets
 
 # ``pair_chunk_size="auto"``: as many pairs per chunk as fit this many bytes of per-pair tensors (estimated by
 # :meth:`SceneGraphModel.pair_chunk`), whatever the widths; 1 GiB keeps a chunk's tensors well under the rest
@@ -49,7 +50,6 @@ AUTO_CHUNK_BYTES = 1 << 30
 # two pasted masks, the blurred copies, their product, its sigmoid, the concatenated head input) — a
 # deliberate over-estimate of the Gaussian variant, the widest.
 MASK_TENSORS_PER_PAIR = 6
-from sgseg.structures import Detections, ImageBatch, RelationPredictions, Targets
 
 
 @dataclass

@@ -123,7 +123,9 @@ def postprocess_objects(
     """
     if nms_threshold is not None:
         probs = obj_logits.float().softmax(-1)
-        nms_boxes = class_boxes if class_boxes is not None else boxes[:, None, :].expand(-1, probs.shape[1], 4)
+        nms_boxes = (
+            class_boxes if class_boxes is not None else boxes[:, None, :].expand(-1, probs.shape[1], 4)
+        )
         labels = class_box_label_nms(probs, nms_boxes, image_index, nms_threshold)
         scores = probs.gather(1, labels[:, None]).squeeze(1) if labels.numel() else probs.new_zeros(0)
     if class_boxes is not None:
