@@ -144,6 +144,41 @@ def _peak(fn, device: str):
     return out, dt, p.peak / GB
 
 
+def _step5(model, n_obj: int, device: str):
+    """Step 5 alone (union features → edge grounding → predictor) on every ordered pair of ``n_obj`` random
+    boxes in one 800 × 1067 image, with random FPN features, masks and context of the real shapes."""
+    from collections import OrderedDict
+    from types import SimpleNamespace
+
+    from sgseg.models.relation.sampling import all_pairs
+    from sgseg.structures import Detections, ImageBatch
+
+    g = torch.Generator().manual_seed(0)
+    h, w, hp, wp = 800, 1067, 800, 1088
+    images = ImageBatch(
+        torch.zeros(1, 3, hp, wp), torch.tensor([[h, w]]), torch.tensor([[h, w]]), torch.tensor([1])
+    ).to(device)
+    d = model.detector.backbone.out_channels
+    features = OrderedDict(
+        (name, torch.randn(1, d, hp // 2 ** (k + 2), wp // 2 ** (k + 2), generator=g).to(device))
+        for k, name in enumerate([*model.detector.backbone.featmap_names, "pool"])
+    )
+    xy = torch.rand(n_obj, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])
+    boxes = torch.cat([xy, xy + 40 + torch.rand(n_obj, 2, generator=g) * 300], 1).to(device)
+    idx = torch.zeros(n_obj, dtype=torch.long, device=device)
+    c_obj = model.predictor.num_obj_classes
+    logits = torch.randn(n_obj, c_obj, generator=g).to(device)
+    dets = Detections(boxes, idx, logits, logits[:, 1:].argmax(1) + 1, torch.rand(n_obj).to(device),
+                      torch.randn(n_obj, 1024, generator=g).to(device))  # fmt: skip
+    edge_probs = torch.rand(n_obj, model.transfer.num_target_classes, 28, 28, generator=g).to(device)
+    ctx = SimpleNamespace(obj_logits=logits, obj_labels=dets.labels,
+                          edge_context=torch.randn(n_obj, model.predictor.edge_dim, generator=g).to(device))  # fmt: skip
+    pairs = all_pairs(idx)
+    with torch.no_grad():
+        out = model._relation_logits(features, images, dets, pairs, edge_probs, ctx)
+    return SimpleNamespace(predictions=SimpleNamespace(boxes=boxes, pair_index=pairs, rel_logits=out))
+
+
 def child(args) -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -155,7 +190,13 @@ def child(args) -> None:
     rows = []
     kinds = args.kinds.split(",")
     for kind in kinds:
-        if kind.startswith("test"):
+        if kind.startswith("step5_"):
+            model.eval()
+            out, dt, peak = _peak(lambda n=int(kind[6:]): _step5(model, n, args.device), args.device)
+            p = out.predictions
+            rows.append({"kind": kind, "objects": int(p.boxes.shape[0]), "pairs": int(p.pair_index.shape[0]),
+                         "peak_gb": peak, "sec_per_image": dt, "images": 1})  # fmt: skip
+        elif kind.startswith("test"):
             n = int(kind[4:])
             model.eval()
             if args.task == "sgdet":
@@ -236,7 +277,10 @@ def main() -> None:
     p.add_argument("--train-coco", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rows", default="test40,test80,train", help="rows per (detector, task, edge)")
     p.add_argument("--old-path", action="store_true")
+    p.add_argument("--old-path-only", action="store_true", help="skip the table")
+    p.add_argument("--new-path-80", action="store_true", help="with --old-path: chunked step 5 on 6320 pairs")
     p.add_argument("--cap-gb", type=float, default=10.0)
     args = p.parse_args()
     if args.child:
@@ -251,10 +295,10 @@ def main() -> None:
         f"{'detector':<16}{'task':<9}{'edge':<10}{'row':<12}{'objects':>8}{'pairs':>8}{'peak GB':>9}{'s/img':>8}"
     )
     target = None
-    for det in args.detectors:
+    for det in [] if args.old_path_only else args.detectors:
         for task in args.tasks:
             for edge in args.edges:
-                rows, err, _ = _spawn(args, det, task, edge, "test40,test80,train")
+                rows, err, _ = _spawn(args, det, task, edge, args.rows)
                 for r in rows:
                     print(f"{det:<16}{task:<9}{edge:<10}{r['kind']:<12}{r['objects']:>8}{r['pairs']:>8}"
                           f"{r['peak_gb']:>9.2f}{r['sec_per_image']:>8.1f}", flush=True)  # fmt: skip
@@ -262,28 +306,38 @@ def main() -> None:
                         target = r["peak_gb"]
                 if err:
                     print(f"{det:<16}{task:<9}{edge:<10}FAILED: {err}", flush=True)
-    if args.old_path:
-        # the pre-chunking SGDet test path: all ordered pairs (no overlap filter), all at once
-        old = ["model.sampling.test_require_overlap=false", "model.pair_chunk_size=1000000000"]
-        pts = []
-        for n in (10, 14, 18):
-            rows, err, _ = _spawn(args, "resnext101_fpn", "sgdet", "gaussian", f"test{n}", old)
-            for r in rows:
-                pts.append((r["pairs"], r["peak_gb"]))
-                print(f"old path (unchunked, all pairs): {r['objects']} detections, {r['pairs']} pairs, "
-                      f"peak {r['peak_gb']:.2f} GB, {r['sec_per_image']:.1f} s", flush=True)  # fmt: skip
-        if len(pts) >= 2:
-            (x0, y0), (x1, y1) = pts[0], pts[-1]
+    if args.old_path or args.old_path_only:
+        # The pre-chunking SGDet test path: every ordered pair (no overlap filter) through step 5 at once. Step 5
+        # alone on random inputs of the real shapes (the detector's share is in the table above): the old path
+        # at a few pair counts → per-pair slope → 80 detections; then the chunked path at 80 detections, and
+        # the old one at 80 detections under an address-space cap.
+        old = ["model.pair_chunk_size=1000000000"]
+        kinds = ",".join(f"step5_{n}" for n in (6, 10, 14))
+        rows, err, _ = _spawn(args, "resnext101_fpn", "sgdet", "gaussian", kinds, old)
+        for r in rows:
+            print(f"old path (unchunked) step 5: {r['objects']} detections, {r['pairs']} pairs, "
+                  f"peak {r['peak_gb']:.2f} GB, {r['sec_per_image']:.1f} s", flush=True)  # fmt: skip
+        if err:
+            print(f"old path small runs FAILED: {err}", flush=True)
+        if len(rows) >= 2:
+            (x0, y0), (x1, y1) = (
+                (rows[0]["pairs"], rows[0]["peak_gb"]),
+                (rows[-1]["pairs"], rows[-1]["peak_gb"]),
+            )
             slope = (y1 - y0) / (x1 - x0)
             print(f"old path: {slope * 1024:.2f} MB per pair → 80 detections (6320 pairs): "
                   f"~{y0 + slope * (6320 - x0):.1f} GB (linear extrapolation)", flush=True)  # fmt: skip
         rows, err, wall = _spawn(
-            args, "resnext101_fpn", "sgdet", "gaussian", "test80", old, cap_gb=args.cap_gb
+            args, "resnext101_fpn", "sgdet", "gaussian", "step5_80", old, cap_gb=args.cap_gb
         )
         status = f"fits: peak {rows[0]['peak_gb']:.2f} GB" if rows else f"fails after {wall:.0f} s: {err}"
-        print(
-            f"old path at 80 detections under a {args.cap_gb:.0f} GB address-space cap: {status}", flush=True
-        )
+        print(f"old path step 5 at 80 detections under a {args.cap_gb:.0f} GB address-space cap: {status}",
+              flush=True)  # fmt: skip
+        if args.new_path_80:  # the chunked step 5 on all 6320 pairs (slow on CPU: ~9 TFLOP of f_E)
+            rows, err, _ = _spawn(args, "resnext101_fpn", "sgdet", "gaussian", "step5_80")
+            for r in rows:
+                print(f"new path (auto chunks) step 5: {r['objects']} detections, {r['pairs']} pairs (no overlap "
+                      f"filter), peak {r['peak_gb']:.2f} GB, {r['sec_per_image']:.1f} s", flush=True)  # fmt: skip
     print(f"sgdet_test_peak_gb={target:.2f} (resnext101, gaussian, 80 detections)" if target is not None
           else "sgdet_test_peak_gb=nan (resnext101, gaussian, 80 detections)")  # fmt: skip
 
