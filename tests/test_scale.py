@@ -135,6 +135,7 @@ def test_max_test_boxes_drops_large_test_images_only(tmp_path):
     _vg_with_box_counts(tmp_path, [3, 41, 40, 2, 45], split=2)
     kept = VisualGenome(tmp_path, "test", num_val=0, max_test_boxes=40)
     assert len(kept) == 3 and kept.num_dropped_max_boxes == 2 and kept.num_images_before_box_filter == 5
+    assert kept.num_with_relations_before_box_filter == 5
     assert [kept.get_groundtruth(i)["boxes"].shape[0] for i in range(len(kept))] == [3, 40, 2]
     everything = VisualGenome(tmp_path, "test", num_val=0)
     assert len(everything) == 5 and everything.num_dropped_max_boxes == 0

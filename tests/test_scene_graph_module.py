@@ -315,6 +315,8 @@ def test_max_test_boxes_counted_in_metrics_json(data_dir, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["predcls/test_images_dropped_max_boxes"] == expected_dropped
     assert metrics["predcls/test_images_before_filter"] == len(n_boxes)
+    with_rels = sum(unfiltered.get_groundtruth(i)["relations"].shape[0] > 0 for i in range(len(n_boxes)))
+    assert metrics["predcls/test_images_with_relations_before_filter"] == with_rels
     assert metrics["predcls/test_images"] == len(n_boxes) - expected_dropped
     assert metrics["predcls/max_test_boxes"] == 5
     # scored: the kept images that have a GT relation (the evaluator skips the others)

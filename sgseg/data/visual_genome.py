@@ -160,7 +160,8 @@ class VisualGenome(torch.utils.data.Dataset):
     max_test_boxes: test only: drop images with more than this many GT boxes (paper Sec. 3: "filtered out
         from the test set due to memory constraints"; the reference evaluator skips images with > 40). None:
         keep all. ``num_dropped_max_boxes`` counts the dropped images, ``num_images_before_box_filter`` the
-        split before the drop.
+        split before the drop (``num_with_relations_before_box_filter`` of them with a relation: 26,446 of
+        the standard test split).
     check_label_space: check the dicts json against the built-in VG150 lists.
     transform: optional callable applied to each item dict (the DataModule's transforms).
 
@@ -222,6 +223,7 @@ class VisualGenome(torch.utils.data.Dataset):
         infos = self._read_image_data(expected=index["split"].shape[0])
         rows = self._select_rows(index)
         self.num_images_before_box_filter = int(rows.shape[0])
+        self.num_with_relations_before_box_filter = int((index["img_to_first_rel"][rows] >= 0).sum())
         self.num_dropped_max_boxes = 0
         if self.max_test_boxes is not None:
             num_boxes_of = index["img_to_last_box"][rows] - index["img_to_first_box"][rows] + 1

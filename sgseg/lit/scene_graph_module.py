@@ -146,7 +146,8 @@ class SceneGraphModule(pl.LightningModule):
         info = self._test_split_info()
         if info and self.trainer.is_global_zero:
             print(
-                f"test split: {info['test_images_before_filter']:d} images, "
+                f"test split: {info['test_images_before_filter']:d} images "
+                f"({info['test_images_with_relations_before_filter']:d} with a relation), "
                 f"{info['test_images_dropped_max_boxes']:d} dropped with more than "
                 f"{info['max_test_boxes']} GT boxes, {info['test_images']:d} to run"
             )
@@ -159,6 +160,7 @@ class SceneGraphModule(pl.LightningModule):
             return {}
         return {
             "test_images_before_filter": int(ds.num_images_before_box_filter),
+            "test_images_with_relations_before_filter": int(ds.num_with_relations_before_box_filter),
             "test_images_dropped_max_boxes": int(ds.num_dropped_max_boxes),
             "test_images": len(ds),
             "max_test_boxes": ds.max_test_boxes,
