@@ -106,16 +106,16 @@ def test_postprocess_objects_takes_the_final_labels_class_box_and_score():
 
 
 def test_auto_pair_chunk_arithmetic():
-    from sgseg.models.scene_graph import AUTO_CHUNK_BYTES, MASK_TENSORS_PER_PAIR, SceneGraphModel
+    from sgseg.models.scene_graph import AUTO_CHUNK_BYTES, SceneGraphModel
 
     m = SceneGraphModel.__new__(SceneGraphModel)  # only the chunk rule, no modules
     m.roi_size, m.pair_chunk_size, m.uses_edge_masks = 28, "auto", True
-    # VG150 with FPN width 256: 4 bytes · 784 cells · (256 + 6 · 150) channels = 3,625,216 B per pair
-    per_pair = 4 * 28 * 28 * (256 + MASK_TENSORS_PER_PAIR * 150)
-    assert per_pair == 3_625_216
-    assert m.pair_chunk(256, 150) == AUTO_CHUNK_BYTES // per_pair == 296
-    m.uses_edge_masks = False  # edge grounding "none": only the union features
-    assert m.pair_chunk(256, 150) == (1 << 30) // (4 * 784 * 256) == 1337
+    # VG150 with FPN width 256: 4 bytes · 784 cells · (3 · 256 + 6 · 150) channels = 5,230,848 B per pair
+    per_pair = 4 * 28 * 28 * (3 * 256 + 6 * 150)
+    assert per_pair == 5_230_848
+    assert m.pair_chunk(256, 150) == AUTO_CHUNK_BYTES // per_pair == 205
+    m.uses_edge_masks = False  # edge grounding "none": the union features and the head's maps only
+    assert m.pair_chunk(256, 150) == (1 << 30) // (4 * 784 * 3 * 256) == 445
     m.pair_chunk_size = 7
     assert m.pair_chunk(256, 150) == 7
 

@@ -46,9 +46,11 @@ from sgseg.structures import Detections, ImageBatch, RelationPredictions, Target
 # :meth:`SceneGraphModel.pair_chunk`), whatever the widths; 1 GiB keeps a chunk's tensors well under the rest
 # of an SGDet test step (measured by scripts/bench_memory.py).
 AUTO_CHUNK_BYTES = 1 << 30
-# float32 tensors of S × S cells alive per pair in step 5, per mask class channel (edge grounding: the pair's
-# two pasted masks, the blurred copies, their product, its sigmoid, the concatenated head input) — a
-# deliberate over-estimate of the Gaussian variant, the widest.
+# float32 S × S maps alive per pair in step 5, in units of the feature width D (the union RoI feature, the
+# f_E head's conv output and its ReLU) and of the mask channels C_vg (the pair's two pasted masks, their
+# blurred copies, the product, its sigmoid / the head input). Measured at VG150 widths (D = 256, C_vg = 150,
+# S = 28): 4.6 MB per pair with Gaussian grounding (estimate 5.2), 2.4 MB without masks (estimate 2.4).
+FEATURE_MAPS_PER_PAIR = 3
 MASK_TENSORS_PER_PAIR = 6
 
 
@@ -197,12 +199,14 @@ class SceneGraphModel(nn.Module):
 
     def pair_chunk(self, feature_channels: int, mask_channels: int) -> int:
         """Pairs per chunk of step 5: ``pair_chunk_size``, or for "auto" ``AUTO_CHUNK_BYTES`` divided by the
-        estimated float32 bytes of one pair's tensors (union RoI feature D × S × S plus
-        ``MASK_TENSORS_PER_PAIR`` × C_vg × S × S mask tensors, S = ``roi_size``)."""
+        estimated float32 bytes of one pair's tensors (``FEATURE_MAPS_PER_PAIR`` × D plus, with mask-using
+        edge grounding, ``MASK_TENSORS_PER_PAIR`` × C_vg maps of S × S, S = ``roi_size``)."""
         if self.pair_chunk_size != "auto":
             return int(self.pair_chunk_size)
         cells = self.roi_size * self.roi_size
-        channels = feature_channels + (MASK_TENSORS_PER_PAIR * mask_channels if self.uses_edge_masks else 0)
+        channels = FEATURE_MAPS_PER_PAIR * feature_channels + (
+            MASK_TENSORS_PER_PAIR * mask_channels if self.uses_edge_masks else 0
+        )
         return max(1, AUTO_CHUNK_BYTES // (4 * cells * channels))
 
     def _relation_logits(
