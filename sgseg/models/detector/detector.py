@@ -310,7 +310,9 @@ class JointDetector(nn.Module):
         boxes=None: proposals → classifier → class-specific box regression → clip → ``score > score_thresh``
             → per-image, per-class NMS → the ``detections_per_img`` best per image. Each detection keeps the
             ``label_logits`` and ``box_features`` of the proposal it was regressed from; its ``labels`` /
-            ``scores`` are the detected class and that class's probability (not always the argmax).
+            ``scores`` are the detected class and that class's probability (not always the argmax); its
+            ``class_boxes`` Float[N, C+1, 4] are its proposal's box regressed for every class (for the SGDet
+            post-processing's final box).
         head: "vg" (C+1 = 151, the default, what stage 2 uses) or "coco" (81, for COCO box/mask AP).
         Rows are sorted by image, then by descending score.
         """
