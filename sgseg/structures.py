@@ -148,6 +148,8 @@ class Detections(_Movable):
     labels: Long[N] in 1..150 (argmax over foreground, or the GT label in PredCls).
     scores: Float[N] object scores in [0, 1] (softmax prob of ``labels``; 1 for GT labels in PredCls).
     box_features: Float[N, D] the box head's output (the paper's z_j before grounding).
+    class_boxes: optional Float[N, C_obj, 4] the class-specific box regression of each detection, one box per
+        class (SGDet detections only; the SGDet post-processing takes the box of the final label).
     """
 
     boxes: Tensor
@@ -156,6 +158,7 @@ class Detections(_Movable):
     labels: Tensor
     scores: Tensor
     box_features: Tensor
+    class_boxes: Tensor | None = None
 
     def __post_init__(self) -> None:
         c = "Detections"
@@ -169,9 +172,16 @@ class Detections(_Movable):
             labels=self.labels,
             scores=self.scores,
             box_features=self.box_features,
+            class_boxes=self.class_boxes,
         )
         _check(self.label_logits.dim() == 2, c, "`label_logits` must be Float[N, C_obj]")
         _check(self.box_features.dim() == 2, c, "`box_features` must be Float[N, D]")
+        if self.class_boxes is not None:
+            _check(
+                self.class_boxes.shape[1:] == (self.label_logits.shape[1], 4),
+                c,
+                f"`class_boxes` must be Float[N, C_obj, 4], got {tuple(self.class_boxes.shape)}",
+            )
 
     def __len__(self) -> int:
         return self.boxes.shape[0]

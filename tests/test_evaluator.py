@@ -75,11 +75,67 @@ def test_skipped_images_and_per_image_mean():
     assert out["num_images"] == 2 and out["num_images_skipped"] == 2
 
 
+def test_iou_in_float32_as_the_reference_real_case():
+    # A real VG150 SGDet case: float32 boxes whose +1 IoU is within 1e-7 of 0.5. The reference computes it on
+    # float32 BoxLists: 0.50000006 -> a match; in float64 the same boxes give 0.49999998 -> no match.
+    gt_box = np.array([[32.77882, 449.78577, 449.54987, 577.13745]], dtype=np.float32)
+    pred_box = np.array([[172.03584, 449.78577, 588.80688, 577.13745]], dtype=np.float32)
+    iou = box_iou_plus1(gt_box, pred_box)[0, 0]
+    assert iou == np.float32(0.50000006) and iou >= 0.5
+    # independent route: the same formula in float64 (what the evaluator did before) lands below 0.5
+    a, b = gt_box[0].astype(np.float64), pred_box[0].astype(np.float64)
+    iw = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    ih = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)  # noqa: E731
+    assert iw * ih / (area(a) + area(b) - iw * ih) < 0.5
+    # end to end: the subject matches, the object is exact -> the triplet is hit
+    other = np.array([[600, 0, 650, 40]], dtype=np.float32)
+    gt = {
+        "boxes": np.concatenate([gt_box, other]),
+        "labels": np.array([1, 2]),
+        "relations": np.array([[0, 1, 3]]),
+    }
+    pred = _pred([[0, 1]], [{3: 0.9}], boxes=np.concatenate([pred_box, other]), labels=[1, 2])
+    pred["boxes"] = pred["boxes"].astype(np.float32)
+    out = _run([(gt, pred)])
+    assert out["R@20"] == 1.0
+
+
+def test_pair_accuracy_first_k_gt_pair_rows_pooled():
+    # Reference SGPairAccuracy: keep the rows whose (subject, object) is a GT pair, take the first K of them,
+    # count the distinct GT rows they hit; A@K = sum of hits / sum of GT rows over the images.
+    # Image A: GT (0,1,p1), (2,3,p2). Rows: (1,0) p5 [not a GT pair], (0,1) p1 [GT pair, hits GT 0],
+    #   (0,2) p3 [not a GT pair], (2,3) p9 [GT pair, wrong predicate].
+    #   A@1 = 1 (the first GT-pair row hits; the first row overall is no GT pair, so R@1 = 0), A@2 = 1.
+    a = (
+        _gt([[0, 1, 1], [2, 3, 2]]),
+        _pred([[1, 0], [0, 1], [0, 2], [2, 3]], [{5: 0.9}, {1: 0.9}, {3: 0.9}, {9: 0.9}]),
+    )
+    # Image B: GT (0,1,p1), (0,1,p2), (1,2,p3). Rows: (0,1) p2 [hits GT 1], (1,2) p3 [hits GT 2].
+    #   A@1 = 1, A@2 = 2.
+    b = (_gt([[0, 1, 1], [0, 1, 2], [1, 2, 3]]), _pred([[0, 1], [1, 2]], [{2: 0.9}, {3: 0.9}]))
+    for mode in ("predcls", "sgcls"):
+        out = _run([a, b], mode=mode, ks=(1, 2, 100))
+        # pooled: A@1 = (1 + 1) / (2 + 3) = 0.4 (a per-image mean would be (1/2 + 1/3) / 2 = 0.4167)
+        assert out["A@1"] == pytest.approx(0.4, abs=1e-12)
+        assert out["A@2"] == out["A@100"] == pytest.approx(3 / 5, abs=1e-12)
+        assert out["R@1"] == pytest.approx((0 / 2 + 1 / 3) / 2, abs=1e-12)
+    # sgcls: a wrong predicted label on object 3 kills image A's second GT pair only (already a miss)
+    a_sgcls = (a[0], _pred(a[1]["rel_pairs"], [{5: 0.9}, {1: 0.9}, {3: 0.9}, {9: 0.9}], labels=[1, 2, 3, 1]))
+    assert _run([a_sgcls, b], mode="sgcls", ks=(1, 2))["A@2"] == pytest.approx(3 / 5, abs=1e-12)
+    # wrong label on object 1: image A's only hit is lost
+    a_sgcls = (a[0], _pred(a[1]["rel_pairs"], [{5: 0.9}, {1: 0.9}, {3: 0.9}, {9: 0.9}], labels=[1, 3, 3, 4]))
+    assert _run([a_sgcls, b], mode="sgcls", ks=(1, 2))["A@2"] == pytest.approx(2 / 5, abs=1e-12)
+    assert "A@20" not in _run([a, b], mode="sgdet")  # the reference reports it for predcls / sgcls only
+
+
 def test_iou_plus_one_exactly_half_counts():
     gt_box, half, less = [0, 0, 9, 9], [0, 0, 9, 4], [0, 0, 9, 3]
     # +1 convention: areas 10*10 = 100, 10*5 = 50 (inside it) -> 50/100 = 0.5; 10*4 = 40 -> 40/100 = 0.4.
     # (Without +1: 9*4 / 81 = 0.444, a miss.)
-    np.testing.assert_array_equal(box_iou_plus1(np.array([gt_box]), np.array([half, less])), [[0.5, 0.4]])
+    iou = box_iou_plus1(np.array([gt_box]), np.array([half, less]))
+    assert iou.dtype == np.float32  # the reference's precision
+    np.testing.assert_array_equal(iou, np.array([[0.5, 0.4]], dtype=np.float32))
     # disjoint by one pixel: x 0..9 vs 10..19 -> intersection width 9 - 10 + 1 = 0
     assert box_iou_plus1(np.array([gt_box]), np.array([[10, 0, 19, 9]]))[0, 0] == 0.0
     boxes, _ = _objects()

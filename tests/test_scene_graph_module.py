@@ -16,6 +16,8 @@ from sgseg.lit.run import results_table
 from sgseg.lit.scene_graph_module import SceneGraphModule
 from sgseg.models.masks.refine import refinement_loss
 from sgseg.models.masks.similarity import load_word_vectors
+from sgseg.models.relation.postprocess import class_box_label_nms
+from sgseg.models.relation.sampling import overlapping_pairs
 from sgseg.models.scene_graph import assign_gt_labels
 from sgseg.structures import RelationPredictions
 
@@ -105,11 +107,18 @@ def test_forward_contract_in_each_task(data_dir, mode):
         fg = {tuple(x) for x in p.pair_index[out.rel_labels > 0].tolist()}
         assert {tuple(x) for x in targets.relations[:, :2].tolist()} <= fg
     model.eval()
+    model.test_require_overlap = False
     with torch.no_grad():
         ev = model(images, targets, mode).predictions
-    # at test every ordered pair of each image is scored
+    # at test every ordered pair of each image is scored (SGDet: with the overlap filter off)
     counts = torch.bincount(ev.image_index, minlength=images.num_images)
     assert ev.pair_index.shape[0] == int((counts * (counts - 1)).sum())
+    if mode == "sgdet":  # the default: only pairs of overlapping detections (paper Sec. 3.3)
+        model.test_require_overlap = True
+        with torch.no_grad():
+            dets = model._detect(images, targets, mode)[1]
+            ev = model(images, targets, mode).predictions
+        assert torch.equal(ev.pair_index, overlapping_pairs(dets.boxes, dets.image_index))
 
 
 def test_detector_frozen_and_refinement_starts_as_identity(data_dir):
@@ -298,3 +307,105 @@ def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
     assert len(list((tmp_path / "test_predictions").glob("*.png"))) == 2
     table = results_table(metrics, "predcls")
     assert table.splitlines()[0].split() == ["metric", "@20", "@50", "@100"]
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgdet"])
+def test_chunked_equals_unchunked(data_dir, mode):
+    """Union features + edge grounding + predictor over pairs in chunks give the all-at-once result, at test
+    and in training (loss and gradients)."""
+    cfg, dm, model, inputs = _build(data_dir)
+    model.detector.score_thresh = 0.0  # an untrained detector: keep its detections
+    batch = _first_batch(dm)
+    images, targets = batch["vg"]
+    model.eval()
+    outs = {}
+    for chunk in (10**9, 7, 1):
+        model.pair_chunk_size = chunk
+        with torch.no_grad():
+            outs[chunk] = model(images, targets, mode).predictions
+    assert outs[7].pair_index.shape[0] > 7  # several chunks, across the images of the batch
+    for chunk in (7, 1):
+        assert torch.equal(outs[chunk].pair_index, outs[10**9].pair_index)
+        torch.testing.assert_close(outs[chunk].rel_logits, outs[10**9].rel_logits, rtol=1e-5, atol=1e-5)
+        assert torch.equal(outs[chunk].labels, outs[10**9].labels)
+    if mode != "predcls":
+        return  # training: an untrained SGDet detector may match no GT box (no pair, empty loss)
+    model.train()
+    grads = {}
+    for chunk in (10**9, 5):
+        model.pair_chunk_size = chunk
+        model.zero_grad()
+        torch.manual_seed(0)  # same sampled pairs
+        out = model(images, targets, mode)
+        loss = torch.nn.functional.cross_entropy(out.predictions.rel_logits, out.rel_labels)
+        loss.backward()
+        grads[chunk] = (
+            loss.detach(),
+            [p.grad.clone() for p in model.predictor.parameters() if p.grad is not None],
+        )
+    torch.testing.assert_close(grads[5][0], grads[10**9][0], rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads[5][1], grads[10**9][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("context", ["motif", "vctree"])
+def test_sgdet_postprocessing_is_the_same_for_motif_and_vctree(data_dir, context):
+    """Both context models' SGDet test objects are the shared post-processing of their own logits: label NMS
+    with the detector's class-specific boxes, the final label's score, the final label's regressed box."""
+    cfg, dm, model, inputs = _build(data_dir, f"model={context}")
+    model.detector.score_thresh = 0.0
+    images, targets = _first_batch(dm)["vg"]
+    model.eval()
+    with torch.no_grad():
+        dets = model._detect(images, targets, "sgdet")[1]
+        out = model(images, targets, "sgdet")
+    p, ctx = out.predictions, out.context
+    assert dets.class_boxes is not None and dets.class_boxes.shape == (
+        len(dets),
+        len(inputs.object_classes) + 1,
+        4,
+    )
+    probs = ctx.obj_logits.softmax(-1)
+    labels = class_box_label_nms(probs, dets.class_boxes, dets.image_index, 0.3)
+    assert torch.equal(p.labels, labels) and (p.labels >= 1).all()
+    torch.testing.assert_close(p.scores, probs.gather(1, labels[:, None]).squeeze(1))
+    assert torch.equal(p.boxes, dets.class_boxes[torch.arange(len(dets)), labels])
+    # the NMS invariant: no two detections of one image share a final label with class-box IoU >= 0.3
+    from torchvision.ops import box_iou
+
+    for i in range(len(dets)):
+        for j in range(i + 1, len(dets)):
+            if dets.image_index[i] == dets.image_index[j] and labels[i] == labels[j]:
+                c = labels[i]
+                iou = box_iou(dets.class_boxes[i, c][None], dets.class_boxes[j, c][None])[0, 0]
+                assert iou < 0.3
+
+
+def test_max_test_boxes_counted_in_metrics_json(data_dir, tmp_path):
+    cfg, dm, model, inputs = _build(data_dir, "data.vg.max_test_boxes=5")
+    unfiltered = _build(data_dir)[1]._dataset("vg", "test")
+    n_boxes = [unfiltered.get_groundtruth(i)["boxes"].shape[0] for i in range(len(unfiltered))]
+    expected_dropped = sum(n > 5 for n in n_boxes)
+    assert 0 < expected_dropped < len(n_boxes)  # the tiny benchmark has 3-8 boxes per image
+    module = SceneGraphModule(
+        model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
+        zeroshot_triplets=inputs.zeroshot, predicate_names=inputs.predicates,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.test(module, datamodule=dm)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["predcls/test_images_dropped_max_boxes"] == expected_dropped
+    assert metrics["predcls/test_images_before_filter"] == len(n_boxes)
+    with_rels = sum(unfiltered.get_groundtruth(i)["relations"].shape[0] > 0 for i in range(len(n_boxes)))
+    assert metrics["predcls/test_images_with_relations_before_filter"] == with_rels
+    assert metrics["predcls/test_images"] == len(n_boxes) - expected_dropped
+    assert metrics["predcls/max_test_boxes"] == 5
+    # scored: the kept images that have a GT relation (the evaluator skips the others)
+    kept_with_rels = sum(
+        n <= 5 and unfiltered.get_groundtruth(i)["relations"].shape[0] > 0 for i, n in enumerate(n_boxes)
+    )
+    assert metrics["predcls/num_images"] == kept_with_rels
+    assert 0.0 <= metrics["predcls/A@20"] <= metrics["predcls/A@100"] <= 1.0

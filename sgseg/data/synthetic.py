@@ -28,7 +28,8 @@ Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
     coco/annotations/instances_{train,val}2017.json  coco/{train,val}2017/<id:012d>.jpg
 
 Usage: ``python -m sgseg.data.synthetic out=DIR [seed=0 num_vg_train=2000 num_vg_test=500
-num_coco_train=1000 num_coco_val=200 image_size=128,160 workers=2 force=false]``; from Python,
+num_coco_train=1000 num_coco_val=200 image_size=128,160 workers=2 force=false]``, or ``preset=vg150_shapes``
+for a real-scale dry run (:mod:`sgseg.data.synthetic_vg150`); from Python,
 :func:`ensure_synthetic` (generate only when absent or stale) or :func:`generate`. Loaders need
 ``check_label_space=False`` (19 object classes, 9 predicates, 5 COCO-like classes) and VG ``num_val`` =
 the stamp's ``recommended_num_val`` (10 % of train instead of the real 5000).
@@ -861,7 +862,17 @@ def _parse_args(argv: list[str]) -> tuple[Path, SyntheticConfig, int, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    out, config, workers, force = _parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    presets = [a.partition("=")[2] for a in argv if a.startswith("preset=")]
+    if presets:  # real-scale dry-run data (sgseg.data.synthetic_vg150), not the learnable benchmark
+        from sgseg.data import synthetic_vg150
+
+        if presets != [synthetic_vg150.PRESET]:
+            raise SystemExit(
+                f"sgseg.data.synthetic: unknown preset {presets}; known: {synthetic_vg150.PRESET}"
+            )
+        return synthetic_vg150.main([a for a in argv if not a.startswith("preset=")])
+    out, config, workers, force = _parse_args(argv)
     t0 = time.perf_counter()
     path = generate(out, config, workers) if force else ensure_synthetic(out, config, workers)
     stamp = read_stamp(path) or {}

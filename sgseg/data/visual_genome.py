@@ -157,6 +157,11 @@ class VisualGenome(torch.utils.data.Dataset):
     filter_duplicate_rels: train only: sample one predicate per duplicated pair at each load.
     num_val: size of val, taken from the front of the filtered train list (0: no val carve-out).
     num_images: keep only the first ``num_images`` images of the split before the val carve-out (-1: all).
+    max_test_boxes: test only: drop images with more than this many GT boxes (paper Sec. 3: "filtered out
+        from the test set due to memory constraints"; the reference evaluator skips images with > 40). None:
+        keep all. ``num_dropped_max_boxes`` counts the dropped images, ``num_images_before_box_filter`` the
+        split before the drop (``num_with_relations_before_box_filter`` of them with a relation: 26,446 of
+        the standard test split).
     check_label_space: check the dicts json against the built-in VG150 lists.
     transform: optional callable applied to each item dict (the DataModule's transforms).
 
@@ -179,6 +184,7 @@ class VisualGenome(torch.utils.data.Dataset):
         filter_duplicate_rels: bool = True,
         num_val: int = 5000,
         num_images: int = -1,
+        max_test_boxes: int | None = None,
         check_label_space: bool = True,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
@@ -197,6 +203,11 @@ class VisualGenome(torch.utils.data.Dataset):
         self.filter_duplicate_rels = bool(filter_duplicate_rels) and split == "train"
         self.num_val = int(num_val)
         self.num_images = int(num_images)
+        if max_test_boxes is not None and int(max_test_boxes) < 1:
+            raise ValueError(
+                f"VisualGenome: max_test_boxes must be >= 1 or None, got {max_test_boxes}; set data.vg.max_test_boxes"
+            )
+        self.max_test_boxes = int(max_test_boxes) if max_test_boxes is not None and split == "test" else None
         self.transform = transform
 
         self.dicts: VGDicts = load_vg_dicts(
@@ -211,6 +222,14 @@ class VisualGenome(torch.utils.data.Dataset):
         index, num_boxes, num_rels = self._read_index()
         infos = self._read_image_data(expected=index["split"].shape[0])
         rows = self._select_rows(index)
+        self.num_images_before_box_filter = int(rows.shape[0])
+        self.num_with_relations_before_box_filter = int((index["img_to_first_rel"][rows] >= 0).sum())
+        self.num_dropped_max_boxes = 0
+        if self.max_test_boxes is not None:
+            num_boxes_of = index["img_to_last_box"][rows] - index["img_to_first_box"][rows] + 1
+            keep = num_boxes_of <= self.max_test_boxes
+            self.num_dropped_max_boxes = int((~keep).sum())
+            rows = rows[keep]
         if self.filter_non_overlap:
             rows = self._drop_non_overlapping(rows, index)
         self._rows = rows
@@ -590,11 +609,11 @@ class VisualGenome(torch.utils.data.Dataset):
             "filter_non_overlap": self.filter_non_overlap,
             "num_val": self.num_val,
             "num_images": self.num_images,
-        }
+        } | ({"max_test_boxes": self.max_test_boxes} if self.max_test_boxes is not None else {})
 
     def __repr__(self) -> str:
         return (
             f"VisualGenome(root={str(self.root)!r}, split={self.split!r}, images={len(self)}, "
             f"filter_empty_rels={self.filter_empty_rels}, filter_non_overlap={self.filter_non_overlap}, "
-            f"filter_duplicate_rels={self.filter_duplicate_rels})"
+            f"filter_duplicate_rels={self.filter_duplicate_rels}, max_test_boxes={self.max_test_boxes})"
         )

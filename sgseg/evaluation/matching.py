@@ -29,20 +29,23 @@ def to_numpy(x: Any) -> np.ndarray:
 
 
 def box_iou_plus1(boxes1: Any, boxes2: Any) -> np.ndarray:
-    """IoU matrix with the "+1 pixel" convention of the VG150 benchmark evaluator.
+    """IoU matrix with the "+1 pixel" convention of the VG150 benchmark evaluator, in float32 as there.
 
-    boxes1: Float[N, 4], boxes2: Float[M, 4], xyxy (numpy or torch). Returns Float64[N, M].
+    boxes1: Float[N, 4], boxes2: Float[M, 4], xyxy (numpy or torch). Returns Float32[N, M].
     width = x2 - x1 + 1 and height = y2 - y1 + 1, for each box and for the intersection, which is clamped at 0
-    per side; union = area1 + area2 - intersection. With integer coordinates every term is an exact integer,
-    so an IoU of exactly 0.5 comes out as exactly 0.5 (and counts as a match at threshold 0.5).
+    per side; IoU = inter / (area1 + area2 - inter). Every step is float32 in the reference's order (its
+    ``bbox_overlaps`` → ``boxlist_iou`` on float32 BoxLists), so a match whose IoU lies within ~1e-7 of the
+    threshold goes the same way as there (a float64 computation flips some: see tests/test_evaluator.py).
+    With integer coordinates of moderate size every term is exact, so IoU = 0.5 comes out as exactly 0.5.
     """
-    a = to_numpy(boxes1).astype(np.float64, copy=False).reshape(-1, 4)
-    b = to_numpy(boxes2).astype(np.float64, copy=False).reshape(-1, 4)
+    f32 = np.float32
+    a = to_numpy(boxes1).astype(f32, copy=False).reshape(-1, 4)
+    b = to_numpy(boxes2).astype(f32, copy=False).reshape(-1, 4)
+    one = f32(1.0)
+    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
+    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt + 1.0, 0.0, None)
+    wh = np.maximum(rb - lt + one, f32(0.0))
     inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0)
-    area_b = (b[:, 2] - b[:, 0] + 1.0) * (b[:, 3] - b[:, 1] + 1.0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / union
+    return inter / (area_a[:, None] + area_b[None, :] - inter)

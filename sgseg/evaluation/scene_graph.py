@@ -1,4 +1,4 @@
-"""Scene-graph recall: R@K, ngR@K, zsR@K, ng-zsR@K, mR@K, ng-mR@K of the VG150 benchmark protocol.
+"""Scene-graph recall: R@K, ngR@K, zsR@K, ng-zsR@K, mR@K, ng-mR@K (+ pair accuracy A@K) of the VG150 protocol.
 
 Where this sits: the last stage of the pipeline. The LightningModules split their flat
 :class:`~sgseg.structures.RelationPredictions` per image (``per_image``, rows already ranked) and hand each
@@ -43,7 +43,8 @@ class RecordLayout:
     ``image_id`` (-1 when not given), ``counted`` (0 = skipped: no GT relation or no predicted row),
     ``n_rel`` (GT relation rows R), ``n_zs`` (zero-shot GT rows), then per K: hits of the graph-constrained
     list, of the no-graph-constraint list, and the same restricted to zero-shot rows; then the GT row count
-    of every predicate 1..C, and per K the hits per predicate (graph constraint, then no graph constraint).
+    of every predicate 1..C, and per K the hits per predicate (graph constraint, then no graph constraint);
+    last, per K the pair-accuracy hits (A@K, predcls/sgcls; 0 in sgdet).
     """
 
     num_ks: int
@@ -64,8 +65,13 @@ class RecordLayout:
         return slice(start, start + 2 * self.num_ks * self.num_classes)
 
     @property
+    def pair_hits(self) -> slice:  # (num_ks,): A@K hits
+        start = self.pred_hits.stop
+        return slice(start, start + self.num_ks)
+
+    @property
     def width(self) -> int:
-        return self.pred_hits.stop
+        return self.pair_hits.stop
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -333,6 +339,16 @@ class _Protocol:
         # per-predicate hits of each (list, K): bincount of (list * nk + k) * C + (predicate - 1)
         bins = (np.arange(2 * nk)[:, None] * num_cls + (gt_pred - 1)[None, :]).reshape(2, nk, -1)
         rec[lay.pred_hits] = np.bincount(bins[hits], minlength=2 * nk * num_cls)
+
+        # pair accuracy A@K (reference SGPairAccuracy, predcls/sgcls): keep the rows whose (subject, object)
+        # is a GT pair, in input order; the first K of *those* rows, each with its argmax predicate; hits =
+        # distinct GT rows they match (same matching as R@K)
+        if self.mode != "sgdet":
+            is_gt_pair = np.isin(subj * n_obj + obj, rels[:, 0] * n_obj + rels[:, 1])
+            rows = np.flatnonzero(is_gt_pair)[:kmax]
+            pa_pred = rel_scores[rows, 1:].argmax(1) + 1
+            hit_pa = ok_subj[:, subj[rows]] & ok_obj[:, obj[rows]] & (gt_pred[:, None] == pa_pred[None, :])
+            rec[lay.pair_hits] = (_first_hit(hit_pa)[None, :] < ks[:, None]).sum(1)
         return rec
 
     # ---------------------------------------------------------------------------------------- aggregation
@@ -365,6 +381,13 @@ class _Protocol:
                     total += r
                 out[f"{prefix}mR@{k}"] = total / num_cls
                 out[f"{prefix}mR_per_predicate@{k}"] = per_pred
+        if self.mode != "sgdet":
+            # reference: mean(hits) / mean(GT rows) over the images, i.e. pooled hits / pooled GT rows (the
+            # shared docs/evaluation.md says "averaged per image"; the reference's printed A@K is this ratio)
+            pair_hits = counted[:, lay.pair_hits].astype(np.int64).sum(0)
+            total = int(counted[:, 2].astype(np.int64).sum())
+            for ki, k in enumerate(self.ks):
+                out[f"A@{k}"] = float(pair_hits[ki]) / total if total else float("nan")
         out["num_images"] = int(counted.shape[0])
         out["num_images_skipped"] = int(records.shape[0] - counted.shape[0])
         out["num_images_zeroshot"] = int(is_zs.sum())

@@ -272,6 +272,9 @@ def build_scene_graph_model(
         refine_passes=int(m.get("refine_passes", 1)),
         train_refine_passes=m.get("train_refine_passes"),
         kernel_labels=str(m.get("kernel_labels", "detector")),
+        pair_chunk_size=m.get("pair_chunk_size", "auto"),
+        sgdet_nms_threshold=m.get("sgdet_nms_threshold", 0.3),
+        detections_per_image=m.get("detections_per_image"),
         **_plain(m.sampling),
     )
 

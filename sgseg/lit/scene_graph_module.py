@@ -145,6 +145,28 @@ class SceneGraphModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._reset_eval()
+        info = self._test_split_info()
+        if info and self.trainer.is_global_zero:
+            print(
+                f"test split: {info['test_images_before_filter']:d} images "
+                f"({info['test_images_with_relations_before_filter']:d} with a relation), "
+                f"{info['test_images_dropped_max_boxes']:d} dropped with more than "
+                f"{info['max_test_boxes']} GT boxes, {info['test_images']:d} to run"
+            )
+
+    def _test_split_info(self) -> dict[str, Any]:
+        """The VG test split's image counts (before / after the ``max_test_boxes`` filter), {} without one."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        ds = dm._dataset("vg", "test") if dm is not None and hasattr(dm, "_dataset") else None
+        if ds is None or not hasattr(ds, "num_dropped_max_boxes"):
+            return {}
+        return {
+            "test_images_before_filter": int(ds.num_images_before_box_filter),
+            "test_images_with_relations_before_filter": int(ds.num_with_relations_before_box_filter),
+            "test_images_dropped_max_boxes": int(ds.num_dropped_max_boxes),
+            "test_images": len(ds),
+            "max_test_boxes": ds.max_test_boxes,
+        }
 
     def _reset_eval(self) -> None:
         self.metric.reset()
@@ -295,6 +317,8 @@ class SceneGraphModule(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         flat = self._eval_results(self.mode)
+        # how many test images were scored (num_images) and how many the max_test_boxes filter dropped
+        flat.update({f"{self.mode}/{k}": v for k, v in self._test_split_info().items() if v is not None})
         self.test_metrics = flat
         self._log_scalars(flat)
         if self.trainer.is_global_zero:

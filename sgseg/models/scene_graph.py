@@ -16,10 +16,14 @@ it for training and evaluation. One VG forward:
    edge grounding (paper Sec. 2.6; the reference's ``REFINE_SEG_MASKS True``, which it applies at test only —
    ``train_refine_passes=0``). The first pass of 2 runs without gradients (its only output, z^o, is detached),
    and the refinement head is trained only by the COCO mask loss (its residual is detached on the VG stream).
-5. pairs (sampled in training, all ordered pairs at test) → union-box RoI features → edge grounding
-   ẑ_{j,j'} = f_E(...) → relation predictor (+ frequency bias) → relation logits. The Gaussian kernels'
-   (σx, σy, ρ) come from the detector's label distribution l_j (paper Eq. 6; one-hot GT labels in PredCls),
+5. pairs (sampled in training; at test all ordered pairs, in SGDet only the overlapping ones) → union-box
+   RoI features → edge grounding ẑ_{j,j'} = f_E(...) → relation predictor (+ frequency bias) → relation
+   logits. Step 5 runs over the pairs of the whole batch in chunks of ``pair_chunk_size`` pairs, so its
+   peak memory is bounded whatever the pair count (each pair's result depends on that pair alone). The
+   Gaussian kernels' (σx, σy, ρ) come from the detector's label distribution l_j (paper Eq. 6; one-hot GT labels in PredCls),
    or with ``kernel_labels="context"`` from the context model's refined object logits.
+6. SGDet at test: the objects' final labels, scores and boxes (:mod:`sgseg.models.relation.postprocess`,
+   the same for MOTIF and VCTree).
 
 The COCO forward (:meth:`SceneGraphModel.coco_refinement_logits`, paper Eq. 9 and 11) runs the frozen
 detector on COCO GT boxes, then node grounding, the context model's object encoder (in the run's task mode, in
@@ -41,9 +45,21 @@ from sgseg.models.detector.detector import JointDetector
 from sgseg.models.grounding.edge import union_boxes
 from sgseg.models.masks.refine import MaskRefinement
 from sgseg.models.masks.transfer import MaskTransfer
+from sgseg.models.relation.postprocess import LATER_NMS_THRESHOLD, postprocess_objects
 from sgseg.models.relation.predictor import RelationPredictor
-from sgseg.models.relation.sampling import all_pairs, sample_gt_pairs, sample_sgdet_pairs
+from sgseg.models.relation.sampling import all_pairs, overlapping_pairs, sample_gt_pairs, sample_sgdet_pairs
 from sgseg.structures import Detections, ImageBatch, RelationPredictions, Targets
+
+# ``pair_chunk_size="auto"``: as many pairs per chunk as fit this many bytes of per-pair tensors (estimated by
+# :meth:`SceneGraphModel.pair_chunk`), whatever the widths; 1 GiB keeps a chunk's tensors well under the rest
+# of an SGDet test step (measured by scripts/bench_memory.py).
+AUTO_CHUNK_BYTES = 1 << 30
+# float32 S × S maps alive per pair in step 5, in units of the feature width D (the union RoI feature, the
+# f_E head's conv output and its ReLU) and of the mask channels C_vg (the pair's two pasted masks, their
+# blurred copies, the product, its sigmoid / the head input). Measured at VG150 widths (D = 256, C_vg = 150,
+# S = 28): 4.6 MB per pair with Gaussian grounding (estimate 5.2), 2.4 MB without masks (estimate 2.4).
+FEATURE_MAPS_PER_PAIR = 3
+MASK_TENSORS_PER_PAIR = 6
 
 
 @dataclass
@@ -96,6 +112,13 @@ class SceneGraphModel(nn.Module):
     train_refine_passes: the same in training (None = ``refine_passes``).
     kernel_labels: ``detector`` (paper Eq. 6) | ``context`` — the label distribution the edge grounding's
     Gaussian kernels are predicted from.
+    test_require_overlap: SGDet test candidates are only the pairs of overlapping detections (paper Sec. 3.3,
+        reference ``TEST.RELATION.REQUIRE_OVERLAP``); PredCls/SGCls always score every ordered pair.
+    pair_chunk_size: pairs per chunk of step 5 (union features, edge grounding, predictor), an int ≥ 1 or
+        "auto" (:meth:`pair_chunk`). The chunks run over the flat pairs of the whole batch.
+    sgdet_nms_threshold: IoU of the SGDet-test label NMS of the post-processing (reference 0.3; None: keep the
+        context's labels). detections_per_image: if set, the frozen detector's SGDet ``detections_per_img``
+        for this model (reference SGDet recipe ``TEST.DETECTIONS_PER_IMAGE 40``); None keeps the detector's.
     """
 
     def __init__(
@@ -114,6 +137,10 @@ class SceneGraphModel(nn.Module):
         refine_passes: int = 1,
         train_refine_passes: int | None = None,
         kernel_labels: str = "detector",
+        test_require_overlap: bool = True,
+        pair_chunk_size: int | str = "auto",
+        sgdet_nms_threshold: float | None = LATER_NMS_THRESHOLD,
+        detections_per_image: int | None = None,
     ) -> None:
         super().__init__()
         for name, passes in (("refine_passes", refine_passes), ("train_refine_passes", train_refine_passes)):
@@ -141,6 +168,21 @@ class SceneGraphModel(nn.Module):
         self.refine_passes = refine_passes
         self.train_refine_passes = refine_passes if train_refine_passes is None else train_refine_passes
         self.kernel_labels = kernel_labels
+        self.test_require_overlap = bool(test_require_overlap)
+        if not (pair_chunk_size == "auto" or (isinstance(pair_chunk_size, int) and pair_chunk_size >= 1)):
+            raise ValueError(
+                f"SceneGraphModel: pair_chunk_size must be 'auto' or an int >= 1, got {pair_chunk_size!r}; "
+                "set model.pair_chunk_size"
+            )
+        self.pair_chunk_size = pair_chunk_size
+        self.sgdet_nms_threshold = sgdet_nms_threshold
+        if detections_per_image is not None:
+            if int(detections_per_image) < 1:
+                raise ValueError(
+                    f"SceneGraphModel: detections_per_image must be >= 1, got {detections_per_image}; set "
+                    "model.detections_per_image (or null to keep the detector's)"
+                )
+            self.detector.detections_per_img = int(detections_per_image)
 
     def train(self, mode: bool = True) -> SceneGraphModel:
         super().train(mode)
@@ -188,6 +230,44 @@ class SceneGraphModel(nn.Module):
         if mode == "predcls":
             return F.one_hot(ctx.obj_labels, dets.label_logits.shape[1]).to(dets.label_logits.dtype)
         return dets.label_logits.detach().softmax(-1)
+
+    def pair_chunk(self, feature_channels: int, mask_channels: int) -> int:
+        """Pairs per chunk of step 5: ``pair_chunk_size``, or for "auto" ``AUTO_CHUNK_BYTES`` divided by the
+        estimated float32 bytes of one pair's tensors (``FEATURE_MAPS_PER_PAIR`` × D plus, with mask-using
+        edge grounding, ``MASK_TENSORS_PER_PAIR`` × C_vg maps of S × S, S = ``roi_size``)."""
+        if self.pair_chunk_size != "auto":
+            return int(self.pair_chunk_size)
+        cells = self.roi_size * self.roi_size
+        channels = FEATURE_MAPS_PER_PAIR * feature_channels + (
+            MASK_TENSORS_PER_PAIR * mask_channels if self.uses_edge_masks else 0
+        )
+        return max(1, AUTO_CHUNK_BYTES // (4 * cells * channels))
+
+    def _relation_logits(
+        self,
+        features,
+        images: ImageBatch,
+        dets: Detections,
+        pairs: Tensor,
+        edge_probs: Tensor,
+        ctx,
+        kernel_probs: Tensor,
+    ) -> Tensor:
+        """Float[R, C_rel]: union features → edge grounding → predictor, over ``pairs`` in chunks.
+        kernel_probs: Float[N, C_obj] the label distributions the Gaussian kernels are predicted from."""
+        chunk = self.pair_chunk(next(iter(features.values())).shape[1], edge_probs.shape[1])
+        out = []
+        for start in range(0, max(pairs.shape[0], 1), chunk):  # one (empty) pass when there is no pair
+            p = pairs[start : start + chunk]
+            with torch.no_grad():
+                ub = union_boxes(dets.boxes, p)
+                union_feats = self.detector.roi_features(
+                    features, images, ub, dets.image_index[p[:, 0]], self.roi_size
+                )
+            edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, p, kernel_probs)
+            out.append(self.predictor(ctx.edge_context, p, edge, ctx.obj_labels))
+            del union_feats, edge
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     # ------------------------------------------------------------------ VG forward
     def forward(self, images: ImageBatch, targets: Targets | None, mode: str) -> SceneGraphOutput:
@@ -247,25 +327,28 @@ class SceneGraphModel(nn.Module):
                     targets.relations, targets.image_index, self.pairs_per_image, self.positive_fraction
                 )
             positive = pairs[rel_labels > 0]
+        elif mode == "sgdet" and self.test_require_overlap:
+            pairs = overlapping_pairs(dets.boxes, dets.image_index)
         else:
             pairs = all_pairs(dets.image_index)
 
         if passes == 1:
             refined = self._refine(features, images, dets, coco_logits, ctx.object_context.detach())
             edge_probs = self.transfer(refined.detach()).sigmoid()
-        with torch.no_grad():
-            ub = union_boxes(dets.boxes, pairs)
-            union_feats = self.detector.roi_features(
-                features, images, ub, dets.image_index[pairs[:, 0]], self.roi_size
-            )
         kernel_probs = self._kernel_label_probs(dets, ctx, mode)
-        edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, pairs, kernel_probs)
-        rel_logits = self.predictor(ctx.edge_context, pairs, edge, ctx.obj_labels)
+        rel_logits = self._relation_logits(features, images, dets, pairs, edge_probs, ctx, kernel_probs)
+        boxes, labels, scores = dets.boxes, ctx.obj_labels, ctx.obj_scores
+        if mode == "sgdet" and not self.training:
+            final = postprocess_objects(
+                ctx.obj_logits, labels, scores, boxes, dets.image_index, dets.class_boxes,
+                self.sgdet_nms_threshold,
+            )  # fmt: skip
+            boxes, labels, scores = final.boxes, final.labels, final.scores
         predictions = RelationPredictions(
-            boxes=dets.boxes,
+            boxes=boxes,
             image_index=dets.image_index,
-            labels=ctx.obj_labels,
-            scores=ctx.obj_scores,
+            labels=labels,
+            scores=scores,
             obj_logits=ctx.obj_logits,
             pair_index=pairs,
             rel_logits=rel_logits,

@@ -390,7 +390,9 @@ class JointDetector(nn.Module):
         boxes=None: proposals → classifier → class-specific box regression → clip → ``score > score_thresh``
             → per-image, per-class NMS → the ``detections_per_img`` best per image. Each detection keeps the
             ``label_logits`` and ``box_features`` of the proposal it was regressed from; its ``labels`` /
-            ``scores`` are the detected class and that class's probability (not always the argmax).
+            ``scores`` are the detected class and that class's probability (not always the argmax); its
+            ``class_boxes`` Float[N, C+1, 4] are its proposal's box regressed for every class (for the SGDet
+            post-processing's final box).
         head: "vg" (C+1 = 151, the default, what stage 2 uses) or "coco" (81, for COCO box/mask AP).
         Rows are sorted by image, then by descending score.
         """
@@ -426,6 +428,7 @@ class JointDetector(nn.Module):
             dim=-1,
         )
         probs = logits.float().softmax(-1)
+        class_boxes = boxes  # [P, C, 4]: every class's regressed box, kept for the SGDet post-processing
         # one candidate per (proposal, foreground class)
         boxes = boxes[:, 1:].reshape(-1, 4)
         scores = probs[:, 1:].reshape(-1)
@@ -449,6 +452,7 @@ class JointDetector(nn.Module):
             labels=labels[keep],
             scores=scores[keep],
             box_features=feats[src],
+            class_boxes=class_boxes[src],
         )
 
     def mask_logits(

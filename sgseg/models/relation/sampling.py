@@ -3,7 +3,8 @@
 Where this sits: stage 2, between the context encoder's inputs (boxes of the batch) and edge grounding (which
 computes union features only for the chosen pairs). Training samples foreground pairs (label 1..C_rel-1) and
 background pairs (label 0) per image under a budget (reference ``RelationSampling``); testing scores every
-ordered pair (:func:`all_pairs`). Everything is vectorised over the flat batch: no Python loop over images.
+ordered pair (:func:`all_pairs`), in SGDet only the overlapping ones (:func:`overlapping_pairs`). Everything
+is vectorised over the flat batch: no Python loop over images.
 
 Budgets: the reference config samples ``pairs_per_image = 64`` with ``positive_fraction = 0.25`` (≤ 16
 foreground pairs per image); "up to 256 foreground pairs" corresponds to ``pairs_per_image = 1024``. SGDet
@@ -70,6 +71,23 @@ def all_pairs(image_index: Tensor) -> Tensor:
     ia, ib = _group_product(image_index, image_index)
     keep = ia != ib
     return torch.stack([ia[keep], ib[keep]], 1)
+
+
+def overlapping_pairs(boxes: Tensor, image_index: Tensor) -> Tensor:
+    """Long[R, 2] the ordered pairs (i, j), i ≠ j, of the same image whose boxes overlap (IoU > 0), by (i, j).
+
+    The SGDet test candidates of paper Sec. 3.3 ("we filter pairs of objects that do not have any bounding box
+    overlap") and of the reference's ``TEST.RELATION.REQUIRE_OVERLAP`` (``prepare_test_pairs``: pairwise IoU
+    > 0 of the detected boxes). Boxes that only touch (zero-area intersection) do not overlap, as there.
+    boxes: Float[N, 4] xyxy; image_index: Long[N]. Memory O(Σ_b N_b²) (pairs inside images), never O(N²).
+    """
+    pairs = all_pairs(image_index)
+    if pairs.shape[0] == 0:
+        return pairs
+    a, b = boxes[pairs[:, 0]], boxes[pairs[:, 1]]
+    iw = torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])
+    ih = torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])
+    return pairs[(iw > 0) & (ih > 0)]
 
 
 def _rand(m: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
