@@ -175,7 +175,7 @@ def _step5(model, n_obj: int, device: str):
                           edge_context=torch.randn(n_obj, model.predictor.edge_dim, generator=g).to(device))  # fmt: skip
     pairs = all_pairs(idx)
     with torch.no_grad():
-        out = model._relation_logits(features, images, dets, pairs, edge_probs, ctx)
+        out = model._relation_logits(features, images, dets, pairs, edge_probs, ctx, logits.softmax(-1))
     return SimpleNamespace(predictions=SimpleNamespace(boxes=boxes, pair_index=pairs, rel_logits=out))
 
 
