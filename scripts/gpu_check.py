@@ -46,14 +46,14 @@ VG150_SHAPED = [
     "data.generate.num_coco_val=4", "data.vg.num_val=4", "+data.generate.min_image_size=500",
     "+data.generate.max_image_size=800", "+data.generate.min_objects=6", "+data.generate.max_objects=20",
     "data.loader.min_size=[592]", "data.loader.test_min_size=592", "data.loader.max_size=1000",
-    "detector.backbone.pretrained=null",
+    "detector.backbone.pretrained=null", "model.label_vectors=null",  # random label tables at the VG150 width
 ]  # fmt: skip
 SMOKE = [
     "detector=tiny", "data.generate.num_vg_train=12", "data.generate.num_vg_test=2",
     "data.generate.num_coco_train=8", "data.generate.num_coco_val=2", "data.vg.num_val=2",
     "detector.backbone.channels=[8,16,16,32]", "detector.backbone.out_channels=16",
     "detector.net.representation_size=64", "detector.net.mask_head_channels=[16]",
-    "detector.net.mask_dim_reduced=16", "model.context.embed_dim=16", "model.context.hidden_dim=32",
+    "detector.net.mask_dim_reduced=16", "model.context.embed_dim=50", "model.context.hidden_dim=32",
     "model.grounding.hidden_dim=32", "model.grounding.out_dim=32", "model.predictor.pooling_dim=32",
     "model.refine_head.hidden=16", "model.refine_head.num_convs=1",
 ]  # fmt: skip

@@ -58,7 +58,7 @@ def test_ablation_sweep_through_submitit_local_two_jobs_collected(tmp_path):
     sweep = tmp_path / "sweep"
     out = subprocess.run(
         _cmd(tmp_path, "hydra/launcher=submitit_local", "sweep=ablation", "row=base,refine", "seed=0",
-             "model.trainer.max_epochs=1", "callbacks.rich_progress_bar=null", f"hydra.sweep.dir={sweep}",
+             "model.trainer.max_epochs=1", "callbacks.progress_bar=null", f"hydra.sweep.dir={sweep}",
              multirun=True),
         capture_output=True, text=True, cwd=REPO, env=ENV, timeout=900,
     )  # fmt: skip

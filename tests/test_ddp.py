@@ -37,7 +37,7 @@ DDP = [
     "trainer=ddp",
     "trainer.accelerator=cpu",
     "trainer.devices=2",
-    "callbacks.rich_progress_bar=null",
+    "callbacks.progress_bar=null",
     "+callbacks.probe._target_=tests.ddp_probe.DDPProbe",
     # 5 test images on 2 ranks: DistributedSampler repeats one, the metrics must count it once
     "data.generate.num_vg_test=5",
