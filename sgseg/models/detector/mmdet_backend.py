@@ -205,7 +205,6 @@ class MMDetJointDetector(JointDetector):
             "mmdet_model": model_cfg,
             "num_vg_classes": num_vg_classes,
             "num_coco_classes": num_coco_classes,
-            "representation_size": int(roi["bbox_head"].get("fc_out_channels", 1024)),
             "mask_roi_size": int(roi["mask_roi_extractor"]["roi_layer"]["output_size"]),
         }
         self.num_vg_classes = num_vg_classes
@@ -226,7 +225,8 @@ class MMDetJointDetector(JointDetector):
                 "MMDetJointDetector needs a shared ConvFC bbox head (Shared2FC / Shared4Conv1FC) with class-"
                 "specific regression; the config's bbox_head has separate cls/reg branches or is class-agnostic"
             )
-        rep = bh.fc_out_channels if bh.num_shared_fcs else bh.conv_out_channels
+        rep = int(bh.fc_cls.in_features)
+        self.config["representation_size"] = rep
         self.coco_predictor = MMDetPredictor(rep, num_coco_classes, source=bh)
         self.vg_predictor = MMDetPredictor(rep, num_vg_classes)
         self._extractors: dict[int, nn.Module] = {}
