@@ -64,6 +64,9 @@ def _register() -> None:
         _registered = True
 
 
+_register()  # mmdet's modules into its registries, default scope "mmdet" (what mmdet's own tools do first)
+
+
 def resolve_model_config(name: str) -> Path | str:
     """An mmdet config reference → what ``Config.fromfile`` reads.
 
