@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint format install bench clean
+.PHONY: run test lint format install install-mmdet test-mmdet bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,13 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Optional MMDetection backend (detector=mmdet_mask_rcnn): builds mmcv once, cached under .cache/wheels/.
+install-mmdet: $(STAMP)
+	bash scripts/install_mmdet.sh $(PY)
+
+test-mmdet: install-mmdet
+	$(PY) -m pytest -q -m mmdet $(ARGS)
 
 run: $(STAMP)
 	$(PY) -m sgseg.train $(ARGS)

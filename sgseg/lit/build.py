@@ -114,6 +114,8 @@ def build_detector(cfg: DictConfig, num_vg_classes: int, num_coco_classes: int) 
     """The stage-1 detector: from ``detector.init`` (a COCO Mask R-CNN file) when set, else the backbone's
     ``pretrained`` weights and fresh heads."""
     det = cfg.detector
+    if det.get("backend", "torchvision") == "mmdet":
+        return build_mmdet_detector_from_config(cfg, num_vg_classes, num_coco_classes)
     if OmegaConf.is_missing(det, "init"):
         raise ConfigError(
             "detector.init is required: the COCO Mask R-CNN this detector starts from (detectron2 "
@@ -134,6 +136,33 @@ def build_detector(cfg: DictConfig, num_vg_classes: int, num_coco_classes: int) 
             raise ConfigError(f"detector.init={det.init}: {err}") from err
     backbone = build_backbone(**_plain(det.backbone))
     return JointDetector(backbone, num_vg_classes, num_coco_classes, **_plain(det.net))
+
+
+def build_mmdet_detector_from_config(
+    cfg: DictConfig, num_vg_classes: int, num_coco_classes: int
+) -> JointDetector:
+    """``detector=mmdet_mask_rcnn``: the MMDetection backend from ``detector.model_config`` (+ ``cfg_options``),
+    with an mmdet COCO Mask R-CNN checkpoint from ``detector.init`` when set."""
+    det = cfg.detector
+    try:
+        from sgseg.models.detector import mmdet_backend
+    except ImportError as err:
+        raise ConfigError(str(err)) from err
+    if det.get("init") and not Path(det.init).is_file():
+        raise ConfigError(
+            f"detector.init={det.init} not found: pass an mmdet COCO Mask R-CNN .pth or set it null"
+        )
+    try:
+        model_cfg = mmdet_backend.load_model_config(str(det.model_config), _plain(det.get("cfg_options")))
+    except FileNotFoundError as err:
+        raise ConfigError(str(err)) from err
+    detector = mmdet_backend.MMDetJointDetector(model_cfg, num_vg_classes, num_coco_classes)
+    if det.get("init"):
+        try:
+            mmdet_backend.load_mmdet_maskrcnn(detector, mmdet_backend.read_mmdet_checkpoint(det.init))
+        except (KeyError, ValueError, pickle.UnpicklingError) as err:
+            raise ConfigError(f"detector.init={det.init}: {err}") from err
+    return detector
 
 
 # ---------------------------------------------------------------------------------------------- stage 2

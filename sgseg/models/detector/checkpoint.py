@@ -52,6 +52,10 @@ DETECTRON2_X101_PIXEL_STD = (57.375, 57.120, 58.395)
 def build_detector(config: Mapping[str, Any]) -> JointDetector:
     """A fresh (untrained) JointDetector from its ``config`` dict (``JointDetector.config``)."""
     config = dict(config)
+    if config.get("backend") == "mmdet":  # detector=mmdet_mask_rcnn (optional stack, imported on demand)
+        from sgseg.models.detector.mmdet_backend import build_mmdet_detector
+
+        return build_mmdet_detector(config)
     backbone_cfg = dict(config.pop("backbone"))
     with warnings.catch_warnings():
         # the weights come from the checkpoint, the random-init warning would mislead
