@@ -20,6 +20,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sgseg.data.errors import DatasetError
 from sgseg.lit.build import (
@@ -97,9 +98,26 @@ def _callbacks(cfg: DictConfig, out_dir: Path, monitor: str | None) -> list[Any]
         if key == "model_checkpoint":
             kwargs["dirpath"] = str(out_dir / "checkpoints")
             if monitor:
-                kwargs.update(monitor=monitor, mode="max", save_top_k=1)
+                # The periodic checkpoint (every_n_train_steps, for resuming) saves from the train loop, where
+                # a monitored value is that of the *previous* validation: "best" would then be the weights of
+                # some later step than the one validated (seen: the main job tested step 450 of 850). So the
+                # best-by-validation checkpoint is a second callback that saves when validation ends.
+                callbacks.append(
+                    ModelCheckpoint(
+                        dirpath=kwargs["dirpath"], filename="best-{step}", monitor=monitor, mode="max",
+                        save_top_k=1, save_last=False, save_on_train_epoch_end=False,
+                    )
+                )  # fmt: skip
         callbacks.append(hydra.utils.instantiate(node, **kwargs))
     return callbacks
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str:
+    """The best-by-validation checkpoint of ``trainer`` ('' when none was saved)."""
+    for cb in trainer.checkpoint_callbacks:
+        if cb.monitor is not None and cb.best_model_path:
+            return cb.best_model_path
+    return ""
 
 
 def _trainer(
@@ -230,8 +248,7 @@ def run_scene_graph(
     # DDP looks for them in every row of the ablation (tests/test_ddp.py trains the full and the base row)
     trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(module, datamodule=dm, ckpt_path=best or None, weights_only=False)
+    trainer.test(module, datamodule=dm, ckpt_path=best_checkpoint(trainer) or None, weights_only=False)
     return module.test_metrics
 
 
