@@ -33,7 +33,7 @@ from IPython.display import Image, display
 from omegaconf import OmegaConf
 
 import sgseg
-from sgseg.predict import load_model, predict_image
+from sgseg.predict import load_model, newest_run, predict_image
 from sgseg.visualize import draw_scene_graph
 
 REPO = Path(sgseg.__file__).resolve().parent.parent
@@ -41,14 +41,6 @@ SHARED = REPO.parent / "shared" / "data"
 FIGURES = Path(os.environ.get("SGSEG_FIGURES") or tempfile.mkdtemp(prefix="sgseg_fig_"))
 FIGURES.mkdir(parents=True, exist_ok=True)
 MIN_SCORE = float(os.environ.get("SGSEG_MIN_SCORE", "0.3"))  # detections below are not drawn
-
-
-def newest_run(root: Path) -> Path:
-    runs = sorted((p.parent.parent for p in root.rglob("checkpoints/last.ckpt") if "detector" not in p.parts),
-                  key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"no stage-2 run under {root}; train one (make run) or set SGSEG_RUN_DIR")
-    return runs[-1]
 
 
 RUN_DIR = Path(os.environ["SGSEG_RUN_DIR"]) if os.environ.get("SGSEG_RUN_DIR") else newest_run(REPO / "logs")

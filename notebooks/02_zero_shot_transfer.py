@@ -94,14 +94,7 @@ from sgseg.data.visual_genome import VisualGenome  # noqa: E402
 from sgseg.evaluation import paste_masks  # noqa: E402
 from sgseg.models.detector.checkpoint import load_detector  # noqa: E402
 from sgseg.models.masks import MaskTransfer  # noqa: E402
-
-
-def newest_run(root: Path) -> Path:
-    runs = sorted((p.parent.parent for p in root.rglob("checkpoints/last.ckpt") if "detector" not in p.parts),
-                  key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise FileNotFoundError(f"no stage-2 run under {root}; train one (make run) or set SGSEG_RUN_DIR")
-    return runs[-1]
+from sgseg.predict import newest_run  # noqa: E402
 
 
 RUN_DIR = Path(os.environ["SGSEG_RUN_DIR"]) if os.environ.get("SGSEG_RUN_DIR") else newest_run(REPO / "logs")

@@ -25,11 +25,24 @@ def find_checkpoint(run_dir: Path, which: str) -> Path:
     if which not in ("best", "last"):
         return Path(which)
     ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
-    best = [c for c in ckpts if c.name != "last.ckpt"]
+    # runs since the best-at-validation-end checkpoint (sgseg.lit.run._callbacks) hold best-step=N.ckpt beside
+    # the periodic one; older runs hold only the periodic (monitored) one
+    best = [c for c in ckpts if c.name.startswith("best-")] or [c for c in ckpts if c.name != "last.ckpt"]
     chosen = best if which == "best" and best else [c for c in ckpts if c.name == "last.ckpt"] or best
     if not chosen:
         raise FileNotFoundError(f"no checkpoint under {run_dir / 'checkpoints'}; is {run_dir} a stage-2 run?")
     return chosen[-1]
+
+
+def newest_run(root: Path) -> Path:
+    """The most recently written stage-2 run directory under ``root`` (one holding checkpoints/last.ckpt)."""
+    runs = sorted(
+        (p.parent.parent for p in root.rglob("checkpoints/last.ckpt") if "detector" not in p.parts),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not runs:
+        raise FileNotFoundError(f"no stage-2 run under {root}; train one (make run) or set SGSEG_RUN_DIR")
+    return runs[-1]
 
 
 def load_model(run_dir: Path, which: str = "best"):

@@ -7,12 +7,15 @@ its best validation was at step 850. ``sgseg.lit.run._callbacks`` adds a checkpo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.demos.boring_classes import BoringModel
 
 from sgseg.lit.run import _callbacks, best_checkpoint
+from sgseg.predict import find_checkpoint
 
 
 class _Improving(BoringModel):
@@ -42,3 +45,6 @@ def test_best_checkpoint_is_the_validated_step(tmp_path):
     assert best.endswith("best-step=10.ckpt"), best
     assert torch.load(best, weights_only=False)["global_step"] == 10
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # sgseg.predict / notebooks load the same file as "best", not the periodic checkpoint beside it
+    assert len(list((tmp_path / "checkpoints").glob("*.ckpt"))) == 3
+    assert find_checkpoint(tmp_path, "best") == Path(best)
