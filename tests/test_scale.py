@@ -149,7 +149,7 @@ def test_max_test_boxes_drops_large_test_images_only(tmp_path):
 
 def test_vg150_shapes_preset_loads_through_the_real_loaders(tmp_path):
     from sgseg.data.coco import CocoInstances
-    from sgseg.data.synthetic import main as synthetic_main
+    from sgseg.data.synthetic.cli import main as synthetic_main
 
     out = tmp_path / "vg150"
     assert synthetic_main(["preset=vg150_shapes", f"out={out}", "num_vg_train=6", "num_vg_test=4",

@@ -13,29 +13,34 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from sgseg.data import synthetic as syn
 from sgseg.data.synthetic import (
-    CORRUPT_VG_IMAGE_IDS,
+    FORMAT_VERSION,
     PREDICATES,
     SOURCE_CATEGORY_IDS,
     SOURCE_CLASSES,
     TARGET_CLASSES,
     TARGET_TO_SOURCE,
+    SceneObject,
     SyntheticConfig,
     SyntheticLayout,
-    decode_vg_boxes,
+    benchmark,
+    cli,
     encode_vg_boxes,
     ensure_synthetic,
     generate,
     held_out_triplets,
+    pair_predicates,
     read_stamp,
+    scene_from_objects,
 )
-from sgseg.data.synthetic_shapes import SceneObject, pair_predicates, scene_from_objects
+from sgseg.data.synthetic.writers import _uncompressed_rle
+from sgseg.data.visual_genome import CORRUPT_IMAGE_IDS, decode_vg_boxes
 
 # Big enough for the long tail and a few mask-only relations, small enough to render in ~2 s on one core.
 # first_vg_image_id = 1585 makes the corrupt id 1592 fall inside the VG id range.
@@ -59,7 +64,7 @@ def _h5(layout: SyntheticLayout) -> dict[str, np.ndarray]:
 def _image_rows(h5: dict[str, np.ndarray], layout: SyntheticLayout) -> list[dict]:
     """image_data.json records aligned with the h5 rows (corrupt ids dropped, as the real loader does)."""
     infos = json.loads((layout.vg_root / "image_data.json").read_text())
-    return [d for d in infos if d["image_id"] not in CORRUPT_VG_IMAGE_IDS]
+    return [d for d in infos if d["image_id"] not in CORRUPT_IMAGE_IDS]
 
 
 def _quiet_coco(path: Path) -> COCO:
@@ -178,8 +183,8 @@ def test_box_encoding_round_trip_within_one_pixel() -> None:
             s = max(w, h) / scale
             ref = np.array([int(cx - bw / 2), int(cy - bh / 2), 0, 0], dtype=np.float64)
             ref[2:] = ref[:2] + [bw, bh]
-            ref = (ref * s).clip(0, [w, h, w, h])
-            np.testing.assert_allclose(decode_vg_boxes(enc, w, h, scale)[0], ref)
+            ref = (ref * s).clip(0, [w - 1, h - 1, w - 1, h - 1])  # the reference clamps to W - 1, H - 1
+            np.testing.assert_allclose(decode_vg_boxes(enc, w, h, scale)[0].numpy(), ref, rtol=1e-6)
             assert np.abs(ref - box[0]).max() <= max(s, 1.0) + 1e-9  # within one scale unit (< 1 px here)
 
 
@@ -229,7 +234,7 @@ def test_vg_image_data_alignment_and_images(data: SyntheticLayout) -> None:
     ids = [d["image_id"] for d in raw]
     assert 1592 in ids  # a corrupt id is listed, as in the real file ...
     assert not (data.vg_root / "VG_100K" / "1592.jpg").exists()
-    rows = [d for d in raw if d["image_id"] not in CORRUPT_VG_IMAGE_IDS]
+    rows = [d for d in raw if d["image_id"] not in CORRUPT_IMAGE_IDS]
     assert len(rows) == CFG.num_vg_train + CFG.num_vg_test  # ... and has no h5 row
     assert len(set(ids)) == len(ids)
     for d in rows[:: max(1, len(rows) // 10)]:
@@ -261,8 +266,8 @@ def test_hidden_test_masks_align_with_h5_boxes(data: SyntheticLayout) -> None:
             m = coco.annToMask(a)
             assert m.sum() == a["area"]
             vis = np.array(a["bbox"][:2] + [a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]])
-            box = decode_vg_boxes(h5["boxes_1024"][k], w, h, 1024)[0]
-            box512 = decode_vg_boxes(h5["boxes_512"][k], w, h, 512)[0]
+            box = decode_vg_boxes(h5["boxes_1024"][k], w, h, 1024)[0].numpy()
+            box512 = decode_vg_boxes(h5["boxes_512"][k], w, h, 512)[0].numpy()
             # The visible mask lies inside the (amodal) box; for unoccluded objects they coincide within 1 px.
             assert (vis[:2] >= box[:2] - 1).all() and (vis[2:] <= box[2:] + 1).all()
             assert np.abs(box512 - box).max() <= 1.0
@@ -285,7 +290,7 @@ def _test_split_masks(data: SyntheticLayout):
             s, o = (int(v) for v in h5["relationships"][j])
             duplicate = (s, o) in seen  # a second row of a pair carries a lower-priority true predicate
             seen.add((s, o))
-            box = decode_vg_boxes(h5["boxes_1024"][[s, o]], info["width"], info["height"], 1024)
+            box = decode_vg_boxes(h5["boxes_1024"][[s, o]], info["width"], info["height"], 1024).numpy()
             assert s - b0 >= 0
             yield (
                 coco.annToMask(anns[s]).astype(bool),
@@ -394,7 +399,7 @@ def test_coco_crowd_rle_uncompressed_round_trip() -> None:
     rng = np.random.default_rng(1)
     m = rng.random((13, 17)) < 0.3
     m[0, 0] = True  # a mask starting with a foreground pixel needs a leading zero-length run
-    rle = syn._uncompressed_rle(m)
+    rle = _uncompressed_rle(m)
     assert rle["counts"][0] == 0 and sum(rle["counts"]) == m.size
     np.testing.assert_array_equal(mask_utils.decode(mask_utils.frPyObjects(rle, 13, 17)).astype(bool), m)
 
@@ -455,14 +460,14 @@ def test_ensure_regenerates_only_when_stale(tmp_path: Path, monkeypatch: pytest.
     (out / "synthetic_config.json").write_text(json.dumps(stamp))
     marker.write_text("x")
     ensure_synthetic(out, other, num_workers=1)
-    assert not marker.exists() and read_stamp(out)["format_version"] == syn.FORMAT_VERSION
+    assert not marker.exists() and read_stamp(out)["format_version"] == FORMAT_VERSION
     # an interrupted run leaves the previous complete dataset untouched and no temp folder behind
     marker.write_text("x")
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(syn, "_write_coco", boom)
+    monkeypatch.setattr(benchmark, "_write_coco", boom)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(out, TINY, num_workers=1)
     assert marker.exists() and read_stamp(out)["config"]["num_vg_test"] == 5
@@ -482,16 +487,16 @@ def test_refuses_to_overwrite_foreign_directory(tmp_path: Path) -> None:
 
 
 def test_cli_arguments() -> None:
-    out, cfg, workers, force = syn._parse_args(
+    out, cfg, workers, force = cli._parse_args(
         ["out=/x/y", "seed=4", "num_vg_train=30", "image_size=100,120", "workers=1"]
     )
     assert out == Path("/x/y") and workers == 1 and not force
     assert (cfg.seed, cfg.num_vg_train, cfg.min_image_size, cfg.max_image_size) == (4, 30, 100, 120)
-    assert syn._parse_args(["out=o", "image_size=140", "zero_shot_fraction=0.2"])[1].max_image_size == 140
+    assert cli._parse_args(["out=o", "image_size=140", "zero_shot_fraction=0.2"])[1].max_image_size == 140
     with pytest.raises(SystemExit, match="unknown key"):
-        syn._parse_args(["out=o", "nmu_vg_train=3"])
+        cli._parse_args(["out=o", "nmu_vg_train=3"])
     with pytest.raises(SystemExit, match="out=DIR"):
-        syn._parse_args(["seed=1"])
+        cli._parse_args(["seed=1"])
 
 
 # ------------------------------------------------------------------------------------ the project's loaders
@@ -515,7 +520,7 @@ def test_visual_genome_loader_reads_the_output(data: SyntheticLayout) -> None:
     b0, b1 = h5["img_to_first_box"][r], h5["img_to_last_box"][r] + 1
     np.testing.assert_array_equal(gt["labels"].numpy(), h5["labels"][b0:b1, 0])
     ours = decode_vg_boxes(h5["boxes_1024"][b0:b1], rows[r]["width"], rows[r]["height"], 1024)
-    assert np.abs(gt["boxes"].numpy() - ours).max() <= 1.0  # the loader clamps x2 to W - 1
+    torch.testing.assert_close(gt["boxes"], ours, rtol=0, atol=0)  # one decoder for the loader and the tests
     assert tuple(item["image"].shape) == (3, rows[r]["height"], rows[r]["width"])
 
 
@@ -565,7 +570,7 @@ def test_boxes_alone_leave_mask_predicates_ambiguous(data: SyntheticLayout) -> N
     for r in np.flatnonzero(h5["img_to_first_rel"] >= 0):
         w, h = rows[r]["width"], rows[r]["height"]
         for j in range(h5["img_to_first_rel"][r], h5["img_to_last_rel"][r] + 1):
-            bs, bo = decode_vg_boxes(h5["boxes_1024"][h5["relationships"][j]], w, h, 1024)
+            bs, bo = decode_vg_boxes(h5["boxes_1024"][h5["relationships"][j]], w, h, 1024).numpy()
             pred = PREDICATES[int(h5["predicates"][j, 0]) - 1]
             if (bs[:2] >= bo[:2]).all() and (bs[2:] <= bo[2:]).all():
                 by_box_relation["inside"].add(pred)

@@ -23,8 +23,9 @@ import numpy as np
 from PIL import Image
 
 from sgseg.data.label_spaces import VG150_OBJECT_CLASSES, VG150_PREDICATES
+from sgseg.data.visual_genome import CORRUPT_IMAGE_IDS
 
-CORRUPT_IDS = (1592, 1722, 4616, 4617)
+CORRUPT_IDS = tuple(sorted(CORRUPT_IMAGE_IDS))  # in the order the real image_data.json lists them
 
 
 def encode_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int, size: int = 1024) -> list:

@@ -72,17 +72,31 @@ def decode_boxes_1024(boxes_cxcywh: np.ndarray) -> np.ndarray:
     return out
 
 
-def boxes_1024_to_image(boxes_xyxy_1024: np.ndarray, width: int, height: int) -> Tensor:
+def boxes_1024_to_image(
+    boxes_xyxy_1024: np.ndarray, width: int, height: int, scale: int = BOX_SCALE
+) -> Tensor:
     """1024-frame xyxy boxes → Float[B, 4] xyxy in original-image pixels, clamped to [0, W-1] × [0, H-1].
 
-    Scale is ``max(W, H) / 1024`` (the longer side was mapped to 1024), computed in float64 as the reference
-    does, then cast to float32 and clamped like ``BoxList.clip_to_image`` (``TO_REMOVE = 1``).
+    Scale is ``max(W, H) / 1024`` (the longer side was mapped to 1024; ``scale=512`` for ``boxes_512``),
+    computed in float64 as the reference does, then cast to float32 and clamped like
+    ``BoxList.clip_to_image`` (``TO_REMOVE = 1``).
     """
-    scaled = np.asarray(boxes_xyxy_1024, dtype=np.float64).reshape(-1, 4) / BOX_SCALE * max(width, height)
+    scaled = np.asarray(boxes_xyxy_1024, dtype=np.float64).reshape(-1, 4) / scale * max(width, height)
     boxes = torch.from_numpy(scaled).to(torch.float32)
     boxes[:, 0::2].clamp_(min=0, max=width - 1)
     boxes[:, 1::2].clamp_(min=0, max=height - 1)
     return boxes
+
+
+def decode_vg_boxes(boxes_cxcywh: np.ndarray, width: int, height: int, scale: int = BOX_SCALE) -> Tensor:
+    """The project's one VG box decoder: h5 centre boxes → Float[B, 4] xyxy original-image pixels.
+
+    boxes_cxcywh: Int[B, 4] rows of ``boxes_1024`` (``scale=1024``) or ``boxes_512`` (``scale=512``).
+    :func:`decode_boxes_1024` then :func:`boxes_1024_to_image`: the reference's truncation, scaling and
+    clamp to [0, W-1] × [0, H-1]. What the loader returns, what the synthetic writer's
+    :func:`sgseg.data.synthetic.encode_vg_boxes` is checked against, and what tests decode with.
+    """
+    return boxes_1024_to_image(decode_boxes_1024(boxes_cxcywh), width, height, scale)
 
 
 def pairwise_intersection(boxes: np.ndarray, to_move: int) -> np.ndarray:

@@ -40,7 +40,8 @@ from sgseg.data.label_spaces import (
     VG150_OBJECT_CLASSES,
     VG150_PREDICATES,
 )
-from sgseg.data.synthetic import CORRUPT_VG_IMAGE_IDS, encode_vg_boxes
+from sgseg.data.synthetic.writers import encode_vg_boxes
+from sgseg.data.visual_genome import CORRUPT_IMAGE_IDS
 
 PRESET = "vg150_shapes"
 FORMAT_VERSION = 1
@@ -158,7 +159,7 @@ def _write_vg(root: Path, images: list[dict[str, Any]]) -> None:
     n_boxes = n_rels = 0
     rid = 1
     for im in images:
-        while rid in CORRUPT_VG_IMAGE_IDS:  # listed in image_data.json, absent from the h5 (as in real VG)
+        while rid in CORRUPT_IMAGE_IDS:  # listed in image_data.json, absent from the h5 (as in real VG)
             image_data.append({"image_id": rid, "width": 800, "height": 600, "coco_id": None, "url": ""})
             rid += 1
         Image.fromarray(im["px"]).save(root / "VG_100K" / f"{rid}.jpg", quality=85)
