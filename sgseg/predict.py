@@ -16,6 +16,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sgseg.ops.boxes import rescale_boxes
+
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -123,8 +125,7 @@ def predict_image(
     out = model(images, given, mode)
     p = out.predictions
     scores = dets.scores[keep] if mode == "predcls" else p.scores
-    scale = torch.tensor(image.shape[-2:], dtype=torch.float32) / images.image_sizes[0].float()
-    boxes = p.boxes * torch.stack([scale[1], scale[0], scale[1], scale[0]])
+    boxes = rescale_boxes(p.boxes, p.image_index, images.image_sizes, torch.tensor([image.shape[-2:]]))
     rel_scores = p.rel_logits.softmax(-1)
     own = out.vg_mask_probs[torch.arange(p.labels.shape[0]), p.labels - 1]
     return {

@@ -31,6 +31,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
+from sgseg.ops.boxes import local_index
+
 NUM_VG_OBJECT_LOGITS = 151
 NUM_COCO_OBJECT_LOGITS = 81
 NUM_PREDICATE_LOGITS = 51
@@ -284,28 +286,25 @@ class RelationPredictions(_Movable):
     def rel_image_index(self) -> Tensor:
         return self.image_index[self.pair_index[:, 0]]
 
-    def per_image(self, num_images: int, scale: Tensor | None = None) -> list[dict[str, Tensor]]:
+    def per_image(self, num_images: int) -> list[dict[str, Tensor]]:
         """Split into the evaluator's per-image dicts, rows ranked as the protocol expects.
 
         Each dict has ``boxes``, ``labels``, ``scores``, ``rel_pairs`` (indices local to the image) and
         ``rel_scores`` (softmax over C_rel), rows sorted by descending
         ``max_{c>=1} rel_scores[c] · scores[subject] · scores[object]``.
-        scale: optional Float[B, 2] (sx, sy) multiplying boxes back to original-image pixels.
+        Boxes stay in this object's frame (map them with :func:`sgseg.ops.boxes.boxes_to_original` first).
         """
         out = []
         rel_probs = self.rel_logits.softmax(-1)
         rel_img = self.rel_image_index
         for b in range(num_images):
             obj = (self.image_index == b).nonzero().flatten()
-            local = torch.full((self.boxes.shape[0],), -1, dtype=torch.long, device=self.boxes.device)
-            local[obj] = torch.arange(obj.numel(), device=self.boxes.device)
+            local = local_index(obj, self.boxes.shape[0])
             rows = (rel_img == b).nonzero().flatten()
             pairs = local[self.pair_index[rows]]
             probs = rel_probs[rows]
             scores = self.scores[obj]
             boxes = self.boxes[obj]
-            if scale is not None:
-                boxes = boxes * scale[b].repeat(2)
             rank = probs[:, 1:].max(1).values * scores[pairs[:, 0]] * scores[pairs[:, 1]]
             order = rank.argsort(descending=True, stable=True)
             out.append(

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from sgseg.evaluation.coco_masks import coco_mask_ap, paste_masks
-from sgseg.evaluation.matching import box_iou_plus1
 from sgseg.evaluation.scene_graph import SceneGraphEvaluator
+from sgseg.ops.boxes import box_iou_plus1
 
 __all__ = ["SceneGraphEvaluator", "SceneGraphMetric", "box_iou_plus1", "coco_mask_ap", "paste_masks"]
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from sgseg.evaluation.matching import to_numpy
+from sgseg.ops.boxes import to_numpy
 
 AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from sgseg.evaluation.matching import box_iou_plus1, to_numpy
+from sgseg.ops.boxes import box_iou_plus1, to_numpy
 
 MODES = ("predcls", "sgcls", "sgdet")
 NG_TOP = 100  # length of the no-graph-constraint candidate list (the protocol's "top 100")

@@ -11,6 +11,7 @@ the run directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -28,16 +29,10 @@ from sgseg.lit.detector_module import warmup_multistep
 from sgseg.models.masks.refine import refinement_loss
 from sgseg.models.relation.losses import object_loss, relation_loss, tree_score_loss
 from sgseg.models.scene_graph import SceneGraphModel
+from sgseg.ops.boxes import boxes_to_original, local_index
 from sgseg.structures import ImageBatch, Targets
 
 Batch = dict[str, tuple[ImageBatch, Targets]]
-
-
-def _to_original(boxes: Tensor, image_index: Tensor, images: ImageBatch) -> Tensor:
-    """Boxes from resized-image pixels back to original-image pixels (the evaluator's frame)."""
-    scale = images.original_sizes.to(boxes) / images.image_sizes.to(boxes)  # (sy, sx) per image
-    s = scale[image_index]
-    return boxes * torch.stack([s[:, 1], s[:, 0], s[:, 1], s[:, 0]], 1)
 
 
 class SceneGraphModule(pl.LightningModule):
@@ -214,8 +209,7 @@ class SceneGraphModule(pl.LightningModule):
         paths = []
         for b in range(min(num_images, images.num_images)):
             objs = (p.image_index == b).nonzero().flatten()
-            local = torch.full_like(p.image_index, -1)
-            local[objs] = torch.arange(objs.numel(), device=objs.device)
+            local = local_index(objs, p.image_index.numel())
             rows = (p.rel_image_index == b).nonzero().flatten()
             trip = top_triplets(local[p.pair_index[rows]], rel_scores[rows], p.scores[objs], k=8)
             h, w = images.image_sizes[b].tolist()
@@ -234,15 +228,14 @@ class SceneGraphModule(pl.LightningModule):
             lg.log_image(key=f"{stage}/predictions", images=paths, step=self.global_step)
 
     def update_metric(self, predictions, images: ImageBatch, targets: Targets) -> None:
-        # per_image ranks the rows and scales the boxes back to original pixels by (sx, sy) per image
-        scale = (images.original_sizes.float() / images.image_sizes.float()).flip(1)
-        preds = predictions.per_image(images.num_images, scale=scale.to(predictions.boxes.device))
-        gt_boxes = _to_original(targets.boxes, targets.image_index, images)
+        # per_image ranks the rows; the evaluator's frame is original-image pixels
+        boxes = boxes_to_original(predictions.boxes, predictions.image_index, images)
+        preds = dataclasses.replace(predictions, boxes=boxes).per_image(images.num_images)
+        gt_boxes = boxes_to_original(targets.boxes, targets.image_index, images)
         for b, pred in enumerate(preds):
             keep = targets.image_index == b
             objects = keep.nonzero().flatten()
-            local = torch.full_like(targets.image_index, -1)
-            local[objects] = torch.arange(objects.numel(), device=objects.device)
+            local = local_index(objects, targets.image_index.numel())
             rels = targets.relations[targets.rel_image_index == b]
             gt = {
                 "boxes": gt_boxes[keep],
@@ -269,7 +262,7 @@ class SceneGraphModule(pl.LightningModule):
             refined, unrefined = self.model.coco_refinement_logits(
                 images, boxes=boxes, image_index=index, features=features, mode=setting, labels=labels
             )
-            boxes_orig = _to_original(boxes, index, images).float().cpu()
+            boxes_orig = boxes_to_original(boxes, index, images).float().cpu()
             rows = torch.arange(labels.shape[0], device=labels.device)
             categories = torch.tensor(
                 [self.coco_label_to_category[int(c)] for c in labels.tolist()], dtype=torch.long

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from sgseg.ops.boxes import box_iou
+
 Mode = Literal["predcls", "sgcls", "sgdet"]
 MODES: tuple[str, ...] = ("predcls", "sgcls", "sgdet")
 
@@ -182,17 +184,6 @@ def position_mlp(out_dim: int = 128) -> nn.Sequential:
     )
 
 
-def box_iou_matrix(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of Float[..., n, 4] × Float[..., m, 4] → Float[..., n, m] (continuous pixels; 0 for empty unions)."""
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    union = area_a[..., :, None] + area_b[..., None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(inter))
-
-
 def label_nms(probs: Tensor, boxes: Tensor, image_index: Tensor, threshold: float) -> Tensor:
     """Greedy per-class NMS over decoded label distributions (reference SGDet test post-processing).
 
@@ -212,7 +203,7 @@ def label_nms(probs: Tensor, boxes: Tensor, image_index: Tensor, threshold: floa
     labels = torch.zeros(n, dtype=torch.long, device=probs.device)
     assigned = torch.zeros(n, dtype=torch.bool, device=probs.device)
     same_image = image_index[:, None] == image_index[None, :]
-    overlap = (box_iou_matrix(boxes, boxes) >= threshold) & same_image
+    overlap = (box_iou(boxes, boxes) >= threshold) & same_image
     num_images = int(image_index.max()) + 1
     flat = torch.arange(n, device=probs.device)
     for _ in range(int(torch.bincount(image_index).max())):

@@ -32,11 +32,11 @@ from sgseg.models.context.base import (
     ContextOutput,
     SafeBatchNorm1d,
     SequenceLayout,
-    box_iou_matrix,
     encode_boxes,
     label_nms,
     teacher_labels,
 )
+from sgseg.ops.boxes import box_iou
 
 # ---------------------------------------------------------------------------------------------------------
 # Tree construction
@@ -361,7 +361,7 @@ def overlap_features(boxes_padded: Tensor, valid: Tensor, image_area: Tensor) ->
     lt = torch.maximum(boxes_padded[:, :, None, :2], boxes_padded[:, None, :, :2])
     rb = torch.minimum(boxes_padded[:, :, None, 2:], boxes_padded[:, None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1) * valid[:, None, :]
-    iou = box_iou_matrix(boxes_padded, boxes_padded) * valid[:, None, :]
+    iou = box_iou(boxes_padded, boxes_padded) * valid[:, None, :]
     area = (boxes_padded[..., 2:] - boxes_padded[..., :2]).clamp(min=0).prod(-1)
     a = image_area[:, None]
     count = (inter > 0).sum(-1).to(boxes_padded.dtype)

@@ -37,14 +37,9 @@ from torch import Tensor, nn
 
 from sgseg.models.grounding.kernels import blur_per_sample, gaussian_kernels
 from sgseg.models.grounding.node import GroundingHead
+from sgseg.ops.boxes import union_boxes
 
 MaskFrame = Literal["union", "own_box"]
-
-
-def union_boxes(boxes: Tensor, pair_index: Tensor) -> Tensor:
-    """Float[R, 4] xyxy: the smallest box holding both boxes of each pair (boxes: Float[N, 4] xyxy)."""
-    s, o = boxes[pair_index[:, 0]], boxes[pair_index[:, 1]]
-    return torch.cat([torch.minimum(s[:, :2], o[:, :2]), torch.maximum(s[:, 2:], o[:, 2:])], dim=1)
 
 
 def resample_to_frames(masks: Tensor, mask_boxes: Tensor, frames: Tensor, out_size: int) -> Tensor:

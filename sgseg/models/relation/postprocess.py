@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from sgseg.models.relation.sampling import all_pairs
+from sgseg.ops.boxes import paired_box_iou
 
 # reference TEST.RELATION.LATER_NMS_PREDICTION_THRES (SGB and ubc-vision/segmentation-sg defaults)
 LATER_NMS_THRESHOLD = 0.3
@@ -41,17 +42,6 @@ class FinalObjects:
     labels: Tensor
     scores: Tensor
     boxes: Tensor
-
-
-def _pair_class_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of Float[P, C, 4] × Float[P, C, 4], elementwise over pairs and classes → Float[P, C]."""
-    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
-    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp(min=0)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
-    area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-9), torch.zeros_like(inter))
 
 
 def class_box_label_nms(probs: Tensor, class_boxes: Tensor, image_index: Tensor, threshold: float) -> Tensor:
@@ -79,7 +69,7 @@ def class_box_label_nms(probs: Tensor, class_boxes: Tensor, image_index: Tensor,
     probs[:, 0] = -1.0
     # Overlaps only inside an image: the ordered pairs of each image (memory Σ_b N_b² · C, not N² · C).
     pairs = all_pairs(image_index)
-    over = _pair_class_iou(class_boxes[pairs[:, 0]], class_boxes[pairs[:, 1]]) >= threshold  # Bool[P, C]
+    over = paired_box_iou(class_boxes[pairs[:, 0]], class_boxes[pairs[:, 1]]) >= threshold  # Bool[P, C]
     labels = torch.zeros(n, dtype=torch.long, device=device)
     assigned = torch.zeros(n, dtype=torch.bool, device=device)
     num_images = int(image_index.max()) + 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sgseg.models.context.base import box_iou_matrix
+from sgseg.ops.boxes import box_iou, paired_box_iou
 
 
 def _lexsort(primary: Tensor, secondary: Tensor) -> Tensor:
@@ -204,7 +204,7 @@ def sample_sgdet_pairs(
     device = det_boxes.device
     p = det_boxes.shape[0]
     rel = _dedup_relations(gt_relations.reshape(-1, 3).long(), gt_labels.numel(), generator)
-    ious = box_iou_matrix(gt_boxes, det_boxes)  # [G, P]
+    ious = box_iou(gt_boxes, det_boxes)  # [G, P]
     is_match = (
         (gt_labels[:, None] == det_labels[None, :])
         & (det_labels[None, :] > 0)
@@ -231,7 +231,7 @@ def sample_sgdet_pairs(
     ci, cj = candidates[:, 0], candidates[:, 1]
     ok = (det_labels[ci] > 0) & (det_labels[cj] > 0) & ~torch.isin(ci * p + cj, fg_keys)
     if require_overlap:
-        pair_iou = box_iou_matrix(det_boxes[ci][:, None], det_boxes[cj][:, None])[:, 0, 0]
+        pair_iou = paired_box_iou(det_boxes[ci], det_boxes[cj])
         ok &= (pair_iou > 0) & (pair_iou < 1)
     return _assemble(
         fg_pairs,
