@@ -198,15 +198,33 @@ def coco_mask_ap(
     and -1.0 for an area range without GT objects. No detections at all gives 0.0 (not an error).
     Crowd GT regions are pycocotools' business: a detection matching only a crowd region is ignored.
     """
+    coco_gt = _load_gt(coco_gt_json)
+    results = detections_to_coco_results(coco_gt, detections, threshold)
+    return run_cocoeval(coco_gt, results, "segm", image_ids=image_ids, verbose=verbose)
+
+
+def run_cocoeval(
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    iou_type: str,
+    *,
+    image_ids: Iterable[int] | None = None,
+    verbose: bool = False,
+) -> dict[str, float]:
+    """The project's one COCOeval run: ``{AP, AP50, AP75, APs, APm, APl}`` = pycocotools' ``stats[0:6]``.
+
+    coco_gt: an indexed ``COCO``; results: pycocotools result dicts (``image_id``, ``category_id``, ``score``
+    and ``bbox`` or ``segmentation``); iou_type: "bbox" or "segm"; image_ids: pycocotools' ``params.imgIds``
+    (default every GT image). Values as pycocotools gives them (-1.0 for an area range without GT); an empty
+    result list scores 0 where there is GT (``loadRes`` cannot take it, so an empty result set stands in).
+    """
     sink: contextlib.AbstractContextManager = (
         contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     )
-    coco_gt = _load_gt(coco_gt_json)
-    results = detections_to_coco_results(coco_gt, detections, threshold)
     with sink:
         if results:
             coco_dt = coco_gt.loadRes(results)
-        else:  # loadRes cannot take an empty list; an empty result set scores 0
+        else:
             coco_dt = COCO()
             coco_dt.dataset = {
                 "images": list(coco_gt.dataset["images"]),
@@ -214,7 +232,7 @@ def coco_mask_ap(
                 "annotations": [],
             }
             coco_dt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
+        evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
         if image_ids is not None:
             evaluator.params.imgIds = sorted(int(i) for i in image_ids)
         evaluator.evaluate()

@@ -21,7 +21,7 @@ from torchvision.ops import box_iou
 
 # one pasting convention for the whole project (pixel centres, grid covering the box exactly: the inverse of
 # sgseg.models.losses.project_masks_on_boxes); re-exported for the detector's validation
-from sgseg.evaluation.coco_masks import paste_masks
+from sgseg.evaluation.coco_masks import paste_masks, run_cocoeval
 
 __all__ = ["box_map", "coco_ap", "encode_masks", "paste_masks", "voc_ap"]
 
@@ -118,7 +118,6 @@ def coco_ap(
     """
     from pycocotools import mask as mask_utils
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"coco_ap: iou_type must be 'bbox' or 'segm', got {iou_type!r}")
@@ -167,6 +166,8 @@ def coco_ap(
     if not annotations:
         return dict.fromkeys(keys, float("nan"))
     results = [r for r in results if r["category_id"] in categories]
+    if not results:
+        return dict.fromkeys(keys, 0.0)
     gt_api = COCO()
     gt_api.dataset = {
         "images": images,
@@ -175,11 +176,5 @@ def coco_ap(
     }
     with contextlib.redirect_stdout(io.StringIO()):
         gt_api.createIndex()
-        if not results:
-            return dict.fromkeys(keys, 0.0)
-        dt_api = gt_api.loadRes(results)
-        ev = COCOeval(gt_api, dt_api, iou_type)
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {k: (float(v) if v >= 0 else float("nan")) for k, v in zip(keys, ev.stats[:6])}
+    stats = run_cocoeval(gt_api, results, iou_type)
+    return {k: (v if v >= 0 else float("nan")) for k, v in zip(keys, stats.values())}
