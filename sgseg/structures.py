@@ -33,10 +33,6 @@ from torch import Tensor
 
 from sgseg.ops.boxes import local_index
 
-NUM_VG_OBJECT_LOGITS = 151
-NUM_COCO_OBJECT_LOGITS = 81
-NUM_PREDICATE_LOGITS = 51
-
 
 def _check(cond: bool, cls: str, msg: str) -> None:
     if not cond:
@@ -215,31 +211,6 @@ class InstanceMasks(_Movable):
     @property
     def probs(self) -> Tensor:
         return self.logits.sigmoid()
-
-
-@dataclass
-class GroundedFeatures(_Movable):
-    """Node and edge features after segmentation grounding (paper Eq. 5 and 7).
-
-    node: Float[N, D_node] ẑ_j, one row per object.
-    edge: Float[R, D_edge] ẑ_{j,j'}, one row per pair of ``pair_index``.
-    pair_index: Long[R, 2] flat (subject, object) indices into the objects.
-    """
-
-    node: Tensor
-    edge: Tensor
-    pair_index: Tensor
-
-    def __post_init__(self) -> None:
-        c = "GroundedFeatures"
-        _check(self.node.dim() == 2, c, "`node` must be Float[N, D]")
-        _check(self.edge.dim() == 2, c, "`edge` must be Float[R, D]")
-        _check(
-            self.pair_index.dim() == 2 and self.pair_index.shape[1] == 2,
-            c,
-            f"`pair_index` must be Long[R, 2], got {tuple(self.pair_index.shape)}",
-        )
-        _check_len(c, self.pair_index.shape[0], edge=self.edge)
 
 
 @dataclass

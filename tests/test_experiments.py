@@ -160,7 +160,7 @@ def test_stage_two_reference_values(name: str) -> None:
         assert (g["node"], g["edge"], cfg["model"]["refine"]) == ("none", "none", False)
     assert cfg["detector"]["joint"] is grounded
     assert cfg["tags"] == ["predcls"]
-    assert _compose(f"experiment={name}", "task=sgdet", *CKPT).task.use_gt_boxes is False
+    assert _compose(f"experiment={name}", "task=sgdet", *CKPT).task.name == "sgdet"
 
 
 @pytest.mark.parametrize(

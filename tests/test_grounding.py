@@ -17,7 +17,6 @@ from sgseg.models.grounding import (
     UnionEdgeGrounding,
     blur_per_sample,
     build_edge_grounding,
-    build_node_grounding,
     gaussian_kernels,
     paste_into_union,
     union_boxes,
@@ -419,14 +418,3 @@ def test_joint_params_with_block_weights_equal_per_object(frame):
     a = per_obj.relation_masks(masks, boxes, pairs, labels)
     torch.testing.assert_close(a, joint.relation_masks(masks, boxes, pairs, labels))
     assert a.min() >= 0.5  # the reference's extra sigmoid
-
-
-def test_node_factory():
-    kw = dict(in_channels=3, num_mask_channels=5, hidden_dim=16, out_dim=6, roi_size=8, pool_size=2)
-    assert isinstance(build_node_grounding("masks", **kw), NodeGrounding)
-    none = build_node_grounding("none", **kw)
-    assert isinstance(none, NoNodeGrounding) and none.out_dim == 6
-    with pytest.raises(ValueError, match="unknown kind"):
-        build_node_grounding("mask", **kw)
-    with pytest.raises(TypeError, match="hiden_dim"):
-        build_node_grounding("masks", hiden_dim=3)

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from sgseg.models.masks import (
     MaskRefinement,
     MaskTransfer,
-    RefinedMaskTransfer,
     crop_masks_to_boxes,
     refinement_loss,
 )
@@ -24,30 +23,27 @@ def _tiny(num_classes: int = 5) -> MaskRefinement:
 
 def test_zero_init_refinement_is_identity():
     ref = _tiny()
-    sim = torch.rand(7, 5)
-    chain = RefinedMaskTransfer(MaskTransfer(sim), ref)
-    plain = RefinedMaskTransfer(MaskTransfer(sim), None)
+    transfer = MaskTransfer(torch.rand(7, 5))
     coco = torch.randn(4, 5, 28, 28)
     feats, ctx = torch.randn(4, 6, 14, 14), torch.randn(4, 3)
-    refined, vg = chain(coco, feats, ctx)
-    assert torch.equal(refined, coco)
-    assert torch.equal(vg, plain(coco)[1])
+    refined = coco + ref(feats, ctx)  # m̂ = m + f_M'(z), as SceneGraphModel applies it
     assert torch.equal(ref(feats, ctx), torch.zeros(4, 5, 28, 28))
+    assert torch.equal(refined, coco)
+    assert torch.equal(transfer(refined), transfer(coco))
 
 
 def test_first_step_trains_the_last_layer_and_moves_the_masks():
     ref = _tiny()
-    chain = RefinedMaskTransfer(MaskTransfer(torch.eye(5)), ref)
     coco = torch.zeros(3, 5, 28, 28)
     feats, ctx = torch.randn(3, 6, 14, 14), torch.randn(3, 3)
     gt = torch.ones(3, 28, 28)
-    refined, _ = chain(coco, feats, ctx)
+    refined = coco + ref(feats, ctx)
     refinement_loss(refined, torch.tensor([1, 2, 5]), gt, torch.tensor([[0.0, 0, 28, 28]] * 3)).backward()
     assert ref.predictor.weight.grad.abs().sum() > 0 and ref.predictor.bias.grad.abs().sum() > 0
     opt = torch.optim.SGD(ref.parameters(), lr=1.0)
     opt.step()
     # All-foreground targets: one SGD step raises the GT-channel logits of every refined mask.
-    refined2, _ = chain(coco, feats, ctx)
+    refined2 = coco + ref(feats, ctx)
     assert (refined2[0, 0] > 0).all() and (refined2[2, 4] > 0).all()
 
 

@@ -69,10 +69,6 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
 )
 # fmt: on
 
-NUM_VG_OBJECT_CLASSES = len(VG150_OBJECT_CLASSES)  # 150 foreground (151 logits with background)
-NUM_VG_PREDICATES = len(VG150_PREDICATES)  # 50 foreground (51 logits with background)
-NUM_COCO_OBJECT_CLASSES = len(COCO_OBJECT_CLASSES)  # 80 foreground (81 logits with background)
-
 
 def with_background(names: Sequence[str]) -> list[str]:
     """The ``idx_to_*`` list of a label space: ``["__background__", *names]``, so ``list[k]`` is class k."""

@@ -14,7 +14,6 @@ Everything is a flat batch tensor plus ``image_index``. Where a recurrent model 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,6 @@ from torch.nn.utils.rnn import PackedSequence
 
 from sgseg.ops.boxes import box_iou
 
-Mode = Literal["predcls", "sgcls", "sgdet"]
 MODES: tuple[str, ...] = ("predcls", "sgcls", "sgdet")
 
 # Logit value for the one-hot "distributions" of GT labels in PredCls (reference ``to_onehot``): softmax of it

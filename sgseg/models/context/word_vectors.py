@@ -22,11 +22,6 @@ from torch import Tensor
 from sgseg.models.masks.similarity import KeyedVectorsLike, class_vectors
 
 
-def vector_width(keyed_vectors: KeyedVectorsLike, names: Sequence[str]) -> int:
-    """D of the vectors (read from the first class name's vector)."""
-    return int(class_vectors(list(names[:1]), keyed_vectors).shape[1])
-
-
 def label_word_vectors(names: Sequence[str], keyed_vectors: KeyedVectorsLike, seed: int = 0) -> Tensor:
     """Float[1 + T, D]: row 0 (background) N(0, 1), rows 1..T the word vectors of the T class ``names``
     (foreground, index order) — the layout of a C_obj = 1 + T label table."""

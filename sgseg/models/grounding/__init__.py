@@ -12,7 +12,7 @@ from sgseg.models.grounding.edge import (
     union_boxes,
 )
 from sgseg.models.grounding.kernels import blur_per_sample, gaussian_kernels
-from sgseg.models.grounding.node import GroundingHead, NodeGrounding, NoNodeGrounding, build_node_grounding
+from sgseg.models.grounding.node import GroundingHead, NodeGrounding, NoNodeGrounding
 
 __all__ = [
     "AvgEdgeGrounding",
@@ -24,7 +24,6 @@ __all__ = [
     "UnionEdgeGrounding",
     "blur_per_sample",
     "build_edge_grounding",
-    "build_node_grounding",
     "gaussian_kernels",
     "grow_boxes",
     "paste_into_union",

@@ -11,8 +11,6 @@ paper gives the same shape.
 
 from __future__ import annotations
 
-import inspect
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -136,24 +134,3 @@ class NoNodeGrounding(nn.Module):
             got = None if box_features is None else tuple(box_features.shape)
             raise ValueError(f"NoNodeGrounding: `box_features` must be Float[N, {self.out_dim}], got {got}")
         return box_features
-
-
-NODE_GROUNDINGS: dict[str, type[nn.Module]] = {"masks": NodeGrounding, "none": NoNodeGrounding}
-
-
-def build_node_grounding(kind: str, **kwargs) -> nn.Module:
-    """The f_N variant ``kind`` (``masks`` | ``none``, config ``model.grounding.node``).
-
-    Arguments only the other variant takes are dropped (``none`` keeps just ``out_dim``, the box feature width),
-    so one config block serves both rows of the ablation; an argument neither takes is an error.
-    """
-    if kind not in NODE_GROUNDINGS:
-        raise ValueError(
-            f"build_node_grounding: unknown kind {kind!r}; choose one of {sorted(NODE_GROUNDINGS)}"
-        )
-    params = {c: set(inspect.signature(c.__init__).parameters) - {"self"} for c in NODE_GROUNDINGS.values()}
-    unknown = set(kwargs) - set().union(*params.values())
-    if unknown:
-        raise TypeError(f"build_node_grounding: no node grounding takes {sorted(unknown)}")
-    cls = NODE_GROUNDINGS[kind]
-    return cls(**{k: v for k, v in kwargs.items() if k in params[cls]})

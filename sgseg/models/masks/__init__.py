@@ -2,7 +2,6 @@
 
 from sgseg.models.masks.refine import (
     MaskRefinement,
-    RefinedMaskTransfer,
     crop_masks_to_boxes,
     refinement_loss,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "DEFAULT_ALIASES",
     "MaskRefinement",
     "MaskTransfer",
-    "RefinedMaskTransfer",
     "build_similarity",
     "class_vectors",
     "crop_masks_to_boxes",

@@ -3,10 +3,11 @@
 Where this sits: stage 2, between the frozen detector's COCO mask head and the zero-shot transfer. The context
 model's per-object feature z^o_j is broadcast over the RoI grid, fused with the object's RoI feature map, and a
 Mask R-CNN-style conv head predicts a residual on the 80 COCO mask logits; the refined logits then go through
-:class:`~sgseg.models.masks.transfer.MaskTransfer` (:class:`RefinedMaskTransfer` chains the two). The head's last
+:class:`~sgseg.models.masks.transfer.MaskTransfer` (:class:`~sgseg.models.scene_graph.SceneGraphModel` chains the
+two). The head's last
 layer starts at zero, so training starts exactly from the transferred masks. It is trained on COCO images only,
 with :func:`refinement_loss` (per-pixel BCE on the GT class channel). Config switch ``model.refine=true|false``
-(``refinement=None`` in :class:`RefinedMaskTransfer`).
+(``refinement=None`` in :class:`~sgseg.models.scene_graph.SceneGraphModel`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
-
-from sgseg.models.masks.transfer import MaskTransfer
 
 
 class MaskRefinement(nn.Module):
@@ -79,35 +78,6 @@ class MaskRefinement(nn.Module):
         ctx = context.to(roi_features.dtype)[:, :, None, None].expand(-1, -1, r, r)
         x = self.convs(torch.cat([roi_features, ctx], dim=1))
         return self.predictor(F.relu(self.deconv(x)))
-
-
-class RefinedMaskTransfer(nn.Module):
-    """COCO mask logits (+ refinement residual) → VG mask logits.
-
-    transfer: the :class:`MaskTransfer` holding S. refinement: a :class:`MaskRefinement`, or None for
-    ``model.refine=false`` (then the COCO logits pass through unchanged).
-    """
-
-    def __init__(self, transfer: MaskTransfer, refinement: MaskRefinement | None = None) -> None:
-        super().__init__()
-        self.transfer = transfer
-        self.refinement = refinement
-
-    def forward(
-        self, coco_mask_logits: Tensor, roi_features: Tensor | None = None, context: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """coco_mask_logits: Float[N, S, M, M]; roi_features: Float[N, D, M/2, M/2] and context: Float[N, Dc]
-        (needed only with a refinement head).
-
-        Returns (refined COCO logits Float[N, S, M, M] — for :func:`refinement_loss` and COCO mask AP —,
-        VG mask logits Float[N, T, M, M]).
-        """
-        refined = coco_mask_logits
-        if self.refinement is not None:
-            if roi_features is None or context is None:
-                raise ValueError("RefinedMaskTransfer: a refinement head needs `roi_features` and `context`")
-            refined = coco_mask_logits + self.refinement(roi_features, context)
-        return refined, self.transfer(refined)
 
 
 def crop_masks_to_boxes(gt_masks: Tensor, boxes: Tensor, size: int) -> Tensor:
