@@ -39,6 +39,7 @@ def vg_root(tmp_path: Path) -> Path:
     return tmp_path / "vg"
 
 
+@pytest.mark.slow
 def test_cli_summary(vg_root: Path, shared_data: Path) -> None:
     coco = shared_data / "coco_tiny8"
     p = _cli(
@@ -69,6 +70,7 @@ def test_cli_summary(vg_root: Path, shared_data: Path) -> None:
     assert lines[-1] == "OK"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["missing_h5", "corrupt_h5"])
 def test_cli_one_line_errors(vg_root: Path, damage: str) -> None:
     h5 = vg_root / "VG-SGG-with-attri.h5"

@@ -12,6 +12,7 @@ from .conftest import REPO
 from .test_train_cli import ENV
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU path")
 def test_gpu_check_without_cuda_says_so_in_one_line_and_exits_0():
     out = subprocess.run(["bash", "scripts/gpu_check.sh"], capture_output=True, text=True, cwd=REPO,

@@ -272,6 +272,7 @@ def test_packaged_mmdet_config_resolves_and_builds_r50():
     assert det.bbox_head.fc_cls.out_features == 81 and det.vg_predictor.fc_cls.out_features == 151
 
 
+@pytest.mark.slow
 def test_stage1_through_lightning_then_stage2_on_it(tmp_path):
     """`detector=mmdet_tiny`: stage 1 through sgseg.train (Lightning + Hydra), then stage 2 unchanged on it."""
     overrides = [o for o in TINY_OVERRIDES if not o.startswith(("detector.backbone", "detector.net"))]

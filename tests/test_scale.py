@@ -147,6 +147,7 @@ def test_max_test_boxes_drops_large_test_images_only(tmp_path):
         VisualGenome(tmp_path, "test", num_val=0, max_test_boxes=0)
 
 
+@pytest.mark.slow
 def test_vg150_shapes_preset_loads_through_the_real_loaders(tmp_path):
     from sgseg.data.coco import CocoInstances
     from sgseg.data.synthetic.cli import main as synthetic_main

@@ -430,6 +430,7 @@ def test_word_vectors_gensim_and_transfer(data: SyntheticLayout) -> None:
 
 
 # -------------------------------------------------------------------------------------- determinism, stamp
+@pytest.mark.slow
 def test_deterministic_per_seed_and_worker_count(tmp_path: Path) -> None:
     a = generate(tmp_path / "a", TINY, num_workers=1)
     b = generate(tmp_path / "b", TINY, num_workers=2)

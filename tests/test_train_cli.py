@@ -25,6 +25,7 @@ def _cmd(tmp_path: Path, *extra: str, multirun: bool = False) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_composed_config():
     out = subprocess.run(
         [sys.executable, "-m", "sgseg.train", "--cfg", "job", "task=sgcls", "model=vctree"],
@@ -34,6 +35,7 @@ def test_cfg_job_prints_the_composed_config():
     assert "name: sgcls" in out.stdout and "VCTreeContext" in out.stdout and "stage: pipeline" in out.stdout
 
 
+@pytest.mark.slow
 def test_missing_detector_checkpoint_is_one_clear_line(tmp_path):
     out = subprocess.run(
         _cmd(tmp_path, "stage=scene_graph", f"detector.checkpoint={tmp_path / 'nope.pt'}"),
@@ -44,6 +46,7 @@ def test_missing_detector_checkpoint_is_one_clear_line(tmp_path):
     assert "detector.checkpoint=" in out.stderr and "not found" in out.stderr
 
 
+@pytest.mark.slow
 def test_missing_detector_init_is_one_clear_line(tmp_path):
     out = subprocess.run(
         _cmd(tmp_path, "stage=detector", f"detector.init={tmp_path / 'model_final_2d9806.pkl'}"),
@@ -113,6 +116,7 @@ def test_pipeline_then_kill_and_resume_with_ckpt_path_last(tmp_path):
     assert (tmp_path / "preds" / f"{image.stem}.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_multirun_failing_job_does_not_stop_the_sweep(tmp_path):
     out = subprocess.run(
         _cmd(tmp_path, "stage=scene_graph", "detector.checkpoint=/nonexistent/a.pt,/nonexistent/b.pt",
