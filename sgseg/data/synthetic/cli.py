@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -17,38 +18,57 @@ from sgseg.data.synthetic.benchmark import ensure_synthetic, generate, read_stam
 from sgseg.data.synthetic.config import SyntheticConfig
 
 
-def _parse_args(argv: list[str]) -> tuple[Path, SyntheticConfig, int, bool]:
-    known = {f.name: f for f in fields(SyntheticConfig)}
+def parse_key_values(
+    argv: Sequence[str], config_cls: type, where: str, options: Sequence[str], example: str = ""
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``key=value`` arguments → (typed values of ``config_cls``'s dataclass fields, raw ``options``).
+
+    where: the command named in errors; options: the other keys the command takes (returned as strings);
+    example: appended to the "expected key=value" error. An unknown key is an error listing the known ones.
+    """
+    known = {f.name: f for f in fields(config_cls)}
     values: dict[str, Any] = {}
-    out: Path | None = None
-    workers, force = 2, False
+    opts: dict[str, str] = {}
     for arg in argv:
-        if "=" not in arg:
-            raise SystemExit(
-                f"sgseg.data.synthetic: expected key=value, got {arg!r} (e.g. out=data/synthetic seed=0)"
-            )
-        key, val = arg.split("=", 1)
-        if key == "out":
-            out = Path(val)
-        elif key == "workers":
-            workers = int(val)
-        elif key == "force":
-            force = val.lower() in ("1", "true", "yes")
-        elif key == "image_size":
-            lo, _, hi = val.partition(",")
-            values["min_image_size"], values["max_image_size"] = int(lo), int(hi or lo)
+        key, sep, val = arg.partition("=")
+        if not sep:
+            raise SystemExit(f"{where}: expected key=value, got {arg!r}{example}")
+        if key in options:
+            opts[key] = val
         elif key in known:
             values[key] = float(val) if known[key].type in ("float", float) else int(val)
         else:
-            raise SystemExit(
-                f"sgseg.data.synthetic: unknown key {key!r}; known: out, workers, force, image_size, "
-                + ", ".join(known)
-            )
-    if out is None:
+            raise SystemExit(f"{where}: unknown key {key!r}; known: " + ", ".join([*options, *known]))
+    return values, opts
+
+
+def is_true(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes")
+
+
+def _parse_args(argv: list[str]) -> tuple[Path, SyntheticConfig, int, bool]:
+    """(out, config, workers, force); ``image_size=LO[,HI]`` sets both bounds unless they are given."""
+    values, opts = parse_key_values(
+        argv,
+        SyntheticConfig,
+        "sgseg.data.synthetic",
+        ("out", "workers", "force", "image_size"),
+        " (e.g. out=data/synthetic seed=0)",
+    )
+    if "image_size" in opts:
+        lo, _, hi = opts["image_size"].partition(",")
+        values.setdefault("min_image_size", int(lo))
+        values.setdefault("max_image_size", int(hi or lo))
+    if "out" not in opts:
         raise SystemExit(
             "sgseg.data.synthetic: out=DIR is required, e.g. python -m sgseg.data.synthetic out=data/synthetic"
         )
-    return out, SyntheticConfig(**values), workers, force
+    return (
+        Path(opts["out"]),
+        SyntheticConfig(**values),
+        int(opts.get("workers", 2)),
+        is_true(opts.get("force", "")),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

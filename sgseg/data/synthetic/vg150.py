@@ -25,7 +25,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from sgseg.data.label_spaces import (
     VG150_OBJECT_CLASSES,
     VG150_PREDICATES,
 )
+from sgseg.data.synthetic.cli import is_true, parse_key_values
 from sgseg.data.synthetic.writers import encode_vg_boxes
 from sgseg.data.visual_genome import CORRUPT_IMAGE_IDS
 
@@ -279,26 +280,11 @@ def generate(out_dir: str | Path, config: VG150ShapesConfig | None = None) -> Pa
 
 def main(argv: list[str]) -> int:
     """``key=value`` arguments (see the module docstring); ``preset=`` itself is consumed by the caller."""
-    known = {f.name: f for f in fields(VG150ShapesConfig)}
-    values: dict[str, Any] = {}
-    out, force = Path("data") / PRESET, False
-    for arg in argv:
-        key, sep, val = arg.partition("=")
-        if not sep:
-            raise SystemExit(f"sgseg.data.synthetic preset={PRESET}: expected key=value, got {arg!r}")
-        if key == "out":
-            out = Path(val)
-        elif key == "force":
-            force = val.lower() in ("1", "true", "yes")
-        elif key == "workers":
-            pass  # single process: a few dozen images
-        elif key in known:
-            values[key] = float(val) if known[key].type in ("float", float) else int(val)
-        else:
-            raise SystemExit(
-                f"sgseg.data.synthetic preset={PRESET}: unknown key {key!r}; known: out, force, "
-                + ", ".join(known)
-            )
+    # workers= is accepted and ignored: a single process writes a few dozen images
+    values, opts = parse_key_values(
+        argv, VG150ShapesConfig, f"sgseg.data.synthetic preset={PRESET}", ("out", "force", "workers")
+    )
+    out, force = Path(opts.get("out", Path("data") / PRESET)), is_true(opts.get("force", ""))
     cfg = VG150ShapesConfig(**values)
     stamp_path = out / "synthetic_config.json"
     stamp = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
