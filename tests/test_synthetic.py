@@ -31,8 +31,10 @@ from sgseg.data.synthetic import (
     SyntheticLayout,
     benchmark,
     cli,
+    compose_scene,
     encode_vg_boxes,
     ensure_synthetic,
+    feasible_pairs,
     generate,
     held_out_triplets,
     pair_predicates,
@@ -612,3 +614,42 @@ def test_empty_parts_are_allowed(tmp_path: Path) -> None:
     with h5py.File(out / "vg" / "VG-SGG-with-attri.h5", "r") as f:
         assert (f["split"][:] == 2).all() and f["boxes_1024"].shape[1] == 4
     assert json.loads((out / "coco" / "annotations" / "instances_train2017.json").read_text())["images"] == []
+
+
+# ------------------------------------------------------------------------------------------- planners
+def test_one_planner_per_predicate_and_feasibility_hand_worked() -> None:
+    from sgseg.data.synthetic.labels import class_style
+    from sgseg.data.synthetic.planners import PLANNERS
+
+    assert set(PLANNERS) == set(PREDICATES)
+    style = {n: class_style(n, False) for n in TARGET_CLASSES}
+    hole = PLANNERS["in hole of"]
+    # subject's min size × 1.25 <= ring's max size × max hole ratio − 2: ring (24-36 px, hole ≤ 0.65) → 21.4 px
+    assert hole.feasible(style["coin"], style["ring"])  # 11 × 1.25 = 13.75
+    assert hole.feasible(style["ball"], style["ring"])  # 16 × 1.25 = 20
+    assert not hole.feasible(style["disc"], style["ring"])  # 20 × 1.25 = 25
+    assert not hole.feasible(style["coin"], style["plate"])  # not a ring
+    assert PLANNERS["around"].feasible(style["ring"], style["coin"])  # the mirror
+    on = PLANNERS["on"]
+    assert on.feasible(style["coin"], style["plate"])  # 15 <= 0.75 × 36
+    assert not on.feasible(style["ball"], style["coin"])  # 24 > 0.75 × 11
+    assert not on.feasible(style["coin"], style["plank"])  # never on a bar
+    names = {n: k for k, n in enumerate(TARGET_CLASSES)}
+    assert (names["coin"], names["ring"]) in feasible_pairs("in hole of")
+    assert (names["disc"], names["ring"]) not in feasible_pairs("in hole of")
+    assert len(feasible_pairs("near")) == len(TARGET_CLASSES) ** 2
+
+
+@pytest.mark.parametrize("pred", PREDICATES)
+def test_each_planner_places_pairs_its_predicate_holds_for(pred: str) -> None:
+    pairs = feasible_pairs(pred)
+    placed = held = 0
+    for seed in range(10):
+        rng = np.random.default_rng([seed, 7])
+        s, o = pairs[int(rng.integers(len(pairs)))]
+        scene = compose_scene(rng, 128, 128, False, [(pred, s, o)], [])
+        if scene.planned:
+            placed += 1
+            _, i, j = scene.planned[0]
+            held += pred in pair_predicates(scene).get((i, j), [])
+    assert placed >= 5 and held >= 0.7 * placed  # a planner aims; the labels come from the masks
