@@ -1,22 +1,20 @@
-"""scripts/collect_results.py on hand-written run directories: the tables hold the numbers worked out by hand."""
+"""sgseg.results on hand-written run directories: the tables hold the numbers worked out by hand; the study's
+t-intervals, per-image counts and paired bootstrap against independent routes."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("collect_results", REPO / "scripts" / "collect_results.py")
-cr = importlib.util.module_from_spec(_spec)
-sys.modules["collect_results"] = cr  # dataclasses look their module up there
-_spec.loader.exec_module(cr)
+from sgseg import results as cr
+from sgseg.evaluation import SceneGraphEvaluator
+from sgseg.evaluation.scene_graph import recall_from_per_image
 
 
 def _config(

@@ -153,7 +153,7 @@ def test_wandb_logger_offline_named_by_overrides_and_tagged(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_two_job_multirun_writes_two_metrics_files_and_collects(tmp_path):
-    """A tiny two-seed sweep of the whole pipeline; collect_results reads both jobs."""
+    """A tiny two-seed sweep of the whole pipeline; sgseg.results reads both jobs."""
     out = subprocess.run(
         _cmd(tmp_path, "seed=0,1", "model.trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
              multirun=True),
@@ -165,7 +165,7 @@ def test_two_job_multirun_writes_two_metrics_files_and_collects(tmp_path):
     values = [json.loads(m.read_text())["predcls/mR@50"] for m in metrics]
     assert all(0.0 <= v <= 1.0 for v in values)
     table = subprocess.run(
-        [sys.executable, "scripts/collect_results.py", str(tmp_path / "sweep"), "--out", str(tmp_path / "tables")],
+        [sys.executable, "-m", "sgseg.results", str(tmp_path / "sweep"), "--out", str(tmp_path / "tables")],
         capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120,
     )  # fmt: skip
     assert table.returncode == 0, table.stderr[-2000:]
