@@ -191,6 +191,7 @@ class Run:
             and self.edge == "gaussian"
             and self.refine is True
             and self.joint is not False
+            and self.mask_source == "transfer"
         ):
             return "seg-grounded"
         return None
@@ -650,7 +651,9 @@ def paired_bootstrap(
         out[m], out[f"{m}_low"], out[f"{m}_high"] = diff_full[:, j], low, high
         mean_boot = diff_boot[:, :, j].mean(1)
         out[f"{m}_mean"] = float(diff_full[:, j].mean())
-        out[f"{m}_mean_low"], out[f"{m}_mean_high"] = (float(x) for x in np.percentile(mean_boot, [2.5, 97.5]))
+        out[f"{m}_mean_low"], out[f"{m}_mean_high"] = (
+            float(x) for x in np.percentile(mean_boot, [2.5, 97.5])
+        )
     return out
 
 
@@ -715,7 +718,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
     names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
     colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868"}
     width = 0.8 / len(shown)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * count + 2.0), 4.0))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * count + 2.0) + 2.5, 4.0))
     for c, n in enumerate(names):
         if n in MASK_PREDICATES:
             ax.axvspan(c - 0.45, c + 0.45, color="#F2E2C4", zorder=0)
@@ -738,7 +741,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
                  fontsize=9)  # fmt: skip
     handles, labels = ax.get_legend_handles_labels()
     handles.append(Patch(color="#F2E2C4", label="mask-decided predicate (bold)"))
-    ax.legend(handles=handles, fontsize=7, loc="upper right")
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -817,7 +820,9 @@ def study_figures(runs: list[Run], out: Path) -> list[Path]:
     """``study_per_predicate_<model>_<task>_<detector>.png`` per study group (:func:`plot_study_predicates`)."""
     paths = []
     for key, rows_runs in study_groups(runs).items():
-        path = plot_study_predicates(key, rows_runs, out / f"study_per_predicate_{key[0]}_{key[2]}_{key[1]}.png")
+        path = plot_study_predicates(
+            key, rows_runs, out / f"study_per_predicate_{key[0]}_{key[2]}_{key[1]}.png"
+        )
         if path is not None:
             paths.append(path)
     return paths

@@ -385,7 +385,6 @@ class _Protocol:
         out["num_images_zeroshot"] = int(is_zs.sum())
         return out
 
-
     def per_image(self, records: np.ndarray) -> dict[str, np.ndarray]:
         """The per-image counts behind R@K and mR@K (graph constraint), one row per image (repeats dropped).
 
@@ -428,7 +427,9 @@ def mean_over_predicates(per_pred: Sequence[float]) -> float:
     return total / len(per_pred)
 
 
-def recall_from_per_image(data: Mapping[str, np.ndarray], k: int, rows: np.ndarray | None = None) -> dict[str, Any]:
+def recall_from_per_image(
+    data: Mapping[str, np.ndarray], k: int, rows: np.ndarray | None = None
+) -> dict[str, Any]:
     """R@K, mR@K and the per-predicate R@K from :meth:`_Protocol.per_image` arrays (e.g. a run's
     ``<task>_per_image.npz``), over ``rows`` (Int[J] indices, repeats allowed: a bootstrap resample; None =
     every image). Same arithmetic as :meth:`_Protocol.aggregate`, so the full set gives metrics.json's values."""
