@@ -17,7 +17,8 @@ What makes it a test of the paper's idea:
   out of the train split and planted in the test split (zsR@K). Nothing about them is written: the
   pipeline derives the zero-shot set from the splits, as for real VG;
 * ``vg/vg_test_masks.json`` (COCO format, hidden from training) holds the true masks of the VG-like test
-  objects, so transferred masks can be scored on the target dataset.
+  objects, so transferred masks can be scored on the target dataset; ``vg/vg_train_masks.json`` the same for
+  the train split (val included), for the oracle-mask upper bound (``model.mask_source=oracle``).
 
 Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
 
@@ -25,6 +26,7 @@ Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
     glove.synthetic.<D>d.txt               word vectors (GloVe text, no header; ``_`` joins multi-word names)
     vg/VG-SGG-with-attri.h5  vg/VG-SGG-dicts-with-attri.json  vg/image_data.json  vg/VG_100K/<id>.jpg
     vg/vg_test_masks.json                  hidden true masks of the VG-like test objects
+    vg/vg_train_masks.json                 hidden true masks of the VG-like train (and val) objects
     coco/annotations/instances_{train,val}2017.json  coco/{train,val}2017/<id:012d>.jpg
 
 Usage: ``python -m sgseg.data.synthetic out=DIR [seed=0 num_vg_train=2000 num_vg_test=500
@@ -105,6 +107,8 @@ __all__ = [
 
 #: Bump when the generator's output changes for the same config: stale datasets are then regenerated.
 FORMAT_VERSION = 4
+# the hidden true masks (COCO format) of the VG-like objects per part, under vg/; the train file also holds val
+VG_TRUE_MASKS = {"vg_train": "vg_train_masks.json", "vg_test": "vg_test_masks.json"}
 #: Image ids the real VG preprocessing drops from ``image_data.json`` before aligning it with the h5 rows.
 CORRUPT_VG_IMAGE_IDS: frozenset[int] = frozenset({1592, 1722, 4616, 4617})
 
@@ -379,8 +383,7 @@ def _render_one(task: tuple[str, int, int, str]) -> dict[str, Any]:
         out["segmentations"] = segs
         out["crowds"] = [(lab, _uncompressed_rle(m)) for lab, m in scene.crowds]
         return out
-    if part == "vg_test":
-        out["masks"] = [_compressed_rle(v) for v in scene.visible]
+    out["masks"] = [_compressed_rle(v) for v in scene.visible]  # no RNG draw: the other files stay the same
 
     true = pair_predicates(scene)
     held = _WORKER["held"]
@@ -460,10 +463,10 @@ def _write_word_vectors(path: Path, config: SyntheticConfig) -> None:
 
 
 def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig) -> dict[str, Any]:
-    """Write the VG h5, dicts json, image_data.json and the hidden test masks. Returns statistics."""
+    """Write the VG h5, dicts json, image_data.json and the hidden true masks. Returns statistics."""
     image_data, split, first_box, last_box, first_rel, last_rel = [], [], [], [], [], []
     labels, b1024, b512, rel_rows, preds = [], [], [], [], []
-    mask_images, mask_anns = [], []
+    mask_images, mask_anns = {"vg_train": [], "vg_test": []}, {"vg_train": [], "vg_test": []}
     n_boxes = n_rels = 0
     rid = config.first_vg_image_id
     for r in results:
@@ -487,24 +490,24 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
         for s, o, p in r["relations"]:
             rel_rows.append([n_boxes + s, n_boxes + o])
             preds.append(p)
-        if r["part"] == "vg_test":
-            mask_images.append(
-                {"id": r["image_id"], "file_name": f"{r['image_id']}.jpg", "width": w, "height": h}
+        # every VG-like image's true masks: the test split's file as before, the train split's (+ val) beside it
+        mask_images[r["part"]].append(
+            {"id": r["image_id"], "file_name": f"{r['image_id']}.jpg", "width": w, "height": h}
+        )
+        for k, (lab, rle) in enumerate(zip(r["labels"], r["masks"])):
+            enc = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            mask_anns[r["part"]].append(
+                {
+                    "id": n_boxes + k + 1,
+                    "vg_box_index": n_boxes + k,
+                    "image_id": r["image_id"],
+                    "category_id": lab + 1,
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(enc)),
+                    "bbox": [float(x) for x in mask_utils.toBbox(enc)],
+                    "iscrowd": 0,
+                }
             )
-            for k, (lab, rle) in enumerate(zip(r["labels"], r["masks"])):
-                enc = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-                mask_anns.append(
-                    {
-                        "id": n_boxes + k + 1,
-                        "vg_box_index": n_boxes + k,
-                        "image_id": r["image_id"],
-                        "category_id": lab + 1,
-                        "segmentation": rle,
-                        "area": float(mask_utils.area(enc)),
-                        "bbox": [float(x) for x in mask_utils.toBbox(enc)],
-                        "iscrowd": 0,
-                    }
-                )
         n_boxes += nb
         n_rels += nr
 
@@ -541,18 +544,19 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
     categories = [
         {"id": i, "name": n, "supercategory": TARGET_TO_SOURCE[n]} for i, n in enumerate(TARGET_CLASSES, 1)
     ]
-    _json_dump(
-        {
-            "info": {
-                "description": "sgseg synthetic: true masks of the VG-like test objects (hidden from training)"
+    for part, what in (("vg_test", "test"), ("vg_train", "train + val")):
+        _json_dump(
+            {
+                "info": {
+                    "description": f"sgseg synthetic: true masks of the VG-like {what} objects (hidden from training)"
+                },
+                "licenses": [],
+                "images": mask_images[part],
+                "annotations": mask_anns[part],
+                "categories": categories,
             },
-            "licenses": [],
-            "images": mask_images,
-            "annotations": mask_anns,
-            "categories": categories,
-        },
-        root / "vg_test_masks.json",
-    )
+            root / VG_TRUE_MASKS[part],
+        )
     return _vg_stats(results)
 
 
