@@ -10,11 +10,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from pycocotools import mask as mask_utils
 
 from sgseg.data.errors import DatasetError
-from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.data.visual_genome import VisualGenome
 from sgseg.evaluation import coco_mask_ap
 from sgseg.lit.build import (
@@ -27,25 +25,11 @@ from sgseg.lit.build import (
 from sgseg.models.detector.checkpoint import export_detector
 from sgseg.models.masks import derangement, shuffled_sources, true_mask_probs
 
+from . import test_scene_graph_module as _sgm
 from .conftest import REPO
-from .test_scene_graph_module import TINY_OVERRIDES
+from .test_scene_graph_module import _cfg
 
-TINY = SyntheticConfig(seed=3, num_vg_train=16, num_vg_test=6, num_coco_train=8, num_coco_val=4)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("maskdata")
-    generate(root / "synthetic", TINY, num_workers=1)
-    return root
-
-
-def _cfg(data_dir, *extra):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[f"paths.data_dir={data_dir}", "paths.output_dir=unused", *TINY_OVERRIDES, *extra],
-        )
+data_dir = _sgm.data_dir  # the tiny benchmark fixture (module scope: generated once for this module too)
 
 
 def _build(data_dir, *extra, with_true_masks=False):
