@@ -15,14 +15,13 @@
 # # 03 · Results: the paper's tables from a sweep, and the ablation figure
 #
 # Reads every job of a sweep directory (a Hydra multirun of `python -m sgseg.train -m …`, e.g.
-# `sweep=ablation`) with `scripts/collect_results.py` — the same code that writes `results.md` — and draws
+# `sweep=ablation`) with `sgseg.results` — the same code that writes `results.md` — and draws
 # the Table-4 ablation (mR@K per row, mean ± std over seeds) and Table 2 (COCO mask AP, unrefined vs. refined).
 #
 # **Which sweep**: `SGSEG_SWEEP_DIR` if set, else the newest `logs/*/multiruns/*`.
 
 # %%
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -31,12 +30,11 @@ import numpy as np
 from IPython.display import Markdown, display
 
 import sgseg
+from sgseg import results as cr
 
 REPO = Path(sgseg.__file__).resolve().parent.parent
 FIGURES = Path(os.environ.get("SGSEG_FIGURES") or tempfile.mkdtemp(prefix="sgseg_fig_"))
 FIGURES.mkdir(parents=True, exist_ok=True)
-sys.path.insert(0, str(REPO / "scripts"))
-import collect_results as cr  # noqa: E402
 
 
 def newest_sweep(root: Path) -> Path:

@@ -5,8 +5,9 @@ quality of masks transferred from the COCO-like classes can be measured — some
 Visual Genome. For every test image, the GT boxes go through a trained detector's COCO mask head; the 80 (here
 5) COCO channels are mixed into the VG channels with the similarity S (paper Eq. 3–4); each box's own-class
 mask is pasted and scored with pycocotools against the hidden masks, for the novel classes (names that are not
-COCO classes) and for all classes. Controls: S with its source columns shuffled (a derangement: every class
-draws on a wrong source) and the uniform S (every source weighted equally).
+COCO classes) and for all classes, overall and per class (a markdown table). Controls: S with its source
+columns shuffled (``shuffled_sources``, the derangement that ``model.mask_source=shuffled`` trains with: every
+class draws on a wrong source) and the uniform S (every source weighted equally).
 
     python scripts/eval_transfer.py DETECTOR.pt [--data data/synthetic] [--runs 3]
 """
@@ -18,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,16 +29,8 @@ from sgseg.data.transforms import Resize
 from sgseg.data.visual_genome import VisualGenome
 from sgseg.evaluation import coco_mask_ap
 from sgseg.models.detector.checkpoint import load_detector
-from sgseg.models.masks import MaskTransfer, build_similarity
+from sgseg.models.masks import MaskTransfer, build_similarity, shuffled_sources
 from sgseg.models.masks.similarity import load_word_vectors
-
-
-def derangement(n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        p = torch.randperm(n, generator=g)
-        if n < 2 or (p != torch.arange(n)).all():
-            return p
 
 
 @torch.no_grad()
@@ -55,7 +49,9 @@ def coco_logits_for_test(detector, vg: VisualGenome, size: int, max_size: int, b
     return out
 
 
-def mask_ap(per_image, similarity: torch.Tensor, gt: dict, categories: set[int]) -> dict[str, float]:
+def mask_ap(per_image, similarity: torch.Tensor, gt: dict, categories: set[int]) -> dict[str, Any]:
+    """Mask AP of the transferred own-class masks over ``categories``: overall, and ``per_category`` (VG label →
+    AP, AP50, AP75) from the same pycocotools evaluation."""
     transfer = MaskTransfer(similarity)
     dets = []
     for image_id, boxes, labels, logits in per_image:
@@ -66,7 +62,7 @@ def mask_ap(per_image, similarity: torch.Tensor, gt: dict, categories: set[int])
     sub = dict(gt)
     sub["annotations"] = [a for a in gt["annotations"] if a["category_id"] in categories]
     sub["categories"] = [c for c in gt["categories"] if c["id"] in categories]
-    return coco_mask_ap(sub, dets)
+    return coco_mask_ap(sub, dets, per_category=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         name: (mask_ap(per_image, s, gt, novel), mask_ap(per_image, s, gt, every)) for name, s in rows.items()
     }
-    shuffled = [
-        mask_ap(per_image, real[:, derangement(len(sources), k)], gt, novel) for k in range(args.seeds)
-    ]
+    shuffled = [mask_ap(per_image, shuffled_sources(real, k), gt, novel) for k in range(args.seeds)]
     print(f"transferred-mask AP on {len(vg)} synthetic VG test images, {len(novel)} novel classes "
           f"({time.time() - t0:.0f} s)")  # fmt: skip
     print(f"{'similarity':<22}{'novel AP':>10}{'novel AP50':>12}{'all AP':>10}{'all AP50':>10}")
@@ -114,7 +108,37 @@ def main(argv: list[str] | None = None) -> int:
     ap50 = torch.tensor([s["AP50"] for s in shuffled])
     print(f"{f'shuffled S ({args.seeds} seeds)':<22}{100 * ap.mean():>7.1f}±{100 * ap.std():.1f}"
           f"{100 * ap50.mean():>8.1f}±{100 * ap50.std():.1f}")  # fmt: skip
+    print()
+    print(per_class_table(targets, sources, real, novel, results, shuffled))
     return 0
+
+
+def _ap_cell(res: dict[str, Any], label: int) -> str:
+    ap = res["per_category"].get(label, {"AP": -1.0, "AP50": -1.0})
+    return "—" if ap["AP"] < 0 else f"{100 * ap['AP']:.1f} ({100 * ap['AP50']:.1f})"
+
+
+def per_class_table(
+    targets: list[str], sources: list[str], real: torch.Tensor, novel: set[int], results: dict, shuffled: list
+) -> str:
+    """Markdown: per VG class, its top source under the real S and the mask AP (AP50) of each similarity
+    (novel classes from the novel-class evaluation, the others from the all-class one; the shuffled S, mean AP
+    over its derangements, is evaluated on the novel classes only)."""
+    lines = [
+        "| class | novel | top source (weight) | real S AP (AP50) | shuffled S AP | uniform S AP (AP50) |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for label, name in enumerate(targets, start=1):
+        part = 0 if label in novel else 1
+        top = int(real[label - 1].argmax())
+        shuf = [s["per_category"][label]["AP"] for s in shuffled if label in s["per_category"]]
+        shuf_cell = f"{100 * sum(shuf) / len(shuf):.1f}" if part == 0 and shuf and min(shuf) >= 0 else "—"
+        lines.append(
+            f"| {name} | {'yes' if part == 0 else 'no'} | {sources[top]} ({float(real[label - 1, top]):.2f}) | "
+            f"{_ap_cell(results['real S'][part], label)} | {shuf_cell} | "
+            f"{_ap_cell(results['uniform S'][part], label)} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

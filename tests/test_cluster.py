@@ -72,7 +72,7 @@ def test_ablation_sweep_through_submitit_local_two_jobs_collected(tmp_path):
     mr50 = {job.split("_")[1]: json.loads((sweep / job / "metrics.json").read_text())["predcls/mR@50"]
             for job in jobs}  # fmt: skip
     table = subprocess.run(
-        [sys.executable, "scripts/collect_results.py", str(sweep), "--out", str(tmp_path / "tables")],
+        [sys.executable, "-m", "sgseg.results", str(sweep), "--out", str(tmp_path / "tables")],
         capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120,
     )  # fmt: skip
     assert table.returncode == 0, table.stderr[-2000:]

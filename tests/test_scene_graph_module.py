@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -11,6 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from sgseg.data.statistics import cooccurrence_prior
 from sgseg.data.synthetic import SyntheticConfig, generate
+from sgseg.evaluation.scene_graph import recall_from_per_image
 from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
 from sgseg.lit.run import results_table
 from sgseg.lit.scene_graph_module import SceneGraphModule
@@ -302,6 +304,14 @@ def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
         for kind in ("refined", "unrefined"):
             assert -1.0 <= metrics[f"predcls/mask_{setting}_AP_{kind}"] <= 1.0
     assert (tmp_path / "predcls_per_predicate_recall.png").stat().st_size > 1000
+    # the per-image counts give back metrics.json's numbers exactly (sgseg.results bootstraps over them)
+    with np.load(tmp_path / "predcls_per_image.npz") as f:
+        per_image = {k: f[k] for k in f.files}
+    assert str(per_image["mode"]) == "predcls" and list(per_image["predicate_names"]) == inputs.predicates
+    assert per_image["counted"].sum() == metrics["predcls/num_images"]
+    for k in (20, 50, 100):
+        again = recall_from_per_image(per_image, k)
+        assert again[f"mR@{k}"] == metrics[f"predcls/mR@{k}"] and again[f"R@{k}"] == metrics[f"predcls/R@{k}"]
     # pictures of the first validation and test images' predictions (masks, boxes, graph)
     assert len(list((tmp_path / "val_predictions").glob("*.png"))) == 2
     assert len(list((tmp_path / "test_predictions").glob("*.png"))) == 2

@@ -157,7 +157,7 @@ def test_wandb_logger_offline_named_by_overrides_and_tagged(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_two_job_multirun_writes_two_metrics_files_and_collects(tmp_path):
-    """A tiny two-seed sweep of the whole pipeline; collect_results reads both jobs."""
+    """A tiny two-seed sweep of the whole pipeline; sgseg.results reads both jobs."""
     out = subprocess.run(
         _cmd(tmp_path, "seed=0,1", "model.trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
              multirun=True),
@@ -169,7 +169,7 @@ def test_two_job_multirun_writes_two_metrics_files_and_collects(tmp_path):
     values = [json.loads(m.read_text())["predcls/mR@50"] for m in metrics]
     assert all(0.0 <= v <= 1.0 for v in values)
     table = subprocess.run(
-        [sys.executable, "scripts/collect_results.py", str(tmp_path / "sweep"), "--out", str(tmp_path / "tables")],
+        [sys.executable, "-m", "sgseg.results", str(tmp_path / "sweep"), "--out", str(tmp_path / "tables")],
         capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120,
     )  # fmt: skip
     assert table.returncode == 0, table.stderr[-2000:]
@@ -199,3 +199,39 @@ def test_sigterm_stops_the_whole_sweep(tmp_path):
     assert proc.wait(timeout=120) != 0
     assert not (sweep / "1").exists()  # job 1 never started
     assert not (sweep / "0" / "FAILED.txt").exists()
+
+
+@pytest.mark.slow
+def test_study_sweep_on_one_detector_and_its_tables(tmp_path):
+    """sweep=study end to end: one stage-1 detector, then baseline / grounded / oracle / shuffled for one seed
+    (the oracle reads the benchmark's true masks through the real data path); sgseg.results pairs them."""
+    out = subprocess.run(
+        _cmd(tmp_path, "experiment=synthetic_detector", f"hydra.run.dir={tmp_path / 'det'}"),
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    det = tmp_path / "det" / "detector" / "detector.pt"
+    out = subprocess.run(
+        _cmd(tmp_path, "sweep=study", "experiment=synthetic_motif", f"detector.checkpoint={det}", "seed=0",
+             "model.trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", multirun=True),
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0_joint_seed0", "1_refine_seed0", "2_oracle_seed0", "3_shuffled_seed0"]
+    assert not list((tmp_path / "sweep").glob("*/FAILED.txt"))
+    assert all((tmp_path / "sweep" / j / "predcls_per_image.npz").is_file() for j in jobs)
+    table = subprocess.run(
+        [sys.executable, "-m", "sgseg.results", str(tmp_path / "sweep"), "--out", str(tmp_path / "tables"),
+         "--bootstrap", "50"],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr[-2000:]
+    for row in ("baseline", "grounded", "oracle", "shuffled"):
+        mr50 = json.loads((tmp_path / "sweep" / jobs[["baseline", "grounded", "oracle", "shuffled"].index(row)]
+                           / "metrics.json").read_text())["predcls/mR@50"]  # fmt: skip
+        line = next(ln for ln in table.stdout.splitlines() if ln.startswith(f"| {row} | "))
+        assert line.split(" | ")[2] == f"{100 * mr50:.1f}" and line.endswith("| 1 |")  # one seed: no interval
+    for other in ("grounded", "oracle", "shuffled"):
+        assert f"| {other} − baseline | 0 |" in table.stdout
+    assert (tmp_path / "tables" / "study_per_predicate_motif_predcls_tiny.png").is_file()

@@ -162,6 +162,7 @@ class VisualGenome(torch.utils.data.Dataset):
         relations: Long[R, 3] (subject, object, predicate); subject/object index ``boxes`` (local to the
             image), predicate in 1..50. Train: one predicate per (subject, object) pair, redrawn each load.
         image_id: int (VG image id); width, height: int (from image_data.json).
+        masks: UInt8[N, H, W] the objects' true masks, only with ``true_masks``.
 
     root: folder with the files below (names overridable; relative names are joined to ``root``).
     h5_file: the roidb h5; the default name falls back to ``VG-SGG.h5`` when absent.
@@ -177,6 +178,11 @@ class VisualGenome(torch.utils.data.Dataset):
         split before the drop (``num_with_relations_before_box_filter`` of them with a relation: 26,446 of
         the standard test split).
     check_label_space: check the dicts json against the built-in VG150 lists.
+    true_masks: optional COCO-format json of the objects' true masks under ``root``, ``{split}`` standing for
+        the h5 split (``train`` for train and val, ``test``): each annotation's ``vg_box_index`` is its h5
+        box row. Then each item also holds ``masks`` UInt8[N, H, W] (the oracle-mask upper bound,
+        ``model.mask_source=oracle``). The synthetic benchmark writes ``vg_{split}_masks.json``; real VG has
+        no such file.
     transform: optional callable applied to each item dict (the DataModule's transforms).
 
     Label-space attributes: ``num_object_classes`` / ``num_predicates`` are C_obj = 151 / C_rel = 51 *with*
@@ -200,6 +206,7 @@ class VisualGenome(torch.utils.data.Dataset):
         num_images: int = -1,
         max_test_boxes: int | None = None,
         check_label_space: bool = True,
+        true_masks: str | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         if split not in SPLIT_FLAGS:
@@ -258,6 +265,11 @@ class VisualGenome(torch.utils.data.Dataset):
         self._heights = np.array([int(infos[r]["height"]) for r in rows], dtype=np.int64)
         self._h5: h5py.File | None = None
         self._h5_pid: int | None = None
+        self.true_masks_path: Path | None = None
+        self._true_masks: dict[int, dict[str, Any]] = {}
+        if true_masks is not None:
+            self.true_masks_path = self.root / true_masks.format(split="test" if split == "test" else "train")
+            self._true_masks = self._read_true_masks(self.true_masks_path)
 
     # ----------------------------------------------------------------------------------------------- setup
     def _resolve_h5(self, h5_file: str) -> Path:
@@ -320,6 +332,45 @@ class VisualGenome(torch.utils.data.Dataset):
                     f"{total} {what} rows; the file is corrupt, download it again"
                 )
         return index, int(num_boxes), int(num_rels)
+
+    @staticmethod
+    def _read_true_masks(path: Path) -> dict[int, dict[str, Any]]:
+        """h5 box row → its annotation (``segmentation`` RLE) from a COCO-format true-mask file."""
+        if not path.is_file():
+            raise DatasetError(
+                f"VG true masks {path} not found: model.mask_source=oracle needs the synthetic benchmark's hidden "
+                "true masks of every split, which older benchmarks lack; regenerate the benchmark "
+                "(`python -m sgseg.data.synthetic out=<data.root> force=true`, same files plus the masks) or "
+                "point paths.data_dir at a fresh one"
+            )
+        anns = _read_json(path, "VG true masks").get("annotations", [])
+        return {int(a["vg_box_index"]): a for a in anns}
+
+    def _true_masks_of(self, i: int, num_boxes: int) -> Tensor:
+        """UInt8[N, H, W]: the true masks of image ``i``'s objects, in h5 box order."""
+        from pycocotools import mask as mask_utils
+
+        b0 = int(self._first_box[i])
+        w, h = int(self._widths[i]), int(self._heights[i])
+        masks = np.zeros((num_boxes, h, w), dtype=np.uint8)
+        for k in range(num_boxes):
+            ann = self._true_masks.get(b0 + k)
+            if ann is None:
+                raise DatasetError(
+                    f"VG true masks {self.true_masks_path}: no annotation with vg_box_index {b0 + k} (object {k} "
+                    f"of image id {int(self._image_ids[i])}); the file does not belong to this h5, regenerate "
+                    "the benchmark"
+                )
+            rle = dict(ann["segmentation"])
+            if tuple(rle["size"]) != (h, w):
+                raise DatasetError(
+                    f"VG true masks {self.true_masks_path}: vg_box_index {b0 + k} has size {rle['size']}, image "
+                    f"id {int(self._image_ids[i])} is {h}x{w} in image_data.json; regenerate the benchmark"
+                )
+            if isinstance(rle["counts"], str):
+                rle["counts"] = rle["counts"].encode("ascii")
+            masks[k] = mask_utils.decode(rle)
+        return torch.from_numpy(masks)
 
     def _read_image_data(self, expected: int) -> list[dict]:
         if not self.image_data_path.is_file():
@@ -603,6 +654,8 @@ class VisualGenome(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.get_groundtruth(i, sample_duplicates=self.filter_duplicate_rels)
         item["image"] = self.load_image(i)
+        if self.true_masks_path is not None:
+            item["masks"] = self._true_masks_of(self._check_index(i), item["labels"].shape[0])
         if self.transform is not None:
             item = self.transform(item)
         return item

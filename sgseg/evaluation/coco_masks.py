@@ -181,7 +181,8 @@ def coco_mask_ap(
     threshold: float = 0.5,
     image_ids: Iterable[int] | None = None,
     verbose: bool = False,
-) -> dict[str, float]:
+    per_category: bool = False,
+) -> dict[str, Any]:
     """COCO segmentation AP of instance masks, with pycocotools ``COCOeval(iouType="segm")``.
 
     coco_gt_json: path of a COCO instances json, its loaded dict (not modified), or a ``COCO`` object.
@@ -193,6 +194,10 @@ def coco_mask_ap(
     image_ids: the images to score (pycocotools' ``params.imgIds``); default every image of the GT, so an
         image without detections counts its objects as missed.
     verbose: let pycocotools print its summary table (silenced by default).
+
+    per_category: also return ``per_category`` ``{category id: {"AP", "AP50", "AP75"}}`` from the same
+        evaluation (the accumulated precision of that category, all areas, 100 detections; -1.0 for a category
+        without GT objects in the scored images).
 
     Returns ``AP, AP50, AP75, APs, APm, APl`` exactly as pycocotools' ``stats[0:6]``: fractions in [0, 1],
     and -1.0 for an area range without GT objects. No detections at all gives 0.0 (not an error).
@@ -238,4 +243,23 @@ def run_cocoeval(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {key: float(v) for key, v in zip(AP_KEYS, evaluator.stats[:6])}
+    out: dict[str, Any] = {key: float(v) for key, v in zip(AP_KEYS, evaluator.stats[:6])}
+    if per_category:
+        out["per_category"] = _per_category_ap(evaluator)
+    return out
+
+
+def _per_category_ap(evaluator: COCOeval) -> dict[int, dict[str, float]]:
+    """AP, AP50, AP75 of each category from an accumulated ``COCOeval`` (area "all", the largest maxDets), the
+    means pycocotools' ``summarize`` takes over all categories, taken over one."""
+    precision = evaluator.eval["precision"]  # [T IoU thresholds, R recalls, K categories, A areas, M maxDets]
+    thresholds = np.asarray(evaluator.params.iouThrs)
+    rows = {"AP": slice(None), "AP50": np.flatnonzero(np.isclose(thresholds, 0.5)),
+            "AP75": np.flatnonzero(np.isclose(thresholds, 0.75))}  # fmt: skip
+    out: dict[int, dict[str, float]] = {}
+    for k, cat in enumerate(evaluator.params.catIds):
+        out[int(cat)] = {}
+        for name, t in rows.items():
+            p = precision[t, :, k, 0, -1]
+            out[int(cat)][name] = float(p[p > -1].mean()) if (p > -1).any() else -1.0
+    return out

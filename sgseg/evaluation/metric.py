@@ -70,11 +70,20 @@ class SceneGraphMetric(Metric):
         return self.dtype
 
     def compute(self) -> dict[str, Any]:
+        return self.protocol.aggregate(self._records_array())
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """The per-image hit and GT counts behind R@K / mR@K (:meth:`_Protocol.per_image`), every process'
+        images under DDP (synced as ``compute`` syncs; call it on every rank)."""
+        with self.sync_context(should_sync=self.sync_on_compute):
+            return self.protocol.per_image(self._records_array())
+
+    def _records_array(self) -> np.ndarray:
         records = self.records
         if isinstance(records, list):
             records = dim_zero_cat(records) if records else torch.zeros(0)
         width = self.protocol.layout.width + 1
-        return self.protocol.aggregate(_decode(records.reshape(-1, width).cpu().double().numpy()))
+        return _decode(records.reshape(-1, width).cpu().double().numpy())
 
     def reset(self) -> None:
         super().reset()

@@ -363,7 +363,6 @@ class _Protocol:
         is_zs = n_zs > 0
         count = counted[:, lay.pred_count]
         pred_hits = counted[:, lay.pred_hits].reshape(-1, 2, nk, num_cls)
-        present = count > 0
         out: dict[str, Any] = {}
         for ki, k in enumerate(self.ks):
             out[f"R@{k}"] = _mean(hits[:, 0, ki] / n_rel)
@@ -371,15 +370,8 @@ class _Protocol:
             out[f"zsR@{k}"] = _mean(hits[is_zs, 2, ki] / n_zs[is_zs])
             out[f"ng-zsR@{k}"] = _mean(hits[is_zs, 3, ki] / n_zs[is_zs])
             for li, prefix in enumerate(("", "ng-")):
-                per_pred = []
-                for c in range(num_cls):
-                    m = present[:, c]
-                    # a predicate absent from every counted image scores 0 (and still divides by C)
-                    per_pred.append(_mean(pred_hits[m, li, ki, c] / count[m, c]) if m.any() else 0.0)
-                total = 0.0
-                for r in per_pred:  # sequential, in predicate order, as the reference sums
-                    total += r
-                out[f"{prefix}mR@{k}"] = total / num_cls
+                per_pred = per_predicate_recall(count, pred_hits[:, li, ki])
+                out[f"{prefix}mR@{k}"] = mean_over_predicates(per_pred)
                 out[f"{prefix}mR_per_predicate@{k}"] = per_pred
         if self.mode != "sgdet":
             # reference: mean(hits) / mean(GT rows) over the images, i.e. pooled hits / pooled GT rows (the
@@ -392,6 +384,67 @@ class _Protocol:
         out["num_images_skipped"] = int(records.shape[0] - counted.shape[0])
         out["num_images_zeroshot"] = int(is_zs.sum())
         return out
+
+    def per_image(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        """The per-image counts behind R@K and mR@K (graph constraint), one row per image (repeats dropped).
+
+        ``image_id`` Int32[I] (-1 when not given), ``counted`` Bool[I] (the image enters the means),
+        ``num_rel`` Int32[I] GT relation rows, ``hits`` Int32[I, K] GT rows hit by the top-K list,
+        ``pred_count`` Int32[I, C] GT rows per predicate 1..C, ``pred_hits`` Int32[I, K, C] their hits, ``ks``
+        Int64[K]. :func:`recall_from_per_image` turns any subset or resample of the rows back into R@K / mR@K
+        exactly as :meth:`aggregate` computes them (paired bootstrap over test images, ``sgseg.results``).
+        """
+        lay = self.layout
+        records = _dedupe(np.asarray(records).reshape(-1, lay.width))
+        nk, num_cls = len(self.ks), lay.num_classes
+        return {
+            "image_id": records[:, 0].copy(),
+            "counted": records[:, 1] == 1,
+            "num_rel": records[:, 2].copy(),
+            "hits": records[:, lay.hits].reshape(-1, 4, nk)[:, 0].copy(),
+            "pred_count": records[:, lay.pred_count].copy(),
+            "pred_hits": records[:, lay.pred_hits].reshape(-1, 2, nk, num_cls)[:, 0].copy(),
+            "ks": np.asarray(self.ks, dtype=np.int64),
+        }
+
+
+def per_predicate_recall(count: np.ndarray, hits: np.ndarray) -> list[float]:
+    """R@K of each predicate: the mean over the images holding it of hits / GT rows (``count``, ``hits``:
+    Int[I, C] over counted images). A predicate absent from every image scores 0 (and still counts in mR)."""
+    out = []
+    for c in range(count.shape[1]):
+        m = count[:, c] > 0
+        out.append(_mean(hits[m, c] / count[m, c]) if m.any() else 0.0)
+    return out
+
+
+def mean_over_predicates(per_pred: Sequence[float]) -> float:
+    """mR@K: the plain mean of the per-predicate recalls, summed sequentially in predicate order (as the
+    reference sums)."""
+    total = 0.0
+    for r in per_pred:
+        total += r
+    return total / len(per_pred)
+
+
+def recall_from_per_image(
+    data: Mapping[str, np.ndarray], k: int, rows: np.ndarray | None = None
+) -> dict[str, Any]:
+    """R@K, mR@K and the per-predicate R@K from :meth:`_Protocol.per_image` arrays (e.g. a run's
+    ``<task>_per_image.npz``), over ``rows`` (Int[J] indices, repeats allowed: a bootstrap resample; None =
+    every image). Same arithmetic as :meth:`_Protocol.aggregate`, so the full set gives metrics.json's values."""
+    ks = [int(x) for x in np.asarray(data["ks"]).tolist()]
+    if k not in ks:
+        raise ValueError(f"recall_from_per_image: K = {k} is not among the saved ks {ks}")
+    ki = ks.index(k)
+    idx = np.arange(len(data["counted"])) if rows is None else np.asarray(rows)
+    idx = idx[np.asarray(data["counted"])[idx]]
+    per_pred = per_predicate_recall(data["pred_count"][idx], data["pred_hits"][idx, ki])
+    return {
+        f"R@{k}": _mean(data["hits"][idx, ki] / data["num_rel"][idx].astype(np.float64)),
+        f"mR@{k}": mean_over_predicates(per_pred),
+        f"mR_per_predicate@{k}": per_pred,
+    }
 
 
 def _mean(x: np.ndarray) -> float:

@@ -27,7 +27,13 @@ from sgseg.models.detector.backbones import build_backbone
 from sgseg.models.detector.checkpoint import detector_from_coco_maskrcnn, load_detector
 from sgseg.models.grounding.edge import build_edge_grounding
 from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
-from sgseg.models.masks import DEFAULT_ALIASES, MaskRefinement, MaskTransfer, build_similarity
+from sgseg.models.masks import (
+    DEFAULT_ALIASES,
+    MaskRefinement,
+    MaskTransfer,
+    build_similarity,
+    shuffled_sources,
+)
 from sgseg.models.masks.similarity import _needed_words, load_word_vectors
 from sgseg.models.relation import FrequencyBias, RelationPredictor
 from sgseg.models.scene_graph import SceneGraphModel
@@ -75,9 +81,23 @@ def check_data_paths(cfg: DictConfig) -> None:
             )
 
 
-def build_datamodule(cfg: DictConfig, with_coco: bool = True) -> SceneGraphDataModule:
-    """The VG (+ COCO, unless ``with_coco`` is false or ``data.coco`` is null) DataModule."""
-    vg = hydra.utils.instantiate(cfg.data.vg)
+def build_datamodule(
+    cfg: DictConfig, with_coco: bool = True, with_true_masks: bool = False
+) -> SceneGraphDataModule:
+    """The VG (+ COCO, unless ``with_coco`` is false or ``data.coco`` is null) DataModule.
+
+    with_true_masks: the VG items also carry their objects' true masks (``data.true_masks``; the oracle mask
+    source of stage 2, ``model.mask_source=oracle``)."""
+    extra = {}
+    if with_true_masks:
+        if not cfg.data.get("true_masks"):
+            raise ConfigError(
+                f"model.mask_source=oracle needs the objects' true masks, but data.true_masks is not set for "
+                f"data={cfg.data.get('name')}: only the synthetic benchmark has them (data=synthetic), or use "
+                "model.mask_source=transfer|shuffled"
+            )
+        extra["true_masks"] = str(cfg.data.true_masks)
+    vg = hydra.utils.instantiate(cfg.data.vg, **extra)
     coco = None
     if with_coco and cfg.data.get("coco") is not None:
         coco = hydra.utils.instantiate(cfg.data.coco)
@@ -290,9 +310,21 @@ def build_scene_graph_model(
             d, int(m.context.hidden_dim), detector.num_coco_classes, **_plain(m.refine_head),
             roi_size=detector.config["mask_roi_size"],
         )  # fmt: skip
+    source = str(m.get("mask_source", "transfer"))
+    similarity = inputs.similarity
+    if source == "shuffled":  # the lower bound: a fixed derangement of the COCO sources per seed
+        similarity = shuffled_sources(similarity, int(cfg.get("seed", 0)))
+    elif source == "oracle" and cfg.task.name == "sgdet":
+        raise ConfigError(
+            "model.mask_source=oracle needs the GT boxes (the true masks are those of GT objects): "
+            "task=predcls or task=sgcls; SGDet is not supported"
+        )
+    elif source not in ("transfer", "oracle"):
+        raise ConfigError(f"model.mask_source={source!r}: choose transfer | oracle | shuffled")
     return SceneGraphModel(
         detector=detector,
-        transfer=MaskTransfer(inputs.similarity),
+        transfer=MaskTransfer(similarity),
+        mask_source="oracle" if source == "oracle" else "transfer",
         node_grounding=node,
         edge_grounding=edge,
         context=context,

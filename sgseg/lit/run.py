@@ -221,7 +221,9 @@ def run_scene_graph(
 ) -> dict[str, Any]:
     """Stage 2: train, validate and test the scene-graph model on the frozen detector."""
     # the COCO stream only feeds the refinement head (training) and its mask AP (evaluation)
-    dm = build_datamodule(cfg, with_coco=bool(cfg.model.refine))
+    dm = build_datamodule(
+        cfg, with_coco=bool(cfg.model.refine), with_true_masks=cfg.model.get("mask_source") == "oracle"
+    )
     dm.prepare_data()
     check_data_paths(cfg)
     detector = load_frozen_detector(detector_path)

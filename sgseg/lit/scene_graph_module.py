@@ -5,8 +5,8 @@ Trainer. Every training step takes one VG batch (relation CE + object CE in SGCl
 and, when present and the refinement head is on, one COCO batch (per-pixel BCE of the refined masks, paper
 Eq. 9). Validation runs :class:`~sgseg.evaluation.SceneGraphMetric` on the VG val split (never test) and,
 with a refinement head, COCO mask AP of refined vs. unrefined masks; test does the same on the test split and
-writes ``metrics.json`` (flat keys ``predcls/mR@50``), the per-predicate recall table and a bar plot into
-the run directory.
+writes ``metrics.json`` (flat keys ``predcls/mR@50``), the per-image counts (``predcls_per_image.npz``), the
+per-predicate recall table and a bar plot into the run directory.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -314,9 +315,11 @@ class SceneGraphModule(pl.LightningModule):
         flat.update({f"{self.mode}/{k}": v for k, v in self._test_split_info().items() if v is not None})
         self.test_metrics = flat
         self._log_scalars(flat)
+        per_image = self.metric.per_image()  # a collective under DDP: every rank calls it
         if self.trainer.is_global_zero:
             out = Path(self.trainer.default_root_dir)
             write_metrics(flat, out, self.mode, self.predicate_names, self.ks)
+            write_per_image(per_image, out, self.mode, self.predicate_names)
             self._log_tables(flat, out)
 
     def _log_tables(self, flat: dict[str, Any], out: Path) -> None:
@@ -376,6 +379,19 @@ def write_metrics(
             for n, r in zip(names, per_pred):
                 f.write(f"{n},{r:.6f}\n")
         plot_per_predicate(names, per_pred, out_dir / f"{mode}_per_predicate_recall.png", f"{mode} R@{k}")
+    return path
+
+
+def write_per_image(
+    per_image: dict[str, Any], out_dir: Path, mode: str, predicate_names: Sequence[str] | None
+) -> Path:
+    """``<mode>_per_image.npz``: per test image, the GT relation and hit counts behind R@K / mR@K (graph
+    constraint; :meth:`sgseg.evaluation.metric.SceneGraphMetric.per_image`) plus ``mode`` and
+    ``predicate_names``, for the paired bootstrap of ``python -m sgseg.results``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{mode}_per_image.npz"
+    names = list(predicate_names) if predicate_names else []
+    np.savez_compressed(path, **per_image, mode=np.array(mode), predicate_names=np.array(names, dtype=str))
     return path
 
 

@@ -44,7 +44,7 @@ from sgseg.models.context.base import MODES, ContextOutput
 from sgseg.models.detector.detector import JointDetector
 from sgseg.models.grounding.edge import union_boxes
 from sgseg.models.masks.refine import MaskRefinement
-from sgseg.models.masks.transfer import MaskTransfer
+from sgseg.models.masks.transfer import MaskTransfer, true_mask_probs
 from sgseg.models.relation.postprocess import LATER_NMS_THRESHOLD, postprocess_objects
 from sgseg.models.relation.predictor import RelationPredictor
 from sgseg.models.relation.sampling import all_pairs, overlapping_pairs, sample_gt_pairs, sample_sgdet_pairs
@@ -116,6 +116,10 @@ class SceneGraphModel(nn.Module):
         reference ``TEST.RELATION.REQUIRE_OVERLAP``); PredCls/SGCls always score every ordered pair.
     pair_chunk_size: pairs per chunk of step 5 (union features, edge grounding, predictor), an int ≥ 1 or
         "auto" (:meth:`pair_chunk`). The chunks run over the flat pairs of the whole batch.
+    mask_source: where grounding's masks m_j come from: ``transfer`` (the zero-shot transferred masks; also
+        the ``shuffled`` lower bound, whose deranged S lives in ``transfer``) or ``oracle`` (the GT objects' true
+        masks, ``targets.masks``, pasted into the same box frame: :func:`true_mask_probs`; PredCls/SGCls only;
+        refinement then does not feed the VG stream, the true masks are used in every pass).
     sgdet_nms_threshold: IoU of the SGDet-test label NMS of the post-processing (reference 0.3; None: keep the
         context's labels). detections_per_image: if set, the frozen detector's SGDet ``detections_per_img``
         for this model (reference SGDet recipe ``TEST.DETECTIONS_PER_IMAGE 40``); None keeps the detector's.
@@ -141,8 +145,15 @@ class SceneGraphModel(nn.Module):
         pair_chunk_size: int | str = "auto",
         sgdet_nms_threshold: float | None = LATER_NMS_THRESHOLD,
         detections_per_image: int | None = None,
+        mask_source: str = "transfer",
     ) -> None:
         super().__init__()
+        if mask_source not in ("transfer", "oracle"):
+            raise ValueError(
+                f"SceneGraphModel: `mask_source` must be 'transfer' or 'oracle', got {mask_source!r} (the shuffled "
+                "lower bound is 'transfer' with a deranged similarity); set model.mask_source"
+            )
+        self.mask_source = mask_source
         for name, passes in (("refine_passes", refine_passes), ("train_refine_passes", train_refine_passes)):
             if passes not in (0, 1, 2) and not (name == "train_refine_passes" and passes is None):
                 raise ValueError(f"SceneGraphModel: `{name}` must be 0, 1 or 2, got {passes!r}")
@@ -277,8 +288,12 @@ class SceneGraphModel(nn.Module):
         if mode not in MODES:
             raise ValueError(f"SceneGraphModel: mode {mode!r} is not one of {MODES}; set task.name")
         features, dets, coco_logits = self._detect(images, targets, mode)
-        vg_probs = self.transfer(coco_logits).sigmoid()
         passes = self.train_refine_passes if self.training else self.refine_passes
+        if self.mask_source == "oracle":
+            vg_probs = self._true_masks(dets, targets, mode, coco_logits.shape[-1])
+            passes = 0  # the true masks in every pass: nothing for the refinement to improve on the VG stream
+        else:
+            vg_probs = self.transfer(coco_logits).sigmoid()
         if self.refinement is None or not (self.uses_node_masks or self.uses_edge_masks):
             passes = 0
         if passes == 1 and not self.uses_edge_masks:
@@ -354,6 +369,24 @@ class SceneGraphModel(nn.Module):
             rel_logits=rel_logits,
         )
         return SceneGraphOutput(predictions, ctx, rel_labels, obj_targets, positive, edge_probs)
+
+    def _true_masks(self, dets: Detections, targets: Targets | None, mode: str, size: int) -> Tensor:
+        """Float[N, C_vg, M, M]: the oracle mask source (:func:`true_mask_probs`) for the GT boxes."""
+        if mode == "sgdet":
+            raise ValueError(
+                "SceneGraphModel: mask_source='oracle' needs the GT boxes (predcls / sgcls); detections have no "
+                "true masks. Set task=predcls|sgcls or model.mask_source=transfer"
+            )
+        if targets is None or targets.masks is None:
+            raise ValueError(
+                "SceneGraphModel: mask_source='oracle' needs the GT objects' true masks in `targets.masks` (the "
+                "VG dataset's true_masks option, which stage 2 sets for model.mask_source=oracle)"
+            )
+        if not torch.equal(dets.boxes, targets.boxes):
+            raise ValueError(
+                "SceneGraphModel: mask_source='oracle' expects the detections to be the GT boxes"
+            )
+        return true_mask_probs(targets.masks, targets.boxes, self.transfer.num_target_classes, size)
 
     # ------------------------------------------------------------------ COCO forward (refinement)
     def coco_refinement_logits(

@@ -22,7 +22,8 @@ What makes it a test of the paper's idea:
   out of the train split and planted in the test split (zsR@K). Nothing about them is written: the
   pipeline derives the zero-shot set from the splits, as for real VG;
 * ``vg/vg_test_masks.json`` (COCO format, hidden from training) holds the true masks of the VG-like test
-  objects, so transferred masks can be scored on the target dataset.
+  objects, so transferred masks can be scored on the target dataset; ``vg/vg_train_masks.json`` the same for
+  the train split (val included), for the oracle-mask upper bound (``model.mask_source=oracle``).
 
 Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
 
@@ -30,6 +31,7 @@ Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
     glove.synthetic.<D>d.txt               word vectors (GloVe text, no header; ``_`` joins multi-word names)
     vg/VG-SGG-with-attri.h5  vg/VG-SGG-dicts-with-attri.json  vg/image_data.json  vg/VG_100K/<id>.jpg
     vg/vg_test_masks.json                  hidden true masks of the VG-like test objects
+    vg/vg_train_masks.json                 hidden true masks of the VG-like train (and val) objects
     coco/annotations/instances_{train,val}2017.json  coco/{train,val}2017/<id:012d>.jpg
 
 Usage: ``python -m sgseg.data.synthetic out=DIR [seed=0 num_vg_train=2000 num_vg_test=500

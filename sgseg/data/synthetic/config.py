@@ -11,6 +11,8 @@ from pathlib import Path
 
 #: Bump when the generator's output changes for the same config: stale datasets are then regenerated.
 FORMAT_VERSION = 4
+#: The hidden true masks (COCO format) of the VG-like objects per part, under vg/; the train file also holds val.
+VG_TRUE_MASKS = {"vg_train": "vg_train_masks.json", "vg_test": "vg_test_masks.json"}
 #: The four parts, in the order of the per-image seeds ``(seed, part, index)``.
 _PARTS = ("vg_train", "vg_test", "coco_train", "coco_val")
 

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from sgseg.data.synthetic.config import FORMAT_VERSION, SyntheticConfig
+from sgseg.data.synthetic.config import FORMAT_VERSION, VG_TRUE_MASKS, SyntheticConfig
 from sgseg.data.synthetic.labels import (
     PREDICATES,
     SOURCE_CATEGORY_IDS,
@@ -69,10 +69,11 @@ def _json_dump(obj: Any, path: Path) -> None:
 
 
 def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig) -> dict[str, Any]:
-    """Write the VG h5, dicts json, image_data.json and the hidden test masks. Returns statistics."""
+    """Write the VG h5, dicts json, image_data.json and the hidden true masks. Returns statistics."""
     image_data, split, first_box, last_box, first_rel, last_rel = [], [], [], [], [], []
     labels, b1024, b512, rel_rows, preds = [], [], [], [], []
-    mask_images, mask_anns = [], []
+    mask_images: dict[str, list] = {"vg_train": [], "vg_test": []}
+    mask_anns: dict[str, list] = {"vg_train": [], "vg_test": []}
     n_boxes = n_rels = 0
     rid = config.first_vg_image_id
     for r in results:
@@ -96,24 +97,24 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
         for s, o, p in r["relations"]:
             rel_rows.append([n_boxes + s, n_boxes + o])
             preds.append(p)
-        if r["part"] == "vg_test":
-            mask_images.append(
-                {"id": r["image_id"], "file_name": f"{r['image_id']}.jpg", "width": w, "height": h}
+        # every VG-like image's true masks: the test split's file as before, the train split's (+ val) beside it
+        mask_images[r["part"]].append(
+            {"id": r["image_id"], "file_name": f"{r['image_id']}.jpg", "width": w, "height": h}
+        )
+        for k, (lab, rle) in enumerate(zip(r["labels"], r["masks"])):
+            enc = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            mask_anns[r["part"]].append(
+                {
+                    "id": n_boxes + k + 1,
+                    "vg_box_index": n_boxes + k,
+                    "image_id": r["image_id"],
+                    "category_id": lab + 1,
+                    "segmentation": rle,
+                    "area": float(mask_utils.area(enc)),
+                    "bbox": [float(x) for x in mask_utils.toBbox(enc)],
+                    "iscrowd": 0,
+                }
             )
-            for k, (lab, rle) in enumerate(zip(r["labels"], r["masks"])):
-                enc = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-                mask_anns.append(
-                    {
-                        "id": n_boxes + k + 1,
-                        "vg_box_index": n_boxes + k,
-                        "image_id": r["image_id"],
-                        "category_id": lab + 1,
-                        "segmentation": rle,
-                        "area": float(mask_utils.area(enc)),
-                        "bbox": [float(x) for x in mask_utils.toBbox(enc)],
-                        "iscrowd": 0,
-                    }
-                )
         n_boxes += nb
         n_rels += nr
 
@@ -150,18 +151,19 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
     categories = [
         {"id": i, "name": n, "supercategory": TARGET_TO_SOURCE[n]} for i, n in enumerate(TARGET_CLASSES, 1)
     ]
-    _json_dump(
-        {
-            "info": {
-                "description": "sgseg synthetic: true masks of the VG-like test objects (hidden from training)"
+    for part, what in (("vg_test", "test"), ("vg_train", "train + val")):
+        _json_dump(
+            {
+                "info": {
+                    "description": f"sgseg synthetic: true masks of the VG-like {what} objects (hidden from training)"
+                },
+                "licenses": [],
+                "images": mask_images[part],
+                "annotations": mask_anns[part],
+                "categories": categories,
             },
-            "licenses": [],
-            "images": mask_images,
-            "annotations": mask_anns,
-            "categories": categories,
-        },
-        root / "vg_test_masks.json",
-    )
+            root / VG_TRUE_MASKS[part],
+        )
     return _vg_stats(results)
 
 

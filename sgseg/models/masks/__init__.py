@@ -9,10 +9,12 @@ from sgseg.models.masks.similarity import (
     DEFAULT_ALIASES,
     build_similarity,
     class_vectors,
+    derangement,
     load_word_vectors,
     one_to_one_sources,
+    shuffled_sources,
 )
-from sgseg.models.masks.transfer import MaskTransfer, own_mask_probs
+from sgseg.models.masks.transfer import MaskTransfer, own_mask_probs, true_mask_probs
 
 __all__ = [
     "DEFAULT_ALIASES",
@@ -21,8 +23,11 @@ __all__ = [
     "build_similarity",
     "class_vectors",
     "crop_masks_to_boxes",
+    "derangement",
     "load_word_vectors",
     "one_to_one_sources",
     "own_mask_probs",
+    "true_mask_probs",
     "refinement_loss",
+    "shuffled_sources",
 ]

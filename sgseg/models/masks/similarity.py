@@ -168,6 +168,28 @@ def build_similarity(
     return sim.float()
 
 
+def derangement(n: int, seed: int) -> Tensor:
+    """Long[n]: a permutation of 0..n-1 without a fixed point, the same for the same ``seed`` (random
+    permutations drawn from a seeded generator until one moves every element; identity for n < 2)."""
+    g = torch.Generator().manual_seed(int(seed))
+    while True:
+        p = torch.randperm(n, generator=g)
+        if n < 2 or (p != torch.arange(n)).all():
+            return p
+
+
+def shuffled_sources(similarity: Tensor, seed: int) -> Tensor:
+    """The transfer's lower bound: S with its source columns deranged, ``S'[:, s] = S[:, d[s]]`` with
+    ``d = derangement(S, seed)``, so every target class draws on the wrong source channels with its own weights.
+    similarity: Float[T, S], S >= 2."""
+    if similarity.dim() != 2 or similarity.shape[1] < 2:
+        raise ValueError(
+            f"shuffled_sources: `similarity` must be Float[T, S] with S >= 2 source classes to derange, "
+            f"got {tuple(similarity.shape)}"
+        )
+    return similarity[:, derangement(similarity.shape[1], seed)]
+
+
 def load_word_vectors(path: str | Path, words: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Read a GloVe-format text file (no header), keeping only ``words`` (all if None).
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sgseg.models.losses import project_masks_on_boxes
+
 
 class MaskTransfer(nn.Module):
     """Applies S per pixel in logit space: ``vg[n, t] = Σ_s S[t, s] · coco[n, s]``.
@@ -69,3 +71,21 @@ def own_mask_probs(
         )
     weights = fg / fg.sum(1, keepdim=True).clamp_min(1e-12)
     return torch.einsum("nc,ncij->nij", weights, vg_mask_probs)
+
+
+def true_mask_probs(gt_masks: Tensor, boxes: Tensor, num_classes: int, size: int) -> Tensor:
+    """The oracle in place of the transferred masks: Float[N, C_vg, M, M], every class channel of box n its
+    object's true mask cropped to the box and resized to M × M (:func:`project_masks_on_boxes`, the frame of
+    the detector's mask logits, so of the transferred masks).
+
+    gt_masks: UInt8[N, H, W] the true masks of the N boxes' objects, in the padded batch frame (row n = box n).
+    boxes: Float[N, 4] xyxy, same frame. The true mask does not depend on the class, so the own-mask choice
+    downstream (GT label, or the label-probability mix in SGCls) returns it as it is.
+    """
+    if gt_masks.shape[0] != boxes.shape[0]:
+        raise ValueError(
+            f"true_mask_probs: {gt_masks.shape[0]} true masks for {boxes.shape[0]} boxes; row n must be box n's object"
+        )
+    index = torch.arange(boxes.shape[0], device=boxes.device)
+    masks = project_masks_on_boxes(gt_masks, boxes, index, size)
+    return masks[:, None].expand(-1, num_classes, -1, -1).contiguous()

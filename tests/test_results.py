@@ -1,22 +1,20 @@
-"""scripts/collect_results.py on hand-written run directories: the tables hold the numbers worked out by hand."""
+"""sgseg.results on hand-written run directories: the tables hold the numbers worked out by hand; the study's
+t-intervals, per-image counts and paired bootstrap against independent routes."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("collect_results", REPO / "scripts" / "collect_results.py")
-cr = importlib.util.module_from_spec(_spec)
-sys.modules["collect_results"] = cr  # dataclasses look their module up there
-_spec.loader.exec_module(cr)
+from sgseg import results as cr
+from sgseg.evaluation import SceneGraphEvaluator
+from sgseg.evaluation.scene_graph import recall_from_per_image
 
 
 def _config(
@@ -239,3 +237,144 @@ def test_cli_writes_markdown_and_csv(runs_root: Path, tmp_path: Path, capsys) ->
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cr.main([str(empty)]) == 1
+
+
+# ------------------------------------------------------------------------------------------------ the study
+PREDICATES = ("left of", "on", "touching", "above")  # 2 box-decided, 2 mask-decided (cr.MASK_PREDICATES)
+
+
+def _random_images(rng: np.random.Generator, num: int, skill: float) -> list[tuple[dict, dict]]:
+    """PredCls images: 3-5 GT objects, 1-4 relations, all ordered pairs scored; ``skill`` raises the GT
+    predicate's score, so better runs hit more."""
+    images = []
+    for _ in range(num):
+        n = int(rng.integers(3, 6))
+        xy = rng.uniform(0, 80, size=(n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 20, size=(n, 2))], 1)
+        labels = rng.integers(1, 4, size=n)
+        pairs = np.array([(s, o) for s in range(n) for o in range(n) if s != o])
+        chosen = rng.choice(len(pairs), size=int(rng.integers(1, 5)), replace=False)
+        rels = np.column_stack([pairs[chosen], rng.integers(1, len(PREDICATES) + 1, size=len(chosen))])
+        scores = rng.uniform(size=(len(pairs), len(PREDICATES) + 1))
+        for s, o, p in rels:
+            row = int(np.flatnonzero((pairs[:, 0] == s) & (pairs[:, 1] == o))[0])
+            scores[row, p] += skill * rng.uniform()
+        images.append(({"boxes": boxes, "labels": labels, "relations": rels},
+                       {"rel_pairs": pairs, "rel_scores": scores}))  # fmt: skip
+    return images
+
+
+def _evaluate(images, ids, ks=(20, 50, 100)) -> SceneGraphEvaluator:
+    ev = SceneGraphEvaluator("predcls", num_predicates=len(PREDICATES) + 1, ks=ks, num_object_classes=4)
+    for (gt, pred), i in zip(images, ids):
+        ev.update(gt, pred, image_id=i)
+    return ev
+
+
+def test_t_interval_half_width_by_hand() -> None:
+    # 40, 44, 48 %: s = 4, t_{0.975, 2} = 4.302653 → 4.302653 * 4 / sqrt(3) = 9.9366
+    assert cr.t_half_width([0.40, 0.44, 0.48]) == pytest.approx(9.93655, abs=1e-4)
+    assert cr.t_half_width([0.5]) is None
+    cell = cr.IntervalCell([0.40, 0.44, 0.48])
+    assert str(cell) == "44.0 ± 9.9"
+
+
+def test_per_image_counts_give_the_evaluators_numbers_on_any_resample() -> None:
+    """mR@K / R@K from the per-image counts equal the evaluator's, on all images (exactly) and on a resample
+    with repeats (= a fresh evaluator fed those images under distinct ids)."""
+    rng = np.random.default_rng(0)
+    images = _random_images(rng, 30, skill=0.8)
+    ev = _evaluate(images, range(100, 130))
+    data = ev.protocol.per_image(ev.records)
+    full = ev.compute()
+    for k in (20, 50, 100):
+        got = recall_from_per_image(data, k)
+        assert got[f"mR@{k}"] == full[f"mR@{k}"] and got[f"R@{k}"] == full[f"R@{k}"]
+        assert got[f"mR_per_predicate@{k}"] == full[f"mR_per_predicate@{k}"]
+    rows = np.array([3, 3, 7, 0, 29, 29, 29, 12])
+    other = _evaluate([images[i] for i in rows], range(len(rows))).compute()
+    got = recall_from_per_image(data, 50, rows)
+    assert got["mR@50"] == pytest.approx(other["mR@50"], abs=1e-15)
+    assert got["R@50"] == pytest.approx(other["R@50"], abs=1e-15)
+    with pytest.raises(ValueError, match="K = 7 is not among"):
+        recall_from_per_image(data, 7)
+
+
+def test_paired_bootstrap_pairs_images_by_id() -> None:
+    rng = np.random.default_rng(1)
+    images = _random_images(rng, 40, skill=0.3)
+    better = [(gt, {**pred, "rel_scores": pred["rel_scores"] + 0}) for gt, pred in images]
+    for (gt, pred), (_, bp) in zip(images, better):  # the better run hits every GT relation at rank 1..R
+        for s, o, p in gt["relations"]:
+            row = int(np.flatnonzero((pred["rel_pairs"][:, 0] == s) & (pred["rel_pairs"][:, 1] == o))[0])
+            bp["rel_scores"][row, p] = 10.0
+    ids = np.arange(500, 540)
+    base = _evaluate(images, ids)
+    good = _evaluate(better[::-1], ids[::-1])  # other image order: pairing must go by image id
+    a, b = base.protocol.per_image(base.records), good.protocol.per_image(good.records)
+    res = cr.paired_bootstrap([(a, b), (a, a)], 50, num=200)
+    assert res["images"] == 40
+    expected = good.compute()["mR@50"] - base.compute()["mR@50"]
+    assert res["mR@50"][0] == pytest.approx(expected, abs=1e-12) and expected > 0
+    assert res["R@50"][0] == pytest.approx(good.compute()["R@50"] - base.compute()["R@50"], abs=1e-12)
+    assert res["mR@50_low"][0] <= res["mR@50"][0] <= res["mR@50_high"][0]
+    assert res["mR@50_low"][1] == res["mR@50_high"][1] == res["mR@50"][1] == 0.0  # a run against itself
+    assert res["mR@50_mean"] == pytest.approx(expected / 2, abs=1e-12)
+    # an image only one run holds is left out of both
+    drop = good.protocol.per_image(good.records)
+    drop = {k: (v[1:] if v.ndim and len(v) == 40 else v) for k, v in drop.items()}
+    assert cr.paired_bootstrap([(a, drop)], 50, num=10)["images"] == 39
+
+
+def _study_job(path: Path, variant: str, seed: int, images, ids) -> dict:
+    settings = {
+        "baseline": ("none", "none", False, "transfer"),
+        "grounded": ("masks", "gaussian", True, "transfer"),
+        "oracle": ("masks", "gaussian", True, "oracle"),
+        "shuffled": ("masks", "gaussian", True, "shuffled"),
+    }
+    node, edge, refine, source = settings[variant]
+    cfg = _config("motif", node, edge, refine, True, seed=seed, task="predcls", backbone="tiny")
+    cfg["model"]["mask_source"] = source
+    ev = _evaluate(images, ids)
+    result = ev.compute()
+    metrics = {f"predcls/{k}": v for k, v in result.items()}
+    _job(path, cfg, [f"seed={seed}"], metrics)
+    np.savez(path / "predcls_per_image.npz", **ev.protocol.per_image(ev.records), mode=np.array("predcls"),
+             predicate_names=np.array(PREDICATES))  # fmt: skip
+    return metrics
+
+
+def test_study_tables_and_figure(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    ids = np.arange(1000, 1025)
+    metrics = {}
+    for v, skill in (("baseline", 0.2), ("grounded", 0.5), ("oracle", 2.0)):
+        for seed in (0, 1, 2):
+            images = _random_images(np.random.default_rng([seed, 7]), 25, 0.0)  # one test set per seed
+            images = [(gt, {**p, "rel_scores": p["rel_scores"] + 0}) for gt, p in images]
+            for gt, p in images:
+                for s, o, c in gt["relations"]:
+                    row = int(np.flatnonzero((p["rel_pairs"][:, 0] == s) & (p["rel_pairs"][:, 1] == o))[0])
+                    p["rel_scores"][row, c] += skill * rng.uniform()
+            metrics[(v, seed)] = _study_job(tmp_path / f"{v}_{seed}", v, seed, images, ids)
+    out = tmp_path / "tables"
+    assert cr.main([str(tmp_path), "--out", str(out), "--bootstrap", "100"]) == 0
+    text = (out / "results.md").read_text()
+    assert "### Study: MOTIF PredCls (tiny)" in text
+    # the study table: mean ± t half-width over the 3 seeds, worked out here from the metrics
+    grounded = [metrics[("grounded", s)]["predcls/mR@50"] for s in range(3)]
+    cell = f"{100 * np.mean(grounded):.1f} ± {cr.t_half_width(grounded):.1f}"
+    assert "| grounded | " in text and cell in text.split("| grounded | ")[1].split("\n")[0].split(" | ")[1]
+    assert "| shuffled | — | — | — | — | — | 0 |" in text  # no run: a row of —
+    # per-predicate lines: mask-decided vs box-decided
+    assert "| on | mask |" in text and "| left of | box |" in text
+    # bootstrap: the per-seed point estimate is the difference of the two metrics.json values
+    d0 = metrics[("oracle", 0)]["predcls/mR@50"] - metrics[("baseline", 0)]["predcls/mR@50"]
+    assert f"| oracle − baseline | 0 | {100 * d0:+.1f} |" in text
+    assert "| grounded − baseline | mean of 3 |" in text
+    with open(out / "study_motif_predcls_tiny.csv") as f:
+        rows = {r["Row"]: r for r in csv.DictReader(f)}
+    assert float(rows["grounded"]["mR@50 ci95"]) == pytest.approx(cr.t_half_width(grounded), abs=1e-4)
+    png = out / "study_per_predicate_motif_predcls_tiny.png"
+    assert png.stat().st_size > 5000

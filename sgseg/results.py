@@ -1,0 +1,871 @@
+"""Result tables in the paper's layout, and the synthetic lab study's statistics, from sgseg run directories.
+
+    python -m sgseg.results RUN_OR_SWEEP_DIR... [--out DIR] [--bootstrap 1000]
+
+Where this sits: after training. Each argument is a run directory (``python -m sgseg.train``), a Hydra
+multirun directory (its job subdirectories are found here) or any folder above them. A run is read from
+``metrics.json`` (flat keys ``<task>/mR@50`` …, fractions), ``<task>_per_image.npz`` (per test image, the GT
+and hit counts behind R@K / mR@K), ``.hydra/config.yaml`` and ``.hydra/overrides.yaml`` (model, task,
+grounding, mask source, detector, ablation row, seed) and ``detector/detector_metrics.json`` (stage 1);
+``FAILED.txt`` marks a sweep job that failed. Printed and written to ``DIR/results.md`` plus one CSV per table:
+
+- Table 1: mR@20/50/100 per task, baseline vs. seg-grounded, per model and detector,
+- Table 2: COCO val mask AP of the transferred masks without and with refinement,
+- Table 3: zsR@20/100 per task, baseline vs. seg-grounded,
+- Table 4: the ablation rows (``row=``/``ablation_row``) as mean ± std over seeds of mR@20/50/100,
+- the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / shuffled (mask source
+  ``model.mask_source``) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
+  bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50;
+  a per-predicate R@50 figure (``study_per_predicate_*.png``),
+- the stage-1 detectors (VG mAP@50, COCO box / mask AP) and the failed or unfinished runs.
+
+Numbers are percentages; a cell of Tables 1-4 averages the runs (seeds) that share its row, "a ± s" with the
+sample standard deviation (n - 1) when there are several; "—" when no run has the value (missing, NaN, or never
+run). "Baseline" = no node/edge grounding, no refinement, not on the joint detector; "seg-grounded" = node
+grounding, Gaussian edge grounding and refinement. Other configurations show up in Table 4 and in runs.csv only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sgseg.evaluation.scene_graph import recall_from_per_image
+
+TASKS = ("predcls", "sgcls", "sgdet")
+TASK_NAMES = {"predcls": "PredCls", "sgcls": "SGCls", "sgdet": "SGDet"}
+MODEL_NAMES = {"motif": "MOTIF", "vctree": "VCTree"}
+KS = (20, 50, 100)
+ROWS = ("base", "joint", "node", "edge_avg", "edge_union", "edge_gaussian", "refine")
+ROW_LABELS = {
+    "base": "base",
+    "joint": "joint detector",
+    "node": "+ node grounding",
+    "edge_avg": "+ edge avg",
+    "edge_union": "+ edge union",
+    "edge_gaussian": "+ edge Gaussian",
+    "refine": "+ refinement (final)",
+}
+VARIANTS = ("baseline", "seg-grounded")
+MISSING = "—"
+# the lab study's rows (model.mask_source of the seg-grounded model → row name), baseline first
+STUDY_SOURCES = {"transfer": "grounded", "oracle": "oracle", "shuffled": "shuffled"}
+STUDY_ROWS = ("baseline", "grounded", "oracle", "shuffled")
+STUDY_K = 50
+# synthetic predicates decided by the pixels (holes, contact, partial cover, surrounding) rather than the boxes
+MASK_PREDICATES = frozenset({"in hole of", "on", "touching", "near", "partly covering", "around"})
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())  # Python's json reads NaN / Infinity as written by json.dumps
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _parse_overrides(lines: Any) -> dict[str, Any]:
+    """``['row=base', '+seed=1', 'model.refine=false']`` → ``{'row': 'base', 'seed': 1, 'model.refine': False}``."""
+    out: dict[str, Any] = {}
+    for line in lines if isinstance(lines, list) else []:
+        line = str(line)
+        if line.startswith("~") or "=" not in line:
+            continue
+        key, value = line.lstrip("+").split("=", 1)
+        try:
+            out[key] = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def _select(node: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, str) and ("${" in node or node == "???"):
+        return None  # an unresolved interpolation or a missing value says nothing here
+    return node
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+@dataclass
+class Run:
+    """One job directory and what the tables need from it."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    detector_metrics: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+
+    def get(self, dotted: str, override_key: str | None = None) -> Any:
+        """A config value: the job's command-line override first, then ``.hydra/config.yaml``."""
+        for key in (dotted, override_key):
+            if key is not None and key in self.overrides:
+                return self.overrides[key]
+        return _select(self.config, dotted)
+
+    @property
+    def model(self) -> str | None:
+        value = self.get("model.name", "model")
+        return str(value) if value is not None else None
+
+    @property
+    def detector(self) -> str | None:
+        value = self.get("detector.backbone.name")
+        return str(value) if value is not None else None
+
+    @property
+    def node(self) -> str | None:
+        value = self.get("model.grounding.node")
+        return str(value) if value is not None else None
+
+    @property
+    def edge(self) -> str | None:
+        value = self.get("model.grounding.edge")
+        return str(value) if value is not None else None
+
+    @property
+    def refine(self) -> bool | None:
+        return _as_bool(self.get("model.refine"))
+
+    @property
+    def joint(self) -> bool | None:
+        """Whether the detector saw COCO (None when the config does not say)."""
+        value = _as_bool(self.get("detector.joint"))
+        data = self.config.get("data") or {}
+        if value is None and self.get("stage") == "detector" and isinstance(data, dict) and "coco" in data:
+            value = data["coco"] is not None  # a stage-1 run without the key: VG-only iff data.coco=null
+        return value
+
+    @property
+    def row(self) -> str | None:
+        value = self.get("ablation_row", "row")
+        return str(value) if value is not None else None
+
+    @property
+    def seed(self) -> Any:
+        return self.get("seed")
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks this run has test metrics for (the ``<task>/`` prefixes of metrics.json)."""
+        found = {key.split("/", 1)[0] for key in self.metrics if "/" in key}
+        return [t for t in TASKS if t in found]
+
+    @property
+    def variant(self) -> str | None:
+        if self.node == "none" and self.edge == "none" and self.refine is False and self.joint is not True:
+            return "baseline"
+        if (
+            self.node == "masks"
+            and self.edge == "gaussian"
+            and self.refine is True
+            and self.joint is not False
+            and self.mask_source == "transfer"
+        ):
+            return "seg-grounded"
+        return None
+
+    @property
+    def mask_source(self) -> str:
+        """Where grounding's masks come from: transfer (default) | oracle | shuffled (``model.mask_source``)."""
+        value = self.get("model.mask_source")
+        return str(value) if value is not None else "transfer"
+
+    @property
+    def study_variant(self) -> str | None:
+        """The study's row: baseline (no grounding, no refinement, any detector) or the full seg-grounded
+        model (node + Gaussian edge grounding + refinement) on its mask source: grounded | oracle | shuffled."""
+        if self.node == "none" and self.edge == "none" and self.refine is False:
+            return "baseline"
+        if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
+            return STUDY_SOURCES.get(self.mask_source)
+        return None
+
+    def per_image(self, task: str) -> dict[str, np.ndarray] | None:
+        """``<task>_per_image.npz`` (written at test time), None when absent."""
+        path = self.path / f"{task}_per_image.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
+    def value(self, task: str, key: str) -> float | None:
+        """``metrics.json[task/key]`` as a float, None when absent, NaN or not a number."""
+        v = self.metrics.get(f"{task}/{key}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            return None
+        return float(v)
+
+
+def _is_job_dir(path: Path) -> bool:
+    return (
+        (path / ".hydra" / "config.yaml").is_file()
+        or (path / "metrics.json").is_file()
+        or (path / "FAILED.txt").is_file()
+    )
+
+
+def _natural_key(path: Path) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(path))]
+
+
+def find_job_dirs(paths: list[Path]) -> list[Path]:
+    """The run directories at or below ``paths`` (a Hydra multirun dir yields its job subdirs), in order."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            print(f"sgseg.results: {path} is not a directory; skipped", file=sys.stderr)
+            continue
+        if _is_job_dir(path):
+            found.append(path)
+            continue
+        markers = [*path.rglob(".hydra"), *path.rglob("metrics.json"), *path.rglob("FAILED.txt")]
+        jobs = {m.parent for m in markers if _is_job_dir(m.parent)}
+        found += sorted(jobs, key=_natural_key)
+    unique: list[Path] = []
+    for p in found:
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def load_run(path: Path) -> Run:
+    run = Run(path=path)
+    config = _load_yaml(path / ".hydra" / "config.yaml")
+    run.config = config if isinstance(config, dict) else {}
+    run.overrides = _parse_overrides(_load_yaml(path / ".hydra" / "overrides.yaml"))
+    run.metrics = _load_json(path / "metrics.json")
+    run.detector_metrics = _load_json(path / "detector" / "detector_metrics.json")
+    failed = path / "FAILED.txt"
+    if failed.is_file():
+        lines = [ln for ln in failed.read_text(errors="replace").splitlines() if ln.strip()]
+        run.failure = lines[-1].strip() if lines else "failed"
+    return run
+
+
+# ------------------------------------------------------------------------------------------------ cells
+@dataclass
+class Cell:
+    """The values (fractions) of the runs that share one table cell."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, value: float | None) -> None:
+        if value is not None:
+            self.values.append(value)
+
+    @property
+    def mean(self) -> float | None:
+        return 100 * statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return 100 * statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    spread_name = "std"  # the CSV column of :attr:`spread`
+
+    @property
+    def spread(self) -> float | None:
+        """What follows "±": the sample standard deviation here."""
+        return self.std
+
+    def __str__(self) -> str:
+        if not self.values:
+            return MISSING
+        return f"{self.mean:.1f}" if self.spread is None else f"{self.mean:.1f} ± {self.spread:.1f}"
+
+
+@dataclass
+class IntervalCell(Cell):
+    """A cell shown as mean ± the half-width of the 95 % Student-t interval of the mean over its runs."""
+
+    spread_name = "ci95"
+
+    @property
+    def spread(self) -> float | None:
+        return t_half_width(self.values)
+
+
+def t_half_width(values: list[float], level: float = 0.95) -> float | None:
+    """Half-width (in %) of the two-sided ``level`` t-interval of the mean of fractions ``values``:
+    t_{(1 + level) / 2, n - 1} · s / sqrt(n); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    from scipy.stats import t
+
+    n = len(values)
+    return 100 * float(t.ppf((1 + level) / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[Any]]
+    name: str  # the CSV file stem
+    note: str = ""
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.note:
+            lines += [self.note, ""]
+        if not self.rows:
+            return "\n".join([*lines, "(no runs)", ""])
+        lines.append("| " + " | ".join(self.header) + " |")
+        lines.append("| " + " | ".join("---" for _ in self.header) + " |")
+        lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in self.rows]
+        return "\n".join([*lines, ""])
+
+    def write_csv(self, path: Path) -> None:
+        """Mean and spread (std, or the 95 % t half-width ``ci95``; in %) as two columns per metric; empty
+        where there is no value."""
+        header: list[str] = []
+        for i, h in enumerate(self.header):
+            cells = [row[i] for row in self.rows if isinstance(row[i], Cell)]
+            header += [h, f"{h} {cells[0].spread_name}"] if cells else [h]
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for row in self.rows:
+                out: list[Any] = []
+                for i, c in enumerate(row):
+                    if isinstance(c, Cell):
+                        out += [_num(c.mean), _num(c.spread)]
+                    elif any(isinstance(r[i], Cell) for r in self.rows):
+                        out += [c, ""]
+                    else:
+                        out.append(c)
+                writer.writerow(out)
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+def _label(name: str | None, names: dict[str, str]) -> str:
+    return names.get(name, name) if name else "?"
+
+
+def _order(value: str | None, order: tuple[str, ...]) -> tuple[int, str]:
+    return (order.index(value), "") if value in order else (len(order), str(value))
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _finished(runs: list[Run]) -> list[Run]:
+    return [r for r in runs if r.metrics and r.failure is None]
+
+
+def table_recall(runs: list[Run], metric: str, ks: tuple[int, ...], title: str, name: str) -> Table:
+    """Tables 1 and 3: one row per (model, detector, variant), columns task × K."""
+    groups: dict[tuple[str, str, str], dict[str, Cell]] = {}
+    for run in _finished(runs):
+        if run.variant is None:
+            continue
+        key = (run.model or "?", run.detector or "?", run.variant)
+        cells = groups.setdefault(key, {})
+        for task in run.tasks:
+            for k in ks:
+                cells.setdefault(f"{task}/{metric}@{k}", Cell()).add(run.value(task, f"{metric}@{k}"))
+    for model, det, _ in list(groups):  # a missing counterpart shows as a row of "—"
+        for variant in VARIANTS:
+            groups.setdefault((model, det, variant), {})
+    header = ["Model", "Detector", "Variant"]
+    header += [f"{TASK_NAMES[t]} {metric}@{k}" for t in TASKS for k in ks]
+    rows = []
+    for key in sorted(groups, key=lambda m: (_order(m[0], tuple(MODEL_NAMES)), m[1], _order(m[2], VARIANTS))):
+        cells = groups[key]
+        rows.append(
+            [_label(key[0], MODEL_NAMES), key[1], key[2]]
+            + [cells.get(f"{t}/{metric}@{k}", Cell()) for t in TASKS for k in ks]
+        )
+    return Table(title, header, rows, name)
+
+
+def table_mask_ap(runs: list[Run]) -> Table:
+    """Table 2: per detector, the unrefined masks, then each model's refined masks (runs with refine=true)."""
+    kinds = ("AP", "AP50", "AP75")
+    unrefined: dict[str, dict[str, Cell]] = {}
+    refined: dict[tuple[str, str], dict[str, Cell]] = {}
+    for run in _finished(runs):
+        if run.refine is not True:
+            continue
+        det = run.detector or "?"
+        for task in run.tasks:
+            for kind in kinds:
+                col = f"{task}/{kind}"
+                unrefined.setdefault(det, {}).setdefault(col, Cell()).add(
+                    run.value(task, f"mask_{kind}_unrefined")
+                )
+                refined.setdefault((det, run.model or "?"), {}).setdefault(col, Cell()).add(
+                    run.value(task, f"mask_{kind}_refined")
+                )
+    header = ["Detector", "Masks"] + [f"{TASK_NAMES[t]} {k}" for t in TASKS for k in kinds]
+    rows = []
+    for det in sorted(unrefined):
+        rows.append(
+            [det, "no refinement"] + [unrefined[det].get(f"{t}/{k}", Cell()) for t in TASKS for k in kinds]
+        )
+        for d, model in sorted(refined, key=lambda m: _order(m[1], tuple(MODEL_NAMES))):
+            if d == det:
+                cells = refined[(d, model)]
+                rows.append(
+                    [det, f"{_label(model, MODEL_NAMES)} + refinement"]
+                    + [cells.get(f"{t}/{k}", Cell()) for t in TASKS for k in kinds]
+                )
+    note = "COCO val mask AP (%) of the transferred masks, from the runs trained with refinement."
+    return Table("Table 2: COCO mask AP, unrefined vs. refined", header, rows, "table2_mask_ap", note)
+
+
+def tables_ablation(runs: list[Run]) -> list[Table]:
+    """Table 4: one table per (model, detector, task) swept, rows in the paper's order."""
+    groups: dict[tuple[str, str, str], dict[str, dict[str, Cell]]] = {}
+    seeds: dict[tuple[str, str, str, str], set] = {}
+    for run in _finished(runs):
+        if run.row is None:
+            continue
+        for task in run.tasks:
+            key = (run.model or "?", run.detector or "?", task)
+            cells = groups.setdefault(key, {}).setdefault(run.row, {})
+            for k in KS:
+                cells.setdefault(f"mR@{k}", Cell()).add(run.value(task, f"mR@{k}"))
+            seeds.setdefault((*key, run.row), set()).add(
+                str(run.seed) if run.seed is not None else str(run.path)
+            )
+    tables = []
+    for key in sorted(groups, key=lambda m: (_order(m[0], tuple(MODEL_NAMES)), m[1], _order(m[2], TASKS))):
+        model, det, task = key
+        rows = []
+        for row in sorted(set(ROWS) | set(groups[key]), key=lambda r: _order(r, ROWS)):
+            cells = groups[key].get(row, {})
+            n = len(seeds.get((*key, row), ()))
+            rows.append([ROW_LABELS.get(row, row)] + [cells.get(f"mR@{k}", Cell()) for k in KS] + [n])
+        title = f"Table 4: ablation, {_label(model, MODEL_NAMES)} {TASK_NAMES.get(task, task)} ({det})"
+        note = "mR@K (%), mean ± std over seeds (sample std)."
+        name = f"table4_ablation_{model}_{task}_{det}"
+        tables.append(Table(title, ["Row"] + [f"mR@{k}" for k in KS] + ["seeds"], rows, name, note))
+    if not tables:
+        tables.append(
+            Table("Table 4: ablation", ["Row"] + [f"mR@{k}" for k in KS] + ["seeds"], [], "table4_ablation")
+        )
+    return tables
+
+
+def table_detectors(runs: list[Run]) -> Table:
+    """Stage 1: VG box mAP@50 and COCO box/mask AP of the detectors these runs trained.
+
+    "Trained on" comes from the metrics; a config that says otherwise is shown next to it.
+    """
+    keys = ("vg_map50", "coco_box_ap", "coco_mask_ap")
+    groups: dict[tuple[str, str], dict[str, Cell]] = {}
+    for run in runs:
+        if not run.detector_metrics:
+            continue
+        # what the detector saw, from its metrics (COCO is validated whenever it was trained on)
+        saw_coco = any(k.startswith("val/coco_") for k in run.detector_metrics)
+        trained_on = "VG + COCO" if saw_coco else "VG only"
+        if run.joint is not None and run.joint != saw_coco:
+            trained_on += f" (config: detector.joint={str(run.joint).lower()})"
+        cells = groups.setdefault((run.detector or "?", trained_on), {})
+        for k in keys:
+            v = run.detector_metrics.get(f"val/{k}")
+            cells.setdefault(k, Cell()).add(
+                float(v) if isinstance(v, (int, float)) and not math.isnan(v) else None
+            )
+    header = ["Detector", "Trained on", "VG mAP@50", "COCO box AP", "COCO mask AP"]
+    rows = [[d, j] + [groups[(d, j)][k] for k in keys] for d, j in sorted(groups)]
+    return Table("Stage 1: detectors (validation)", header, rows, "detectors")
+
+
+# ------------------------------------------------------------------------------------------------ the study
+StudyKey = tuple[str, str, str]  # (model, detector, task)
+
+
+def study_groups(runs: list[Run]) -> dict[StudyKey, dict[str, list[Run]]]:
+    """The finished runs of the study's rows, by (model, detector, task) and then row (:attr:`Run.study_variant`)."""
+    groups: dict[StudyKey, dict[str, list[Run]]] = {}
+    for run in _finished(runs):
+        variant = run.study_variant
+        if variant is None:
+            continue
+        for task in run.tasks:
+            key = (run.model or "?", run.detector or "?", task)
+            groups.setdefault(key, {}).setdefault(variant, []).append(run)
+    return {k: groups[k] for k in sorted(groups, key=_study_order)}
+
+
+def _study_order(key: StudyKey) -> tuple:
+    return (_order(key[0], tuple(MODEL_NAMES)), key[1], _order(key[2], TASKS))
+
+
+def _study_name(key: StudyKey) -> str:
+    model, det, task = key
+    return f"{_label(model, MODEL_NAMES)} {TASK_NAMES.get(task, task)} ({det})"
+
+
+def predicate_names(runs: list[Run], task: str, count: int) -> list[str]:
+    """Predicate names from the first ``<task>_per_image.npz`` that has them; "1".."C" otherwise."""
+    for run in runs:
+        data = run.per_image(task)
+        if data is not None and len(data.get("predicate_names", ())) == count:
+            return [str(n) for n in data["predicate_names"].tolist()]
+    return [str(i + 1) for i in range(count)]
+
+
+def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
+    """The study's headline table: one row per study row, mean ± 95 % t-interval over its runs (seeds)."""
+    task = key[2]
+    metrics = [f"mR@{k}" for k in KS] + [f"R@{STUDY_K}", f"zsR@{STUDY_K}"]
+    rows = []
+    for variant in STUDY_ROWS:
+        runs = rows_runs.get(variant, [])
+        cells = [IntervalCell() for _ in metrics]
+        for run in runs:
+            for cell, m in zip(cells, metrics):
+                cell.add(run.value(task, m))
+        rows.append([variant, *cells, len(runs)])
+    note = (
+        "Recall (%), mean ± half-width of the 95 % Student-t interval over the runs (seeds) of each row. "
+        "grounded / oracle / shuffled: the seg-grounded model on transferred, true, or deranged-source masks."
+    )
+    name = f"study_{key[0]}_{task}_{key[1]}"
+    return Table(f"Study: {_study_name(key)}", ["Row", *metrics, "seeds"], rows, name, note)
+
+
+def _per_predicate_cells(runs: list[Run], task: str, count: int) -> list[IntervalCell]:
+    cells = [IntervalCell() for _ in range(count)]
+    for run in runs:
+        values = run.metrics.get(f"{task}/mR_per_predicate@{STUDY_K}")
+        if isinstance(values, list) and len(values) == count:
+            for cell, v in zip(cells, values):
+                cell.add(float(v) if isinstance(v, (int, float)) and not math.isnan(v) else None)
+    return cells
+
+
+def _num_predicates(rows_runs: dict[str, list[Run]], task: str) -> int:
+    for runs in rows_runs.values():
+        for run in runs:
+            values = run.metrics.get(f"{task}/mR_per_predicate@{STUDY_K}")
+            if isinstance(values, list):
+                return len(values)
+    return 0
+
+
+def table_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
+    """Per-predicate R@50 of every study row (mean ± 95 % t-interval over seeds), one line per predicate."""
+    task = key[2]
+    count = _num_predicates(rows_runs, task)
+    names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
+    present = [v for v in STUDY_ROWS if rows_runs.get(v)]
+    columns = {v: _per_predicate_cells(rows_runs[v], task, count) for v in present}
+    rows = [[n, "mask" if n in MASK_PREDICATES else "box", *(columns[v][c] for v in present)]
+            for c, n in enumerate(names)]  # fmt: skip
+    note = (
+        f"R@{STUDY_K} (%) per predicate (graph constraint), mean ± 95 % t-interval over seeds; 'mask': a "
+        "predicate the synthetic benchmark decides from the pixels, 'box': decidable from the boxes."
+    )
+    name = f"study_predicates_{key[0]}_{task}_{key[1]}"
+    return Table(
+        f"Study: per-predicate R@{STUDY_K}, {_study_name(key)}", ["Predicate", "decided by", *present], rows,
+        name, note,
+    )  # fmt: skip
+
+
+def _by_seed(runs: list[Run]) -> dict[Any, Run]:
+    out: dict[Any, Run] = {}
+    for run in runs:
+        if run.seed is not None:
+            out.setdefault(run.seed, run)  # a repeated seed: the first run found
+    return out
+
+
+def paired_bootstrap(
+    pairs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]], k: int, num: int, seed: int = 0
+) -> dict[str, Any]:
+    """Bootstrap over test images of the difference (other − baseline) of mR@K and R@K.
+
+    pairs: (baseline, other) per-image arrays (``<task>_per_image.npz``) of runs that differ only in what is
+    compared (e.g. one per training seed). Images are matched by ``image_id``; only the ids every run holds
+    are used. Each of the ``num`` replicates draws the images with replacement once and applies the same draw
+    to every run, so the differences are paired and, over several pairs, their mean is bootstrapped too.
+    Returns ``images`` and, per metric, ``<metric>`` Float[P] (the difference on all common images, in
+    fractions), ``<metric>_low`` / ``<metric>_high`` (the 2.5 / 97.5 percentiles) per pair, and
+    ``<metric>_mean`` / ``_mean_low`` / ``_mean_high`` for the mean over the pairs.
+    """
+    arrays = [d for pair in pairs for d in pair]
+    for d in arrays:
+        if (np.asarray(d["image_id"]) < 0).any():
+            raise ValueError("paired_bootstrap: per-image counts without image ids cannot be paired")
+    common = arrays[0]["image_id"]
+    for d in arrays[1:]:
+        common = np.intersect1d(common, d["image_id"])
+    if common.size == 0:
+        raise ValueError("paired_bootstrap: the runs share no test image id")
+    positions = [np.searchsorted(np.sort(d["image_id"]), common) for d in arrays]
+    positions = [np.argsort(d["image_id"], kind="stable")[p] for d, p in zip(arrays, positions)]
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, common.size, size=(num, common.size))
+    metrics = (f"mR@{k}", f"R@{k}")
+
+    def values(d: dict[str, np.ndarray], rows: np.ndarray) -> tuple[float, float]:
+        r = recall_from_per_image(d, k, rows)
+        return r[metrics[0]], r[metrics[1]]
+
+    full = np.array([values(d, p) for d, p in zip(arrays, positions)])  # (2P, 2)
+    boot = np.array([[values(d, p[draw]) for d, p in zip(arrays, positions)] for draw in draws])  # (B, 2P, 2)
+    diff_full = full[1::2] - full[0::2]  # (P, 2)
+    diff_boot = boot[:, 1::2] - boot[:, 0::2]  # (B, P, 2)
+    out: dict[str, Any] = {"images": int(common.size)}
+    for j, m in enumerate(metrics):
+        low, high = np.percentile(diff_boot[:, :, j], [2.5, 97.5], axis=0)
+        out[m], out[f"{m}_low"], out[f"{m}_high"] = diff_full[:, j], low, high
+        mean_boot = diff_boot[:, :, j].mean(1)
+        out[f"{m}_mean"] = float(diff_full[:, j].mean())
+        out[f"{m}_mean_low"], out[f"{m}_mean_high"] = (
+            float(x) for x in np.percentile(mean_boot, [2.5, 97.5])
+        )
+    return out
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: int) -> Table:
+    """Per seed and over the seeds: grounded / oracle / shuffled − baseline, mR@50 and R@50, with the 95 %
+    percentile interval of the paired bootstrap over test images (:func:`paired_bootstrap`)."""
+    task = key[2]
+    k = STUDY_K
+    header = ["Comparison", "seed", f"Δ mR@{k}", "low", "high", f"Δ R@{k}", "low", "high", "images"]
+    rows: list[list[Any]] = []
+    base = _by_seed(rows_runs.get("baseline", []))
+    for variant in STUDY_ROWS[1:]:
+        other = _by_seed(rows_runs.get(variant, []))
+        seeds = [s for s in base if s in other]
+        pairs, used = [], []
+        for seed in seeds:
+            a, b = base[seed].per_image(task), other[seed].per_image(task)
+            if a is not None and b is not None:
+                pairs.append((a, b))
+                used.append(seed)
+        if not pairs:
+            continue
+        res = paired_bootstrap(pairs, k, num)
+        label = f"{variant} − baseline"
+        for i, seed in enumerate(used):
+            rows.append([label, seed] + [
+                _signed(x) for m in (f"mR@{k}", f"R@{k}")
+                for x in (res[m][i], res[f"{m}_low"][i], res[f"{m}_high"][i])
+            ] + [res["images"]])  # fmt: skip
+        if len(pairs) > 1:
+            rows.append([label, f"mean of {len(pairs)}"] + [
+                _signed(res[f"{m}{suffix}"]) for m in (f"mR@{k}", f"R@{k}")
+                for suffix in ("_mean", "_mean_low", "_mean_high")
+            ] + [res["images"]])  # fmt: skip
+    note = (
+        f"Difference in points of recall; 'low'/'high': the 95 % percentile interval of {num} paired bootstrap "
+        "resamples of the test images (the same resample for both runs of a pair, and for every seed in the "
+        "'mean' line). It measures test-set sampling only; the spread over seeds is in the table above."
+    )
+    name = f"study_bootstrap_{key[0]}_{task}_{key[1]}"
+    return Table(f"Study: paired bootstrap, {_study_name(key)}", header, rows, name, note)
+
+
+def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
+    """Per-predicate R@50 bars: baseline vs. grounded vs. oracle (those present), mean over seeds with the 95 %
+    t-interval as error bars; mask-decided predicates are marked (bold label, shaded). None without data."""
+    task = key[2]
+    count = _num_predicates(rows_runs, task)
+    shown = [v for v in ("baseline", "grounded", "oracle") if rows_runs.get(v)]
+    if count == 0 or not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
+    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868"}
+    width = 0.8 / len(shown)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * count + 2.0) + 2.5, 4.0))
+    for c, n in enumerate(names):
+        if n in MASK_PREDICATES:
+            ax.axvspan(c - 0.45, c + 0.45, color="#F2E2C4", zorder=0)
+    for j, variant in enumerate(shown):
+        cells = _per_predicate_cells(rows_runs[variant], task, count)
+        x = np.arange(count) + (j - (len(shown) - 1) / 2) * width
+        means = [c.mean if c.mean is not None else 0.0 for c in cells]
+        errs = [c.spread if c.spread is not None else 0.0 for c in cells]
+        n_runs = len(rows_runs[variant])
+        ax.bar(x, means, width, yerr=errs, capsize=2, color=colors[variant], zorder=2,
+               label=f"{variant} ({n_runs} run{'s' if n_runs != 1 else ''})")  # fmt: skip
+    ax.set_xticks(range(count))
+    ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
+    for label in ax.get_xticklabels():
+        if label.get_text() in MASK_PREDICATES:
+            label.set_fontweight("bold")
+    ax.set_ylabel(f"R@{STUDY_K} (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"per-predicate R@{STUDY_K}, {_study_name(key)}; error bars: 95 % t-interval over seeds",
+                 fontsize=9)  # fmt: skip
+    handles, labels = ax.get_legend_handles_labels()
+    handles.append(Patch(color="#F2E2C4", label="mask-decided predicate (bold)"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def tables_study(runs: list[Run], bootstrap: int) -> list[Table]:
+    out = []
+    for key, rows_runs in study_groups(runs).items():
+        if not any(v != "baseline" for v in rows_runs) and "baseline" in rows_runs and len(rows_runs) == 1:
+            continue  # baselines alone are no study (Tables 1 and 4 show them)
+        out += [table_study(key, rows_runs), table_study_predicates(key, rows_runs)]
+        if bootstrap > 0:
+            out.append(table_study_bootstrap(key, rows_runs, bootstrap))
+    return out
+
+
+def failures(runs: list[Run]) -> list[str]:
+    out = []
+    for run in runs:
+        if run.failure is not None:
+            out.append(f"- {run.path}: FAILED ({run.failure})")
+        elif not run.metrics and not run.detector_metrics:
+            out.append(f"- {run.path}: no metrics.json (unfinished?)")
+    return out
+
+
+def runs_table(runs: list[Run]) -> Table:
+    """Every run on one line per tested task: its settings and the headline numbers (CSV only)."""
+    header = [
+        "run",
+        "status",
+        "experiment",
+        "model",
+        "detector",
+        "joint",
+        "node",
+        "edge",
+        "refine",
+        "row",
+        "seed",
+    ]
+    metrics = [f"{m}@{k}" for m in ("R", "mR", "zsR") for k in KS] + ["mask_AP_unrefined", "mask_AP_refined"]
+    rows = []
+    for run in runs:
+        status = "failed" if run.failure else ("done" if run.metrics else "no metrics")
+        settings = [str(run.path), status, run.get("experiment_name", "experiment"), run.model, run.detector,
+                    run.joint, run.node, run.edge, run.refine, run.row, run.seed]  # fmt: skip
+        settings = ["" if v is None else v for v in settings]
+        for task in run.tasks or [None]:
+            cells = [Cell() for _ in metrics]
+            if task is not None:
+                for cell, m in zip(cells, metrics):
+                    cell.add(run.value(task, m))
+            rows.append([*settings, task or "", *cells])
+    return Table("All runs", [*header, "task", *metrics], rows, "runs")
+
+
+def collect(paths: list[Path], bootstrap: int = 1000) -> tuple[list[Run], list[Table], list[str]]:
+    """Every table of the runs at or below ``paths``; ``bootstrap``: resamples of the study's paired
+    bootstrap (0: none)."""
+    runs = [load_run(p) for p in find_job_dirs(paths)]
+    tables = [
+        table_recall(runs, "mR", KS, "Table 1: mean recall mR@K (%)", "table1_mean_recall"),
+        table_mask_ap(runs),
+        table_recall(runs, "zsR", (20, 100), "Table 3: zero-shot recall zsR@K (%)", "table3_zero_shot"),
+        *tables_ablation(runs),
+        *tables_study(runs, bootstrap),
+        table_detectors(runs),
+    ]
+    return runs, tables, failures(runs)
+
+
+def study_figures(runs: list[Run], out: Path) -> list[Path]:
+    """``study_per_predicate_<model>_<task>_<detector>.png`` per study group (:func:`plot_study_predicates`)."""
+    paths = []
+    for key, rows_runs in study_groups(runs).items():
+        path = plot_study_predicates(
+            key, rows_runs, out / f"study_per_predicate_{key[0]}_{key[2]}_{key[1]}.png"
+        )
+        if path is not None:
+            paths.append(path)
+    return paths
+
+
+def render(runs: list[Run], tables: list[Table], failed: list[str]) -> str:
+    parts = [f"# sgseg results ({len(runs)} runs)", ""]
+    parts += [t.markdown() for t in tables]
+    if failed:
+        parts += ["### Failed or unfinished runs", "", *failed, ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, help="run directories, multirun directories or folders above"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where results.md and the CSVs go (default: the first directory)",
+    )
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, help="paired bootstrap resamples of the study tables (0: off)"
+    )
+    args = parser.parse_args(argv)
+    runs, tables, failed = collect(args.dirs, args.bootstrap)
+    if not runs:
+        print(f"sgseg.results: no run directories under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 1
+    text = render(runs, tables, failed)
+    print(text)
+    out = args.out if args.out is not None else args.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text)
+    for table in [*tables, runs_table(runs)]:
+        table.write_csv(out / f"{table.name}.csv")
+    figures = study_figures(runs, out)
+    print(f"written: {out / 'results.md'}, {len(tables) + 1} CSV files and {len(figures)} figures in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
