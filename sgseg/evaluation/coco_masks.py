@@ -205,7 +205,9 @@ def coco_mask_ap(
     """
     coco_gt = _load_gt(coco_gt_json)
     results = detections_to_coco_results(coco_gt, detections, threshold)
-    return run_cocoeval(coco_gt, results, "segm", image_ids=image_ids, verbose=verbose)
+    return run_cocoeval(
+        coco_gt, results, "segm", image_ids=image_ids, verbose=verbose, per_category=per_category
+    )
 
 
 def run_cocoeval(
@@ -215,13 +217,15 @@ def run_cocoeval(
     *,
     image_ids: Iterable[int] | None = None,
     verbose: bool = False,
-) -> dict[str, float]:
+    per_category: bool = False,
+) -> dict[str, Any]:
     """The project's one COCOeval run: ``{AP, AP50, AP75, APs, APm, APl}`` = pycocotools' ``stats[0:6]``.
 
     coco_gt: an indexed ``COCO``; results: pycocotools result dicts (``image_id``, ``category_id``, ``score``
     and ``bbox`` or ``segmentation``); iou_type: "bbox" or "segm"; image_ids: pycocotools' ``params.imgIds``
     (default every GT image). Values as pycocotools gives them (-1.0 for an area range without GT); an empty
     result list scores 0 where there is GT (``loadRes`` cannot take it, so an empty result set stands in).
+    per_category: also return ``per_category`` (see :func:`coco_mask_ap`).
     """
     sink: contextlib.AbstractContextManager = (
         contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
