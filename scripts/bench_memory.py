@@ -85,13 +85,13 @@ def _compose(detector: str, task: str, edge: str, data: Path, args, extra: list[
 
 
 def _build(cfg):
-    from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
+    from sgseg.lit.build import build_datamodule, build_detector, build_stage2, stage_two_inputs
     from sgseg.lit.scene_graph_module import SceneGraphModule
 
     dm = build_datamodule(cfg)
     inputs = stage_two_inputs(cfg, dm)
     detector = build_detector(cfg, len(inputs.object_classes), len(inputs.coco_classes))
-    model = build_scene_graph_model(cfg, detector, inputs)
+    model = build_stage2(cfg, detector, inputs)
     module = SceneGraphModule(
         model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
         **{k: v for k, v in cfg.model.optim.items()},
@@ -105,7 +105,7 @@ def _test_batch(dm, num_objects: int, task: str, seed: int = 0):
     from sgseg.lit.datamodule import _keyed_collate
     from sgseg.structures import Targets
 
-    raw = dm._dataset("vg", "test")
+    raw = dm.dataset("vg", "test")
     counts = [
         raw.get_groundtruth(i)["boxes"].shape[0] if hasattr(raw, "get_groundtruth") else 0
         for i in range(len(raw))

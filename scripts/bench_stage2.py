@@ -33,7 +33,7 @@ import sgseg.models.detector.detector as detector_mod
 import sgseg.models.grounding.concat_conv as concat_conv
 import sgseg.models.grounding.edge as edge_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
-from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
+from sgseg.lit.build import build_datamodule, build_detector, build_stage2, stage_two_inputs
 from sgseg.lit.scene_graph_module import SceneGraphModule
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -67,13 +67,13 @@ class Runner:
             )  # fmt: skip
         self.dm = build_datamodule(cfg)
         self.dm.setup("fit")
-        vg = self.dm._dataset("vg", "train")
+        vg = self.dm.dataset("vg", "train")
         torch.manual_seed(0)
         detector = build_detector(
-            cfg, len(vg.object_classes), len(self.dm._dataset("coco", "train").class_names)
+            cfg, len(vg.object_classes), len(self.dm.dataset("coco", "train").class_names)
         )
         inputs = stage_two_inputs(cfg, self.dm)
-        self.model = build_scene_graph_model(cfg, detector, inputs)
+        self.model = build_stage2(cfg, detector, inputs)
         self.module = SceneGraphModule(
             self.model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1
         )

@@ -31,7 +31,7 @@ from hydra import compose, initialize_config_dir
 from sgseg.lit.build import (
     build_datamodule,
     build_detector,
-    build_scene_graph_model,
+    build_stage2,
     coco_class_count,
     prepare_data,
     stage_two_inputs,
@@ -115,7 +115,7 @@ def _steps(step, batches, timer: _Timer, repeats: int, warmup: int) -> tuple[flo
 def stage1(cfg, device, timer, args) -> tuple[float, float]:
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
+    detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
     if cfg.get("compile"):
         detector.backbone.compile(dynamic=True)
     module = DetectorPretrainModule(detector.to(device), lr=0.001, warmup_iters=1).train()
@@ -139,9 +139,9 @@ def _cycle(dm):
 def _stage2_module(cfg, device):
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
+    detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
     inputs = stage_two_inputs(cfg, dm)
-    model = build_scene_graph_model(cfg, detector, inputs).to(device)
+    model = build_stage2(cfg, detector, inputs).to(device)
     if cfg.get("compile"):
         model.detector.backbone.compile(dynamic=True)
     module = SceneGraphModule(

@@ -47,7 +47,7 @@ def newest_run(root: Path) -> Path:
 
 def load_model(run_dir: Path, which: str = "best"):
     """Rebuild the trained SceneGraphModel of a run; returns (model, run config, object names, predicates)."""
-    from sgseg.lit.build import StageTwoInputs, build_scene_graph_model
+    from sgseg.lit.build import StageTwoInputs, build_stage2
     from sgseg.models.detector.checkpoint import build_detector
 
     cfg_path = run_dir / ".hydra" / "config.yaml"
@@ -69,7 +69,7 @@ def load_model(run_dir: Path, which: str = "best"):
         names["objects"], names["predicates"], [""] * s, torch.zeros(t, s), torch.ones(c_obj, c_obj, c_rel),
         torch.zeros(c_obj, c_obj), torch.zeros(0, 3, dtype=torch.long),
     )  # fmt: skip
-    model = build_scene_graph_model(cfg, detector, inputs)
+    model = build_stage2(cfg, detector, inputs)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model.eval(), cfg, names["objects"], names["predicates"]

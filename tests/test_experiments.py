@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from sgseg.lit.build import ConfigError, StageTwoInputs, build_detector, build_scene_graph_model
+from sgseg.lit.build import ConfigError, StageTwoInputs, build_detector, build_stage2
 from sgseg.models.context import MotifContext, VCTreeContext
 from sgseg.models.grounding.edge import GaussianEdgeGrounding, NoEdgeGrounding
 from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
@@ -337,7 +337,7 @@ def test_stage_two_model_builds(name: str, tiny_detectors) -> None:
     real = not name.startswith("synthetic")
     n_obj, n_rel, n_coco = (150, 50, 80) if real else (19, 9, 5)
     det = tiny_detectors[n_obj]
-    model = build_scene_graph_model(cfg, det, _inputs(n_obj, n_rel, n_coco))
+    model = build_stage2(cfg, det, _inputs(n_obj, n_rel, n_coco))
     d = det.backbone.out_channels
     assert isinstance(model.context, MotifContext if cfg.model.name == "motif" else VCTreeContext)
     grounded = not name.endswith("_baseline")

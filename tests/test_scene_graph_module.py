@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 
 from sgseg.data.statistics import cooccurrence_prior
 from sgseg.data.synthetic import SyntheticConfig, generate
-from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
+from sgseg.lit.build import build_datamodule, build_detector, build_stage2, stage_two_inputs
 from sgseg.lit.run import results_table
 from sgseg.lit.scene_graph_module import SceneGraphModule
 from sgseg.models.masks.refine import refinement_loss
@@ -73,10 +73,10 @@ def _build(data_dir, *extra):
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    vg = dm._dataset("vg", "train")
-    detector = build_detector(cfg, len(vg.object_classes), len(dm._dataset("coco", "train").class_names))
+    vg = dm.dataset("vg", "train")
+    detector = build_detector(cfg, len(vg.object_classes), len(dm.dataset("coco", "train").class_names))
     inputs = stage_two_inputs(cfg, dm)
-    model = build_scene_graph_model(cfg, detector, inputs)
+    model = build_stage2(cfg, detector, inputs)
     return cfg, dm, model, inputs
 
 
@@ -278,7 +278,7 @@ def test_assign_gt_labels_by_iou_and_image():
 
 def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
     cfg, dm, model, inputs = _build(data_dir)
-    coco_val = dm._dataset("coco", "val")
+    coco_val = dm.dataset("coco", "val")
     module = SceneGraphModule(
         model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
         zeroshot_triplets=inputs.zeroshot, predicate_names=inputs.predicates,
@@ -383,7 +383,7 @@ def test_sgdet_postprocessing_is_the_same_for_motif_and_vctree(data_dir, context
 
 def test_max_test_boxes_counted_in_metrics_json(data_dir, tmp_path):
     cfg, dm, model, inputs = _build(data_dir, "data.vg.max_test_boxes=5")
-    unfiltered = _build(data_dir)[1]._dataset("vg", "test")
+    unfiltered = _build(data_dir)[1].dataset("vg", "test")
     n_boxes = [unfiltered.get_groundtruth(i)["boxes"].shape[0] for i in range(len(unfiltered))]
     expected_dropped = sum(n > 5 for n in n_boxes)
     assert 0 < expected_dropped < len(n_boxes)  # the tiny benchmark has 3-8 boxes per image

@@ -27,7 +27,7 @@ from sgseg.lit.build import (
     ConfigError,
     build_datamodule,
     build_detector,
-    build_scene_graph_model,
+    build_stage2,
     check_data_paths,
     coco_class_count,
     configure_torch,
@@ -196,7 +196,7 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     dm = build_datamodule(cfg, with_coco=joint)
     dm.prepare_data()
     check_data_paths(cfg)
-    vg = dm._dataset("vg", "train")
+    vg = dm.dataset("vg", "train")
     num_coco = coco_class_count(cfg, dm)
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
     if cfg.get("compile"):
@@ -226,10 +226,10 @@ def run_scene_graph(
     check_data_paths(cfg)
     detector = load_frozen_detector(detector_path)
     inputs = stage_two_inputs(cfg, dm)
-    model = build_scene_graph_model(cfg, detector, inputs)
+    model = build_stage2(cfg, detector, inputs)
     if cfg.get("compile"):
         model.detector.backbone.compile(dynamic=True)
-    coco_val = dm._dataset("coco", "val") if dm.coco_factory is not None else None
+    coco_val = dm.dataset("coco", "val") if dm.coco_factory is not None else None
     module = SceneGraphModule(
         model,
         mode=str(cfg.task.name),

@@ -157,7 +157,7 @@ class SceneGraphModule(pl.LightningModule):
     def _test_split_info(self) -> dict[str, Any]:
         """The VG test split's image counts (before / after the ``max_test_boxes`` filter), {} without one."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        ds = dm._dataset("vg", "test") if dm is not None and hasattr(dm, "_dataset") else None
+        ds = dm.dataset("vg", "test") if dm is not None and hasattr(dm, "dataset") else None
         if ds is None or not hasattr(ds, "num_dropped_max_boxes"):
             return {}
         return {

@@ -5,14 +5,13 @@ from sgseg.models.grounding.edge import (
     GaussianEdgeGrounding,
     NoEdgeGrounding,
     UnionEdgeGrounding,
-    build_edge_grounding,
     grow_boxes,
     paste_into_union,
     resample_to_frames,
     union_boxes,
 )
 from sgseg.models.grounding.kernels import blur_per_sample, gaussian_kernels
-from sgseg.models.grounding.node import GroundingHead, NodeGrounding, NoNodeGrounding, build_node_grounding
+from sgseg.models.grounding.node import GroundingHead, NodeGrounding, NoNodeGrounding
 
 __all__ = [
     "AvgEdgeGrounding",
@@ -23,8 +22,6 @@ __all__ = [
     "NodeGrounding",
     "UnionEdgeGrounding",
     "blur_per_sample",
-    "build_edge_grounding",
-    "build_node_grounding",
     "gaussian_kernels",
     "grow_boxes",
     "paste_into_union",
