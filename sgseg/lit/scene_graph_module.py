@@ -26,7 +26,7 @@ from sgseg.evaluation import coco_mask_ap
 from sgseg.evaluation.metric import SceneGraphMetric
 from sgseg.lit.detector_module import warmup_multistep
 from sgseg.models.masks.refine import refinement_loss
-from sgseg.models.relation.losses import object_loss, relation_loss, tree_score_loss
+from sgseg.models.relation.losses import object_loss, relation_loss
 from sgseg.models.scene_graph import SceneGraphModel
 from sgseg.structures import ImageBatch, Targets
 
@@ -104,20 +104,19 @@ class SceneGraphModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        """All loss terms of one step (unweighted), keyed ``rel``, ``obj``, ``tree``, ``seg``."""
+        """All loss terms of one step (unweighted), keyed ``rel``, ``obj``, ``seg`` and the context model's own
+        (:meth:`~sgseg.models.context.ContextOutput.extra_losses`, VCTree: ``tree``)."""
         out: dict[str, Tensor] = {}
         images, targets = batch["vg"]
         res = self.model(images, targets, self.mode)
         out["rel"] = relation_loss(res.predictions.rel_logits, res.rel_labels)
         if self.mode != "predcls":
             out["obj"] = object_loss(res.context.obj_logits, res.obj_targets)
-        if res.context.tree_logits is not None:
-            # targets: every GT relation of the image (SGB's rel_binarys), not only the sampled pairs; SGDet has
-            # no GT boxes in the tree, so there it stays the foreground-matched sampled pairs
-            tree_pairs = targets.relations[:, :2] if self.mode != "sgdet" else res.positive_pairs
-            out["tree"] = tree_score_loss(
-                res.context.tree_logits, res.context.tree_pair_index, tree_pairs, res.predictions.image_index,
-            )  # fmt: skip
+        # the context model's own terms (VCTree: ``tree``). Related pairs: every GT relation of the image (SGB's
+        # rel_binarys), not only the sampled pairs; SGDet has no GT boxes among its objects, so there they are
+        # the foreground-matched sampled pairs
+        related = targets.relations[:, :2] if self.mode != "sgdet" else res.positive_pairs
+        out.update(res.context.extra_losses(related, res.predictions.image_index))
         if "coco" in batch and self.model.refinement is not None:
             c_images, c_targets = batch["coco"]
             refined, _ = self.model.coco_refinement_logits(c_images, c_targets, mode=self.mode)
@@ -126,7 +125,7 @@ class SceneGraphModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         parts = self.losses(batch)
-        loss = sum(self.loss_weights[k] * v for k, v in parts.items())
+        loss = sum(self.loss_weights.get(k, 1.0) * v for k, v in parts.items())
         bs = batch["vg"][0].num_images
         for k, v in parts.items():
             self.log(f"train/loss_{k}", v.detach(), batch_size=bs)
