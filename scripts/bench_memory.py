@@ -74,7 +74,7 @@ def _compose(detector: str, task: str, edge: str, data: Path, args, extra: list[
         return compose(
             "train",
             overrides=[
-                "experiment=motif_resnext", f"detector={detector}", f"task={task}", f"model.grounding.edge={edge}",
+                "experiment=motif_resnext", f"detector={detector}", f"task={task}", f"model/grounding/edge={edge}",
                 "detector.checkpoint=unused", "detector.backbone.pretrained=null", "detector.net.score_thresh=0.0",
                 f"paths.data_dir={data}", f"data.vectors={data}/glove.vg150_shapes.300d.txt",
                 "data.vg.num_val=4", "data.loader.num_workers=0",

@@ -63,7 +63,7 @@ class Runner:
             cfg = compose(
                 "train",
                 overrides=[f"paths.data_dir={data_dir}", "data.generate=null", "data.vg.num_val=8",
-                           f"model.grounding.edge={edge}", *overrides],
+                           f"model/grounding/edge={edge}", *overrides],
             )  # fmt: skip
         self.dm = build_datamodule(cfg)
         self.dm.setup("fit")

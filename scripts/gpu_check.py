@@ -57,7 +57,7 @@ SMOKE = [
     "model.grounding.hidden_dim=32", "model.grounding.out_dim=32", "model.predictor.pooling_dim=32",
     "model.refine_head.hidden=16", "model.refine_head.num_convs=1",
 ]  # fmt: skip
-BASELINE = ["model.grounding.node=none", "model.grounding.edge=none", "model.refine=false"]
+BASELINE = ["model/grounding/node=none", "model/grounding/edge=none", "model/refine=off"]
 
 
 def _cfg(data_dir: Path, smoke: bool, *extra: str):

@@ -151,7 +151,7 @@ def test_detector_frozen_and_refinement_starts_as_identity(data_dir):
 
 
 def test_vctree_adds_the_tree_loss(data_dir):
-    cfg, dm, model, inputs = _build(data_dir, "model=vctree")
+    cfg, dm, model, inputs = _build(data_dir, "model/context=vctree")
     module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
     parts = module.losses(_first_batch(dm))
     assert set(parts) == {"rel", "tree", "seg"} and parts["tree"].item() > 0
@@ -223,7 +223,7 @@ def test_second_refinement_pass(data_dir):
 
 
 def test_label_tables_start_at_the_word_vectors(data_dir):
-    cfg, dm, model, inputs = _build(data_dir, "model=vctree")
+    cfg, dm, model, inputs = _build(data_dir, "model/context=vctree")
     vectors = load_word_vectors(cfg.model.label_vectors)
     rows = torch.stack([torch.from_numpy(vectors[n.replace(" ", "_")]) for n in inputs.object_classes])
     coco = torch.stack([torch.from_numpy(vectors[n.replace(" ", "_")]) for n in inputs.coco_classes])
@@ -237,13 +237,13 @@ def test_label_tables_start_at_the_word_vectors(data_dir):
 
 
 @pytest.mark.parametrize(
-    "node,edge,refine", [("none", "none", "false"), ("masks", "avg", "true"), ("masks", "union", "false")]
+    "node,edge,refine", [("none", "none", "off"), ("masks", "avg", "on"), ("masks", "union", "off")]
 )
 def test_ablation_variants_build_and_run(data_dir, node, edge, refine):
     cfg, dm, model, inputs = _build(
-        data_dir, f"model.grounding.node={node}", f"model.grounding.edge={edge}", f"model.refine={refine}"
+        data_dir, f"model/grounding/node={node}", f"model/grounding/edge={edge}", f"model/refine={refine}"
     )
-    assert (model.refinement is None) == (refine == "false")
+    assert (model.refinement is None) == (refine == "off")
     module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
     loss = sum(module.losses(_first_batch(dm)).values())
     loss.backward()
@@ -352,7 +352,7 @@ def test_chunked_equals_unchunked(data_dir, mode):
 def test_sgdet_postprocessing_is_the_same_for_motif_and_vctree(data_dir, context):
     """Both context models' SGDet test objects are the shared post-processing of their own logits: label NMS
     with the detector's class-specific boxes, the final label's score, the final label's regressed box."""
-    cfg, dm, model, inputs = _build(data_dir, f"model={context}")
+    cfg, dm, model, inputs = _build(data_dir, f"model/context={context}")
     model.detector.score_thresh = 0.0
     images, targets = _first_batch(dm)["vg"]
     model.eval()

@@ -9,7 +9,7 @@ functions and passed in.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from sgseg.data.statistics import cooccurrence_prior, frequency_statistics, zeroshot_triplets
 from sgseg.lit.datamodule import SceneGraphDataModule
+from sgseg.lit.scene_graph_module import SceneGraphModule
 from sgseg.models.context.word_vectors import label_word_vectors, start_word_vector
 from sgseg.models.detector import JointDetector
 from sgseg.models.detector.backbones import build_backbone
@@ -303,6 +304,32 @@ def build_stage2(cfg: DictConfig, detector: JointDetector, inputs: StageTwoInput
         detections_per_image=m.get("detections_per_image"),
         **_plain(m.sampling),
     )
+
+
+def build_scene_graph_module(
+    cfg: DictConfig, dm: SceneGraphDataModule, detector: JointDetector
+) -> tuple[SceneGraphModule, StageTwoInputs]:
+    """The stage-2 LightningModule of ``cfg`` on ``detector``, with what it was built from: the model
+    (:func:`build_stage2`) from the DataModule's label spaces and statistics, the evaluation inputs (zero-shot
+    triplets, names, the COCO val set for mask AP when the DataModule has one) and ``model.optim``. Training,
+    ``python -m sgseg.evaluate`` and the stage-2 benchmark scripts all build it here."""
+    inputs = stage_two_inputs(cfg, dm)
+    model = build_stage2(cfg, detector, inputs)
+    coco_val = dm.dataset("coco", "val") if dm.coco_factory is not None else None
+    module = SceneGraphModule(
+        model,
+        mode=str(cfg.task.name),
+        num_object_classes=len(inputs.object_classes) + 1,
+        num_predicates=len(inputs.predicates) + 1,
+        zeroshot_triplets=inputs.zeroshot,
+        predicate_names=inputs.predicates,
+        object_names=inputs.object_classes,
+        coco_val_gt=coco_val.coco if coco_val is not None else None,
+        coco_label_to_category=coco_val.label_to_category if coco_val is not None else None,
+        stage_two_inputs=asdict(inputs),
+        **OmegaConf.to_container(cfg.model.optim, resolve=True),
+    )
+    return module, inputs
 
 
 def load_frozen_detector(path: str | Path) -> JointDetector:

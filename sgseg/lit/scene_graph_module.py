@@ -51,6 +51,9 @@ class SceneGraphModule(pl.LightningModule):
         multi-step decay (reference: 0.01, 0.9, 1e-4, warm-up, ×0.1 at 25k and 35k of 40k).
     ks: the K of R@K. coco_val_gt: the COCO val instances json (path / dict / COCO) for mask AP, or None.
     coco_label_to_category: contiguous COCO label → json category id (for the AP detections).
+    stage_two_inputs: what the model was built from (label spaces, similarity, statistics; the fields of
+        :class:`sgseg.lit.build.StageTwoInputs`), stored in checkpoints so that the model can be rebuilt without
+        the datasets (:mod:`sgseg.predict`).
     """
 
     def __init__(
@@ -74,8 +77,10 @@ class SceneGraphModule(pl.LightningModule):
         coco_label_to_category: dict[int, int] | None = None,
         loss_weights: dict[str, float] | None = None,
         num_pictures: int = 2,
+        stage_two_inputs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.stage_two_inputs = stage_two_inputs
         self.model = model
         self.mode = mode
         self.num_object_classes, self.num_predicates = num_object_classes, num_predicates
@@ -95,12 +100,14 @@ class SceneGraphModule(pl.LightningModule):
         )  # fmt: skip
         self._coco_dets: dict[str, list[dict[str, Any]]] = {}
         self.test_metrics: dict[str, Any] = {}
-        self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt"])
+        self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt", "stage_two_inputs"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # enough to rebuild the model without the datasets (python -m sgseg.predict)
         checkpoint["detector_config"] = self.model.detector.config
         checkpoint["label_names"] = {"objects": self.object_names, "predicates": self.predicate_names}
+        if self.stage_two_inputs is not None:
+            checkpoint["stage_two_inputs"] = self.stage_two_inputs
 
     # ------------------------------------------------------------------ training
     def losses(self, batch: Batch) -> dict[str, Tensor]:

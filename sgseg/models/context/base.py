@@ -388,7 +388,9 @@ class ContextEncoder(nn.Module):
         the input label distribution (one-hot GT in PredCls)."""
         raise NotImplementedError
 
-    def decode_labels(self, state: Any, object_context: Tensor, gt_labels: Tensor | None) -> tuple[Tensor, Tensor]:
+    def decode_labels(
+        self, state: Any, object_context: Tensor, gt_labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
         """SGCls/SGDet: (obj_logits Float[N, C_obj], obj_labels Long[N]); gt_labels for teacher forcing (training)."""
         raise NotImplementedError
 

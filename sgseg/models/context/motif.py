@@ -169,7 +169,11 @@ class MotifContext(ContextEncoder):
         return layout.unpack(torch.cat(logits)), layout.unpack(torch.cat(labels))
 
     def encode_edges(
-        self, state: tuple[SequenceLayout, Tensor], node_features: Tensor, object_context: Tensor, obj_labels: Tensor
+        self,
+        state: tuple[SequenceLayout, Tensor],
+        node_features: Tensor,
+        object_context: Tensor,
+        obj_labels: Tensor,
     ) -> Tensor:
         """The edge-context BiLSTM over [decoded-label embedding, visual feature, z^o]."""
         layout = state[0]

@@ -100,7 +100,8 @@ class TransformerEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, inner_dim, num_heads, key_dim, value_dim, dropout) for _ in range(num_layers)
+            EncoderLayer(d_model, inner_dim, num_heads, key_dim, value_dim, dropout)
+            for _ in range(num_layers)
         )
 
     def forward(self, x: Tensor, layout: SequenceLayout) -> Tensor:

@@ -555,7 +555,9 @@ class VCTreeContext(ContextEncoder):
         obj_pre, forest = state[0], state[1]
         return self.decoder(torch.cat([obj_pre, object_context], 1), forest, gt_labels)
 
-    def encode_edges(self, state, node_features: Tensor, object_context: Tensor, obj_labels: Tensor) -> Tensor:
+    def encode_edges(
+        self, state, node_features: Tensor, object_context: Tensor, obj_labels: Tensor
+    ) -> Tensor:
         """The edge-context BiTreeLSTM over [label embedding, visual feature, z^o], on the same forest."""
         edge_in = torch.cat([self.obj_embed2(obj_labels), node_features, object_context], 1)
         return self.edge_ctx_rnn(edge_in, state[1])

@@ -5,7 +5,7 @@ model's per-object feature z^o_j is broadcast over the RoI grid, fused with the 
 Mask R-CNN-style conv head predicts a residual on the 80 COCO mask logits; the refined logits then go through
 :class:`~sgseg.models.masks.transfer.MaskTransfer` (:class:`RefinedMaskTransfer` chains the two). The head's last
 layer starts at zero, so training starts exactly from the transferred masks. It is trained on COCO images only,
-with :func:`refinement_loss` (per-pixel BCE on the GT class channel). Config switch ``model.refine=true|false``
+with :func:`refinement_loss` (per-pixel BCE on the GT class channel). Config group ``model/refine=on|off``
 (``refinement=None`` in :class:`RefinedMaskTransfer`).
 """
 
@@ -85,7 +85,7 @@ class RefinedMaskTransfer(nn.Module):
     """COCO mask logits (+ refinement residual) → VG mask logits.
 
     transfer: the :class:`MaskTransfer` holding S. refinement: a :class:`MaskRefinement`, or None for
-    ``model.refine=false`` (then the COCO logits pass through unchanged).
+    ``model/refine=off`` (then the COCO logits pass through unchanged).
     """
 
     def __init__(self, transfer: MaskTransfer, refinement: MaskRefinement | None = None) -> None:
