@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgseg.data.errors import DatasetError
