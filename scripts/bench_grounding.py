@@ -24,7 +24,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 

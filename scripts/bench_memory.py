@@ -85,17 +85,11 @@ def _compose(detector: str, task: str, edge: str, data: Path, args, extra: list[
 
 
 def _build(cfg):
-    from sgseg.lit.build import build_datamodule, build_detector, build_stage2, stage_two_inputs
-    from sgseg.lit.scene_graph_module import SceneGraphModule
+    from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_module, coco_class_count
 
     dm = build_datamodule(cfg)
-    inputs = stage_two_inputs(cfg, dm)
-    detector = build_detector(cfg, len(inputs.object_classes), len(inputs.coco_classes))
-    model = build_stage2(cfg, detector, inputs)
-    module = SceneGraphModule(
-        model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
-        **{k: v for k, v in cfg.model.optim.items()},
-    )  # fmt: skip
+    detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
+    module, _ = build_scene_graph_module(cfg, dm, detector)  # as training builds it
     return dm, module
 
 

@@ -31,13 +31,11 @@ from hydra import compose, initialize_config_dir
 from sgseg.lit.build import (
     build_datamodule,
     build_detector,
-    build_stage2,
+    build_scene_graph_module,
     coco_class_count,
     prepare_data,
-    stage_two_inputs,
 )
 from sgseg.lit.detector_module import DetectorPretrainModule
-from sgseg.lit.scene_graph_module import SceneGraphModule
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -140,13 +138,10 @@ def _stage2_module(cfg, device):
     dm = build_datamodule(cfg)
     dm.setup("fit")
     detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
-    inputs = stage_two_inputs(cfg, dm)
-    model = build_stage2(cfg, detector, inputs).to(device)
+    module, _ = build_scene_graph_module(cfg, dm, detector)  # as training builds it
+    module.to(device)
     if cfg.get("compile"):
-        model.detector.backbone.compile(dynamic=True)
-    module = SceneGraphModule(
-        model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1
-    )
+        module.model.detector.backbone.compile(dynamic=True)
     return dm, module
 
 
