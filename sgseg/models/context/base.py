@@ -36,7 +36,8 @@ class ContextOutput:
 
     obj_logits: Float[N, C_obj] refined object logits (PredCls: ±1000 one-hot of the GT labels).
     obj_labels: Long[N] labels used downstream (frequency bias, edge context, evaluation): GT labels in
-        PredCls and under teacher forcing in training, decoded labels otherwise (SGDet test: after label NMS).
+        PredCls and under teacher forcing in training (MOTIF, VCTree; SGB's Transformer has none), decoded labels
+        otherwise (SGDet test: after label NMS).
     obj_scores: Float[N] softmax prob of ``obj_labels`` under ``obj_logits`` (1 in PredCls).
     edge_context: Float[N, H_edge] per-object edge context for the relation predictor.
     object_context: Float[N, H_obj] z^o_j, the object context (input of mask refinement, paper Eq. 8).
