@@ -127,3 +127,17 @@ def overrides_without_resume() -> list[str] | None:
     if not HydraConfig.initialized():
         return None
     return sorted(o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path="))
+
+
+def find_checkpoint(run_dir: Path, which: str) -> Path:
+    """``best`` (the monitored checkpoint), ``last``, or an explicit path."""
+    if which not in ("best", "last"):
+        return Path(which)
+    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    # runs since the best-at-validation-end checkpoint (:func:`callbacks`) hold best-step=N.ckpt beside
+    # the periodic one; older runs hold only the periodic (monitored) one
+    best = [c for c in ckpts if c.name.startswith("best-")] or [c for c in ckpts if c.name != "last.ckpt"]
+    chosen = best if which == "best" and best else [c for c in ckpts if c.name == "last.ckpt"] or best
+    if not chosen:
+        raise FileNotFoundError(f"no checkpoint under {run_dir / 'checkpoints'}; is {run_dir} a stage-2 run?")
+    return chosen[-1]

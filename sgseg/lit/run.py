@@ -38,7 +38,13 @@ from sgseg.lit.build import (
     prepare_data,
 )
 from sgseg.lit.detector_module import DetectorPretrainModule
-from sgseg.lit.factory import best_checkpoint, build_trainer, finish_wandb, overrides_without_resume
+from sgseg.lit.factory import (
+    best_checkpoint,
+    build_trainer,
+    find_checkpoint,
+    finish_wandb,
+    overrides_without_resume,
+)
 from sgseg.models.detector.checkpoint import export_detector
 
 STAGES = ("detector", "scene_graph", "pipeline")
@@ -139,7 +145,6 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     metrics.json, the per-predicate table and plot into ``out`` (default ``<run_dir>/evaluate/<task>-<ckpt>``).
     Returns the test metrics."""
     from sgseg.models.detector.checkpoint import build_detector as detector_from_config
-    from sgseg.predict import find_checkpoint
 
     run_dir = Path(cfg.run_dir)
     cfg_path = run_dir / ".hydra" / "config.yaml"
