@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
-from sgseg.models.grounding import build_edge_grounding
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def make_inputs(
@@ -80,16 +83,16 @@ def main() -> None:
         args.channels, args.mask_channels, args.hidden, args.out = 256, 150, 1024, 1024
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    kw = dict(
-        in_channels=args.channels,
-        num_mask_channels=args.mask_channels,
-        num_label_classes=args.labels,
-        hidden_dim=args.hidden,
-        out_dim=args.out,
+    sizes = dict(
+        in_channels=args.channels, num_mask_channels=args.mask_channels, num_label_classes=args.labels,
         roi_size=args.roi_size,
-        pool_size=args.pool_size,
-        mask_frame=args.mask_frame,
-    )
+    )  # fmt: skip
+    head = [f"model.grounding.hidden_dim={args.hidden}", f"model.grounding.out_dim={args.out}",
+            f"model.grounding.pool_size={args.pool_size}", f"model.grounding.mask_frame={args.mask_frame}"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        # each variant is its config option (conf/model/grounding/edge/<variant>.yaml), built as build_stage2 does
+        nodes = {v: compose("train", overrides=[f"model/grounding/edge={v}", *head]).model.grounding.edge
+                 for v in args.variants}  # fmt: skip
     print(
         f"f_E forward+backward, median of {args.repeats} after 1 warm-up; device {device} ({args.threads} threads); "
         f"D={args.channels} C_vg={args.mask_channels} FC {args.hidden}/{args.out} M={args.roi_size} "
@@ -108,7 +111,7 @@ def main() -> None:
         times = {}
         for v in args.variants:
             torch.manual_seed(0)
-            module = build_edge_grounding(v, **kw).to(device)
+            module = instantiate(nodes[v])(**sizes).to(device)
             time_once(module, inputs, device)  # warm-up (allocator, kernels)
             times[v] = statistics.median(time_once(module, inputs, device) for _ in range(args.repeats))
             del module

@@ -74,7 +74,7 @@ def _compose(detector: str, task: str, edge: str, data: Path, args, extra: list[
         return compose(
             "train",
             overrides=[
-                "experiment=motif_resnext", f"detector={detector}", f"task={task}", f"model.grounding.edge={edge}",
+                "experiment=motif_resnext", f"detector={detector}", f"task={task}", f"model/grounding/edge={edge}",
                 "detector.checkpoint=unused", "detector.backbone.pretrained=null", "detector.net.score_thresh=0.0",
                 f"paths.data_dir={data}", f"data.vectors={data}/glove.vg150_shapes.300d.txt",
                 "data.vg.num_val=4", "data.loader.num_workers=0",
@@ -85,17 +85,11 @@ def _compose(detector: str, task: str, edge: str, data: Path, args, extra: list[
 
 
 def _build(cfg):
-    from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
-    from sgseg.lit.scene_graph_module import SceneGraphModule
+    from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_module, coco_class_count
 
     dm = build_datamodule(cfg)
-    inputs = stage_two_inputs(cfg, dm)
-    detector = build_detector(cfg, len(inputs.object_classes), len(inputs.coco_classes))
-    model = build_scene_graph_model(cfg, detector, inputs)
-    module = SceneGraphModule(
-        model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
-        **{k: v for k, v in cfg.model.optim.items()},
-    )  # fmt: skip
+    detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
+    module, _ = build_scene_graph_module(cfg, dm, detector)  # as training builds it
     return dm, module
 
 
@@ -105,7 +99,7 @@ def _test_batch(dm, num_objects: int, task: str, seed: int = 0):
     from sgseg.lit.datamodule import _keyed_collate
     from sgseg.structures import Targets
 
-    raw = dm._dataset("vg", "test")
+    raw = dm.dataset("vg", "test")
     counts = [
         raw.get_groundtruth(i)["boxes"].shape[0] if hasattr(raw, "get_groundtruth") else 0
         for i in range(len(raw))

@@ -47,7 +47,7 @@ def main() -> None:
         batches.append(batch)
         if len(batches) == args.warmup + args.steps:
             break
-    num_vg = len(dm._dataset("vg", "train").object_classes)
+    num_vg = len(dm.dataset("vg", "train").object_classes)
     num_coco = coco_class_count(base, dm)
 
     rows = []

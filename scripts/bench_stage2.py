@@ -33,8 +33,7 @@ import sgseg.models.detector.detector as detector_mod
 import sgseg.models.grounding.concat_conv as concat_conv
 import sgseg.models.grounding.edge as edge_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
-from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
-from sgseg.lit.scene_graph_module import SceneGraphModule
+from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_module, coco_class_count
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PATHS = ("before", "after")
@@ -63,20 +62,15 @@ class Runner:
             cfg = compose(
                 "train",
                 overrides=[f"paths.data_dir={data_dir}", "data.generate=null", "data.vg.num_val=8",
-                           f"model.grounding.edge={edge}", *overrides],
+                           f"model/grounding/edge={edge}", *overrides],
             )  # fmt: skip
         self.dm = build_datamodule(cfg)
         self.dm.setup("fit")
-        vg = self.dm._dataset("vg", "train")
+        vg = self.dm.dataset("vg", "train")
         torch.manual_seed(0)
-        detector = build_detector(
-            cfg, len(vg.object_classes), len(self.dm._dataset("coco", "train").class_names)
-        )
-        inputs = stage_two_inputs(cfg, self.dm)
-        self.model = build_scene_graph_model(cfg, detector, inputs)
-        self.module = SceneGraphModule(
-            self.model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1
-        )
+        detector = build_detector(cfg, len(vg.object_classes), coco_class_count(cfg, self.dm))
+        self.module, _ = build_scene_graph_module(cfg, self.dm, detector)  # as training builds it
+        self.model = self.module.model
         self.opt = self.module.configure_optimizers()["optimizer"]
         self.edge_time = [0.0]
         self.model.edge_grounding.register_forward_pre_hook(

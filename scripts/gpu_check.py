@@ -31,13 +31,11 @@ from hydra import compose, initialize_config_dir
 from sgseg.lit.build import (
     build_datamodule,
     build_detector,
-    build_scene_graph_model,
+    build_scene_graph_module,
     coco_class_count,
     prepare_data,
-    stage_two_inputs,
 )
 from sgseg.lit.detector_module import DetectorPretrainModule
-from sgseg.lit.scene_graph_module import SceneGraphModule
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -57,7 +55,7 @@ SMOKE = [
     "model.grounding.hidden_dim=32", "model.grounding.out_dim=32", "model.predictor.pooling_dim=32",
     "model.refine_head.hidden=16", "model.refine_head.num_convs=1",
 ]  # fmt: skip
-BASELINE = ["model.grounding.node=none", "model.grounding.edge=none", "model.refine=false"]
+BASELINE = ["model/grounding/node=none", "model/grounding/edge=none", "model/refine=off"]
 
 
 def _cfg(data_dir: Path, smoke: bool, *extra: str):
@@ -115,7 +113,7 @@ def _steps(step, batches, timer: _Timer, repeats: int, warmup: int) -> tuple[flo
 def stage1(cfg, device, timer, args) -> tuple[float, float]:
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
+    detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
     if cfg.get("compile"):
         detector.backbone.compile(dynamic=True)
     module = DetectorPretrainModule(detector.to(device), lr=0.001, warmup_iters=1).train()
@@ -139,14 +137,11 @@ def _cycle(dm):
 def _stage2_module(cfg, device):
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
-    inputs = stage_two_inputs(cfg, dm)
-    model = build_scene_graph_model(cfg, detector, inputs).to(device)
+    detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), coco_class_count(cfg, dm))
+    module, _ = build_scene_graph_module(cfg, dm, detector)  # as training builds it
+    module.to(device)
     if cfg.get("compile"):
-        model.detector.backbone.compile(dynamic=True)
-    module = SceneGraphModule(
-        model, str(cfg.task.name), len(inputs.object_classes) + 1, len(inputs.predicates) + 1
-    )
+        module.model.detector.backbone.compile(dynamic=True)
     return dm, module
 
 

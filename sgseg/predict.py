@@ -1,8 +1,9 @@
 """Thin Hydra entry point for your own images: ``python -m sgseg.predict run_dir=RUN images=DIR_OR_FILE``.
 
 Loads a trained scene-graph run (its ``.hydra/config.yaml`` and best — or ``checkpoint=last`` / a path —
-checkpoint), detects objects with its frozen detector (your images have no boxes), transfers and refines
-masks, predicts the scene graph on the detected boxes, and writes for each image ``<name>.png`` (masks, boxes and the top relations drawn as a graph)
+checkpoint; the model is rebuilt by :func:`sgseg.lit.build.build_stage2` from what the checkpoint stores), runs
+the model's own SGDet path on each image (your images have no boxes: the frozen detector's detections, the
+context model's labels, SGDet post-processing), and writes for each image ``<name>.png`` (masks, boxes and the top relations drawn as a graph)
 and ``<name>.json`` (boxes, labels, scores and the ranked triplets) into ``out``.
 """
 
@@ -10,30 +11,17 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sgseg.ops.boxes import rescale_boxes
+from sgseg.lit.factory import find_checkpoint  # also imported from here by notebooks and tests
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def find_checkpoint(run_dir: Path, which: str) -> Path:
-    """``best`` (the monitored checkpoint), ``last``, or an explicit path."""
-    if which not in ("best", "last"):
-        return Path(which)
-    ckpts = sorted((run_dir / "checkpoints").glob("*.ckpt"))
-    # runs since the best-at-validation-end checkpoint (sgseg.lit.run._callbacks) hold best-step=N.ckpt beside
-    # the periodic one; older runs hold only the periodic (monitored) one
-    best = [c for c in ckpts if c.name.startswith("best-")] or [c for c in ckpts if c.name != "last.ckpt"]
-    chosen = best if which == "best" and best else [c for c in ckpts if c.name == "last.ckpt"] or best
-    if not chosen:
-        raise FileNotFoundError(f"no checkpoint under {run_dir / 'checkpoints'}; is {run_dir} a stage-2 run?")
-    return chosen[-1]
 
 
 def newest_run(root: Path) -> Path:
@@ -49,7 +37,7 @@ def newest_run(root: Path) -> Path:
 
 def load_model(run_dir: Path, which: str = "best"):
     """Rebuild the trained SceneGraphModel of a run; returns (model, run config, object names, predicates)."""
-    from sgseg.lit.build import StageTwoInputs, build_scene_graph_model
+    from sgseg.lit.build import StageTwoInputs, build_stage2
     from sgseg.models.detector.checkpoint import build_detector
 
     cfg_path = run_dir / ".hydra" / "config.yaml"
@@ -62,19 +50,16 @@ def load_model(run_dir: Path, which: str = "best"):
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if "detector_config" not in ckpt:
         raise ValueError(f"{ckpt_path} is not a scene-graph checkpoint of sgseg (no detector_config)")
-    detector = build_detector(ckpt["detector_config"])
-    names = ckpt["label_names"]
-    t, s = len(names["objects"]), detector.num_coco_classes
-    c_obj, c_rel = t + 1, len(names["predicates"]) + 1
-    # shapes only: the trained values (similarity, frequency bias, tree prior) come with the state dict
-    inputs = StageTwoInputs(
-        names["objects"], names["predicates"], [""] * s, torch.zeros(t, s), torch.ones(c_obj, c_obj, c_rel),
-        torch.zeros(c_obj, c_obj), torch.zeros(0, 3, dtype=torch.long),
-    )  # fmt: skip
-    model = build_scene_graph_model(cfg, detector, inputs)
+    if "stage_two_inputs" not in ckpt:
+        raise ValueError(
+            f"{ckpt_path} predates stored stage-2 inputs (label spaces, statistics): retrain the run with this "
+            "version of sgseg, or re-test it on its data with python -m sgseg.evaluate run_dir=..."
+        )
+    inputs = StageTwoInputs(**ckpt["stage_two_inputs"])
+    model = build_stage2(cfg, build_detector(ckpt["detector_config"]), inputs)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
-    return model.eval(), cfg, names["objects"], names["predicates"]
+    return model.eval(), cfg, inputs.object_classes, inputs.predicates
 
 
 def image_files(images: str) -> list[Path]:
@@ -94,18 +79,24 @@ def image_files(images: str) -> list[Path]:
 def predict_image(
     model, cfg, path: Path, top_k: int, min_score: float = 0.3, agnostic_nms: float = 0.7
 ) -> dict:
-    """SGDet on one image file. Detections below ``min_score`` or overlapping a better one of any class by
-    IoU > ``agnostic_nms`` are dropped first (a picture wants one box per object). A model trained in PredCls
-    never trained its label decoder, so it keeps the detector's labels (the PredCls path, with the detection
-    scores as object scores); SGCls / SGDet models decode labels themselves."""
+    """SGDet on one image file, through the model's own SGDet path (detections, context labels, label NMS,
+    class-specific boxes). For the picture, objects scoring below ``min_score`` or overlapping a better one of
+    any class by IoU > ``agnostic_nms`` are dropped afterwards, with the relations that involve them. A model
+    trained in PredCls never trained its label decoder: its labels are unreliable (a warning says so); train
+    with task=sgcls or sgdet for pictures."""
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.ops import nms
 
     from sgseg.data.collate import collate
     from sgseg.data.transforms import Resize
-    from sgseg.structures import Targets
     from sgseg.visualize import top_triplets
 
+    if str(cfg.task.name) == "predcls":
+        warnings.warn(
+            "sgseg.predict: this run was trained in predcls, so its object label decoder is untrained; the labels "
+            "drawn are unreliable (use an sgcls or sgdet run)",
+            stacklevel=2,
+        )
     image = decode_image(str(path), mode=ImageReadMode.RGB)
     item = {
         "image": image,
@@ -115,22 +106,22 @@ def predict_image(
     }
     item = Resize(int(cfg.data.loader.test_min_size), int(cfg.data.loader.max_size))(item)
     images, _ = collate([item])
-    dets = model.detector.detect(model.detector.features(images), images)
-    keep = (dets.scores >= min_score).nonzero().flatten()
-    keep = keep[nms(dets.boxes[keep], dets.scores[keep], agnostic_nms)]
-    given = Targets(
-        dets.boxes[keep], dets.labels[keep], dets.image_index[keep], torch.zeros(0, 3, dtype=torch.long)
-    )
-    mode = "predcls" if str(cfg.task.name) == "predcls" else "sgcls"
-    out = model(images, given, mode)
+    out = model(images, None, "sgdet")
     p = out.predictions
-    scores = dets.scores[keep] if mode == "predcls" else p.scores
-    boxes = rescale_boxes(p.boxes, p.image_index, images.image_sizes, torch.tensor([image.shape[-2:]]))
-    rel_scores = p.rel_logits.softmax(-1)
-    own = out.vg_mask_probs[torch.arange(p.labels.shape[0]), p.labels - 1]
+    keep = (p.scores >= min_score).nonzero().flatten()
+    keep = keep[nms(p.boxes[keep], p.scores[keep], agnostic_nms)].sort().values
+    new_index = torch.full((p.boxes.shape[0],), -1, dtype=torch.long)
+    new_index[keep] = torch.arange(keep.numel())
+    pairs = new_index[p.pair_index]
+    kept_pairs = (pairs >= 0).all(1)
+    scale = torch.tensor(image.shape[-2:], dtype=torch.float32) / images.image_sizes[0].float()
+    boxes = p.boxes[keep] * torch.stack([scale[1], scale[0], scale[1], scale[0]])
+    labels, scores = p.labels[keep], p.scores[keep]
+    rel_scores = p.rel_logits[kept_pairs].softmax(-1)
+    own = out.vg_mask_probs[keep, labels - 1]
     return {
-        "image": image, "boxes": boxes, "labels": p.labels, "scores": scores, "masks": own,
-        "triplets": top_triplets(p.pair_index, rel_scores, scores, top_k),
+        "image": image, "boxes": boxes, "labels": labels, "scores": scores, "masks": own,
+        "triplets": top_triplets(pairs[kept_pairs], rel_scores, scores, top_k),
     }  # fmt: skip
 
 

@@ -45,7 +45,11 @@ from sgseg.evaluation.scene_graph import recall_from_per_image
 
 TASKS = ("predcls", "sgcls", "sgdet")
 TASK_NAMES = {"predcls": "PredCls", "sgcls": "SGCls", "sgdet": "SGDet"}
-MODEL_NAMES = {"motif": "MOTIF", "vctree": "VCTree"}
+MODEL_NAMES = {
+    "motif": "MOTIF",
+    "vctree": "VCTree",
+    "transformer": "Transformer",
+}  # display names; others as named
 KS = (20, 50, 100)
 ROWS = ("base", "joint", "node", "edge_avg", "edge_union", "edge_gaussian", "refine")
 ROW_LABELS = {
@@ -126,6 +130,8 @@ class Run:
     metrics: dict[str, Any] = field(default_factory=dict)
     detector_metrics: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None
+    # the config-group options the job was composed with (.hydra/hydra.yaml hydra.runtime.choices)
+    choices: dict[str, Any] = field(default_factory=dict)
 
     def get(self, dotted: str, override_key: str | None = None) -> Any:
         """A config value: the job's command-line override first, then ``.hydra/config.yaml``."""
@@ -146,17 +152,25 @@ class Run:
 
     @property
     def node(self) -> str | None:
-        value = self.get("model.grounding.node")
-        return str(value) if value is not None else None
+        return self.choice("model/grounding/node", "model.grounding.node")
 
     @property
     def edge(self) -> str | None:
-        value = self.get("model.grounding.edge")
-        return str(value) if value is not None else None
+        return self.choice("model/grounding/edge", "model.grounding.edge")
 
     @property
     def refine(self) -> bool | None:
-        return _as_bool(self.get("model.refine"))
+        value = self.choice("model/refine", "model.refine")
+        return {"on": True, "off": False}.get(str(value), _as_bool(value))
+
+    def choice(self, group: str, dotted: str) -> str | None:
+        """A config-group option (``model/grounding/edge=none``): the job's override, else the option it was
+        composed with; runs from before the config groups: the string value at ``dotted``."""
+        for source in (self.overrides, self.choices):
+            if source.get(group) is not None:
+                return str(source[group])
+        value = self.get(dotted)
+        return None if value is None or isinstance(value, dict) else str(value)
 
     @property
     def joint(self) -> bool | None:
@@ -265,6 +279,9 @@ def load_run(path: Path) -> Run:
     config = _load_yaml(path / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
     run.overrides = _parse_overrides(_load_yaml(path / ".hydra" / "overrides.yaml"))
+    hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml")
+    choices = _select(hydra_cfg, "hydra.runtime.choices") if isinstance(hydra_cfg, dict) else None
+    run.choices = choices if isinstance(choices, dict) else {}
     run.metrics = _load_json(path / "metrics.json")
     run.detector_metrics = _load_json(path / "detector" / "detector_metrics.json")
     failed = path / "FAILED.txt"

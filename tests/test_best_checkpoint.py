@@ -2,7 +2,7 @@
 
 With only the periodic ``every_n_train_steps`` checkpoint monitoring ``val/mR@50``, Lightning saved "best" from
 the train loop using the previous validation's value, so the main job tested the weights of step 450 while
-its best validation was at step 850. ``sgseg.lit.run._callbacks`` adds a checkpoint saved at validation end.
+its best validation was at step 850. ``sgseg.lit.factory.callbacks`` adds a checkpoint saved at validation end.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import torch
 from omegaconf import OmegaConf
 from pytorch_lightning.demos.boring_classes import BoringModel
 
-from sgseg.lit.run import _callbacks, best_checkpoint
+from sgseg.lit.factory import best_checkpoint
+from sgseg.lit.factory import callbacks as _callbacks
 from sgseg.predict import find_checkpoint
 
 

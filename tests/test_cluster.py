@@ -38,8 +38,8 @@ def test_slurm_launcher_takes_one_task_per_gpu_from_the_trainer():
 
 
 def test_ddp_auto_find_unused_parameters_resolves_per_stage(tmp_path):
-    """``auto`` becomes what the stage needs (sgseg.lit.run._trainer); true/false are kept as given."""
-    from sgseg.lit.run import _trainer
+    """``auto`` becomes what the stage needs (sgseg.lit.factory.build_trainer); true/false are kept as given."""
+    from sgseg.lit.factory import build_trainer as _trainer
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1",

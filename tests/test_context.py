@@ -1,4 +1,5 @@
-"""Stage-2 context encoders: layouts, label NMS, spanning tree, binary trees, TreeLSTMs, MOTIF and VCTree."""
+"""Stage-2 context encoders: layouts, label NMS, spanning tree, binary trees, TreeLSTMs, MOTIF, VCTree and the
+Transformer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from sgseg.models.context import (
     MotifContext,
     SequenceLayout,
+    TransformerContext,
     VCTreeContext,
     greedy_spanning_tree,
     to_binary_forest,
@@ -224,7 +226,7 @@ def test_tree_label_decoder_passes_parent_labels():
 # ------------------------------------------------------------------------------------------- encoders
 
 
-@pytest.mark.parametrize("cls", [MotifContext, VCTreeContext])
+@pytest.mark.parametrize("cls", [MotifContext, VCTreeContext, TransformerContext])
 @pytest.mark.parametrize("mode", ["predcls", "sgcls", "sgdet"])
 @pytest.mark.parametrize("counts", [[3, 0, 1, 4], [1], [2], [0]])
 def test_context_contract(cls, mode, counts):
@@ -246,11 +248,13 @@ def test_context_contract(cls, mode, counts):
         assert torch.allclose(
             out.obj_scores, out.obj_logits.softmax(-1).gather(1, out.obj_labels[:, None])[:, 0]
         )
-        if mode == "predcls" or training:
+        if mode == "predcls" or (training and cls is not TransformerContext):
             assert torch.equal(out.obj_labels, b["gt_labels"])  # GT / teacher forcing
         if mode == "predcls":
             assert torch.equal(out.obj_scores, torch.ones(n))
-        if mode == "sgcls" and not training:
+        if mode == "sgcls" and (
+            not training or cls is TransformerContext
+        ):  # (SGB's Transformer: no teacher forcing)
             assert torch.equal(out.obj_labels, out.obj_logits[:, 1:].argmax(1) + 1)  # greedy decoding
         if mode == "sgdet" and not training and n:  # labels after the per-class label NMS
             nms = label_nms(out.obj_logits.softmax(-1), b["boxes"], b["image_index"], 0.3)
@@ -271,7 +275,7 @@ def _permuted(b, perm):
     return {k: (v[perm] if k not in ("image_sizes",) else v) for k, v in b.items()}
 
 
-@pytest.mark.parametrize("cls", [MotifContext, VCTreeContext])
+@pytest.mark.parametrize("cls", [MotifContext, VCTreeContext, TransformerContext])
 @pytest.mark.parametrize("mode", ["predcls", "sgcls"])
 def test_context_permutation_equivariant(cls, mode):
     """Shuffling the input rows shuffles every per-object output the same way (eval mode)."""
@@ -437,3 +441,89 @@ def test_label_tables_equal_the_glove_rows(shared_data):
         assert torch.allclose(m.source_embed.weight[1:], coco_rows, atol=1e-6)
     with pytest.raises(ValueError, match="embed_dim"):
         MotifContext(8, 151, embed_dim=200, hidden_dim=16, pos_dim=4, class_embeddings=classes)
+
+
+# ------------------------------------------------------------------------------------------- Transformer
+
+
+def _small_transformer(seed: int = 0, **kw) -> TransformerContext:
+    torch.manual_seed(seed)
+    sizes = dict(num_obj_layers=2, num_edge_layers=1, num_heads=2, key_dim=4, value_dim=3, inner_dim=16)
+    return TransformerContext(
+        D, C, embed_dim=E, hidden_dim=H, pos_dim=P, dropout=0.0, **{**sizes, **kw}
+    ).eval()
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgcls", "sgdet"])
+def test_transformer_padding_keeps_images_apart(mode):
+    """An image's outputs do not change when another image of the batch changes (its objects, their number),
+    and equal those of the image alone: padded keys are masked out, padded rows zeroed."""
+    m = _small_transformer()
+    b = make_batch([3, 5], seed=1)
+    alone = {k: (v[:3] if k != "image_sizes" else v[:1]) for k, v in b.items()}
+    other = make_batch([3, 2], seed=9)
+    changed = {k: (torch.cat([b[k][:3], other[k][3:]]) if k != "image_sizes" else b[k]) for k in b}
+    gt = b["gt_labels"]
+    with torch.no_grad():
+        out = m(**b, mode=mode)
+        out_changed = m(
+            **{**changed, "gt_labels": changed["gt_labels"] if mode == "predcls" else None}, mode=mode
+        )
+        out_alone = m(**{**alone, "gt_labels": gt[:3] if mode == "predcls" else None}, mode=mode)
+    for name in ("obj_logits", "obj_labels", "edge_context", "object_context"):
+        a = getattr(out, name)[:3]
+        torch.testing.assert_close(getattr(out_changed, name)[:3], a, msg=name)
+        torch.testing.assert_close(getattr(out_alone, name), a, msg=name)
+    # and the other image does see its own objects: changing them changes its outputs
+    assert not torch.allclose(out.object_context[3:5], out_changed.object_context[3:5])
+
+
+def test_transformer_layer_equals_torch_multihead_attention():
+    """One encoder layer against an independent route: torch.nn.MultiheadAttention with the same weights
+    (h · d_k = H here, where torch's layout fits), then post-norm residual, feed-forward, post-norm, padding zeroed."""
+    from sgseg.models.context.transformer import EncoderLayer
+
+    torch.manual_seed(0)
+    heads, dk = 2, 4
+    layer = EncoderLayer(H, 16, heads, dk, dk, dropout=0.0).eval()
+    mha = torch.nn.MultiheadAttention(H, heads, batch_first=True)
+    a = layer.attention
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([a.w_q.weight, a.w_k.weight, a.w_v.weight]))
+        mha.in_proj_bias.copy_(torch.cat([a.w_q.bias, a.w_k.bias, a.w_v.bias]))
+        mha.out_proj.weight.copy_(a.out.weight)
+        mha.out_proj.bias.copy_(a.out.bias)
+    x = torch.randn(2, 4, H)
+    valid = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    with torch.no_grad():
+        got = layer(x, valid)
+        att, _ = mha(x, x, x, key_padding_mask=~valid)
+        keep = valid[..., None].float()
+        y = a.norm(att + x) * keep
+        ref = layer.norm(layer.ff(y) + y) * keep
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(got[1, 2:], torch.zeros(2, H))
+    # by hand for one query: softmax(q·k / sqrt(d_k)) over the image's own two objects, head 0
+    q, k = a.w_q(x[1]), a.w_k(x[1])
+    w = torch.softmax(q[0, :dk] @ k[:2, :dk].T / dk**0.5, 0)
+    _, weights = mha(x[1:], x[1:], x[1:], key_padding_mask=~valid[1:], average_attn_weights=False)
+    torch.testing.assert_close(weights[0, 0, 0, :2], w.detach(), atol=1e-6, rtol=1e-5)
+    assert float(weights[0, 0, 0, 2:].abs().sum()) == 0.0
+
+
+def test_transformer_vg150_sizes_are_sgbs():
+    """experiment=transformer_resnext: SGB's 4 object / 2 edge layers, 8 heads, k = v = 64, inner 2048, dropout 0.1."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(Path(__file__).parent.parent / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=transformer_resnext", "detector.checkpoint=/tmp/x.pt"])
+    m = instantiate(cfg.model.context)(in_dim=16, num_obj_classes=151)
+    assert (len(m.obj_encoder.layers), len(m.edge_encoder.layers), m.hidden_dim) == (4, 2, 512)
+    att = m.obj_encoder.layers[0].attention
+    assert (att.num_heads, att.key_dim, att.value_dim, att.dropout_p) == (8, 64, 64, 0.1)
+    assert m.obj_encoder.layers[0].ff[0].out_features == 2048 and m.nms_threshold == 0.3

@@ -249,7 +249,7 @@ def test_stage1_unused_parameters_are_what_ddp_auto_assumes(tiny_data, joint):
     cfg = _cfg(tiny_data)
     dm = build_datamodule(cfg, with_coco=joint)
     dm.setup("fit")
-    detector = build_detector(cfg, len(dm._dataset("vg", "train").object_classes), 8)
+    detector = build_detector(cfg, len(dm.dataset("vg", "train").object_classes), 8)
     module = DetectorPretrainModule(detector)
     module.train()
     batch = next(iter(dm.train_dataloader()))

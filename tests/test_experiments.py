@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -15,8 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from sgseg.lit.build import ConfigError, StageTwoInputs, build_detector, build_scene_graph_model
-from sgseg.models.context import MotifContext, VCTreeContext
+from sgseg.lit.build import ConfigError, StageTwoInputs, build_detector, build_stage2
 from sgseg.models.grounding.edge import GaussianEdgeGrounding, NoEdgeGrounding
 from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
 
@@ -25,14 +25,13 @@ BASE = ["paths.data_dir=/tmp/sgseg-data", "paths.output_dir=/tmp/sgseg-out"]
 CKPT = ["detector.checkpoint=/tmp/x.pt"]
 INIT = ["detector.init=/tmp/model_final_2d9806.pkl"]
 
-STAGE1 = ["detector_vgg", "detector_resnext", "detector_vgg_vgonly", "detector_resnext_vgonly"]
-STAGE2 = [f"{m}_{b}{s}" for m in ("motif", "vctree") for b in ("vgg", "resnext") for s in ("", "_baseline")]
-SYNTHETIC = [
-    "synthetic_detector",
-    "synthetic_detector_vgonly",
-    "detector_synthetic",
-    *[f"synthetic_{m}{s}" for m in ("motif", "vctree") for s in ("", "_baseline")],
-]
+# every experiment file, grouped by its name: stage 1 (detector_*), the synthetic CPU ones, real-data stage 2
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
+SYNTHETIC = [n for n in EXPERIMENTS if "synthetic" in n]
+STAGE1 = [n for n in EXPERIMENTS if n.startswith("detector_") and n not in SYNTHETIC]
+STAGE2 = [n for n in EXPERIMENTS if n not in STAGE1 + SYNTHETIC]
+SYNTHETIC_STAGE2 = [n for n in SYNTHETIC if "detector" not in n]
+CONTEXTS = sorted(p.stem for p in (CONF / "model" / "context").glob("*.yaml"))
 ROWS = ["base", "joint", "node", "edge_avg", "edge_union", "edge_gaussian", "refine"]
 
 
@@ -58,9 +57,20 @@ def _flat(node, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def test_every_experiment_file_is_tested() -> None:
-    names = {p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_")}
-    assert names == set(STAGE1 + STAGE2 + SYNTHETIC)
+def _parts(*overrides: str) -> tuple[str, str, str]:
+    """The (node, edge, refine) group choices of a composed config."""
+    choices = _compose(*overrides, hydra=True).hydra.runtime.choices
+    return choices["model/grounding/node"], choices["model/grounding/edge"], choices["model/refine"]
+
+
+def test_stage_two_experiments_are_named_context_backbone() -> None:
+    """<context option>_<detector>[_baseline] (and synthetic_<context option>[_baseline]), for every context."""
+    assert STAGE2 and SYNTHETIC_STAGE2
+    assert {n.split("_")[0] for n in STAGE2} == set(CONTEXTS)
+    assert {n.split("_")[1] for n in SYNTHETIC_STAGE2} == set(CONTEXTS)
+    for name in STAGE2 + SYNTHETIC_STAGE2:
+        context = name.removeprefix("synthetic_").split("_")[0]
+        assert _compose(f"experiment={name}", *CKPT).model.name == context
 
 
 @pytest.mark.parametrize("name", STAGE1 + STAGE2 + SYNTHETIC)
@@ -148,16 +158,9 @@ def test_stage_two_reference_values(name: str) -> None:
     assert cfg["data"]["vg"]["filter_non_overlap"] is True and cfg["data"]["vg"]["max_test_boxes"] == 40
     assert (cfg["model"]["context"]["hidden_dim"], cfg["model"]["predictor"]["pooling_dim"]) == (512, 4096)
     grounded = not name.endswith("_baseline")
-    g = cfg["model"]["grounding"]
-    if grounded:
-        assert (g["node"], g["edge"], g["mask_frame"], cfg["model"]["refine"]) == (
-            "masks",
-            "gaussian",
-            "union",
-            True,
-        )
-    else:
-        assert (g["node"], g["edge"], cfg["model"]["refine"]) == ("none", "none", False)
+    parts = _parts(f"experiment={name}", *CKPT)
+    assert cfg["model"]["grounding"]["mask_frame"] == "union"
+    assert parts == (("masks", "gaussian", "on") if grounded else ("none", "none", "off"))
     assert cfg["detector"]["joint"] is grounded
     assert cfg["tags"] == ["predcls"]
     assert _compose(f"experiment={name}", "task=sgdet", *CKPT).task.name == "sgdet"
@@ -171,10 +174,18 @@ def test_stage_two_reference_values(name: str) -> None:
 def test_baseline_differs_from_its_experiment_only_in_grounding(grounded: str, baseline: str) -> None:
     a = _flat(OmegaConf.to_container(_compose(f"experiment={grounded}", *CKPT), resolve=True))
     b = _flat(OmegaConf.to_container(_compose(f"experiment={baseline}", *CKPT), resolve=True))
-    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {
-        "model.grounding.node", "model.grounding.edge", "model.refine", "detector.joint", "experiment_name",
+    differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    parts = ("model.grounding.node", "model.grounding.edge", "model.refine")
+    assert {k for k in differ if not k.startswith(parts)} == {
+        "detector.joint",
+        "experiment_name",
         "logger.wandb.group",
-    }  # fmt: skip
+    }
+    assert {k for k in differ if k.startswith(parts)} and not any(
+        k.startswith("model.refine_") for k in differ
+    )
+    assert _parts(f"experiment={grounded}", *CKPT) == ("masks", "gaussian", "on")
+    assert _parts(f"experiment={baseline}", *CKPT) == ("none", "none", "off")
 
 
 def test_synthetic_experiments() -> None:
@@ -209,13 +220,13 @@ def _sweep_jobs(*overrides: str, sweep: str = "ablation") -> list[list[str]]:
 
 EXPECTED_ROWS = {
     # row: (node, edge, refine, joint)
-    "base": ("none", "none", False, False),
-    "joint": ("none", "none", False, True),
-    "node": ("masks", "none", False, True),
-    "edge_avg": ("masks", "avg", False, True),
-    "edge_union": ("masks", "union", False, True),
-    "edge_gaussian": ("masks", "gaussian", False, True),
-    "refine": ("masks", "gaussian", True, True),
+    "base": ("none", "none", "off", False),
+    "joint": ("none", "none", "off", True),
+    "node": ("masks", "none", "off", True),
+    "edge_avg": ("masks", "avg", "off", True),
+    "edge_union": ("masks", "union", "off", True),
+    "edge_gaussian": ("masks", "gaussian", "off", True),
+    "refine": ("masks", "gaussian", "on", True),
 }
 
 
@@ -232,10 +243,7 @@ def test_ablation_sweep_expands_to_rows_times_seeds(experiment: str) -> None:
         plain = OmegaConf.to_container(cfg, resolve=True)
         row, seed = plain["ablation_row"], plain["seed"]
         seen.add((row, seed))
-        g = plain["model"]["grounding"]
-        assert (g["node"], g["edge"], plain["model"]["refine"], plain["detector"]["joint"]) == EXPECTED_ROWS[
-            row
-        ]
+        assert (*_parts(*job), plain["detector"]["joint"]) == EXPECTED_ROWS[row]
         assert plain["model"]["name"] == "vctree" and plain["task"]["name"] == "sgcls"
         assert plain["tags"] == ["sgcls", "ablation", row]
         if experiment == "vctree_resnext":
@@ -358,18 +366,16 @@ def tiny_detectors():
     return {150: build_detector(cfg, 150, 80), 19: build_detector(cfg, 19, 5)}
 
 
-@pytest.mark.parametrize(
-    "name", STAGE2 + [f"synthetic_{m}{s}" for m in ("motif", "vctree") for s in ("", "_baseline")]
-)
+@pytest.mark.parametrize("name", STAGE2 + SYNTHETIC_STAGE2)
 def test_stage_two_model_builds(name: str, tiny_detectors) -> None:
     """Each experiment's model config builds (on a tiny stand-in detector; the real one is loaded from a file)."""
     cfg = _compose(f"experiment={name}", *CKPT)
     real = not name.startswith("synthetic")
     n_obj, n_rel, n_coco = (150, 50, 80) if real else (19, 9, 5)
     det = tiny_detectors[n_obj]
-    model = build_scene_graph_model(cfg, det, _inputs(n_obj, n_rel, n_coco))
+    model = build_stage2(cfg, det, _inputs(n_obj, n_rel, n_coco))
     d = det.backbone.out_channels
-    assert isinstance(model.context, MotifContext if cfg.model.name == "motif" else VCTreeContext)
+    assert type(model.context) is hydra.utils.get_class(cfg.model.context._target_)
     grounded = not name.endswith("_baseline")
     assert isinstance(model.node_grounding, NodeGrounding if grounded else NoNodeGrounding)
     assert isinstance(model.edge_grounding, GaussianEdgeGrounding if grounded else NoEdgeGrounding)

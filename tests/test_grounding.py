@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,6 @@ from sgseg.models.grounding import (
     NoNodeGrounding,
     UnionEdgeGrounding,
     blur_per_sample,
-    build_edge_grounding,
     gaussian_kernels,
     paste_into_union,
     union_boxes,
@@ -327,11 +327,15 @@ def test_gradients_reach_sigma_and_rho(joint):
     assert (f.param_map.bias.grad.abs() > 0).all()
 
 
+EDGE_CLASSES = {"gaussian": GaussianEdgeGrounding, "avg": AvgEdgeGrounding, "union": UnionEdgeGrounding,
+                 "none": NoEdgeGrounding}  # fmt: skip
+
+
 @pytest.mark.parametrize("kind", ["gaussian", "avg", "union", "none"])
 def test_forward_batched_equals_pair_by_pair(kind):
     torch.manual_seed(0)
-    f = build_edge_grounding(
-        kind,
+    # the builder's common call: every f_E takes the same size keywords
+    f = EDGE_CLASSES[kind](
         in_channels=3,
         num_mask_channels=2,
         num_label_classes=4,
@@ -359,23 +363,25 @@ def test_forward_batched_equals_pair_by_pair(kind):
         assert not torch.allclose(out, f(union, masks.flip(-1), boxes, pairs, labels))
 
 
-def test_factory_filters_and_rejects_kwargs():
-    kw = dict(
-        in_channels=2,
-        num_mask_channels=1,
-        num_label_classes=3,
-        hidden_dim=8,
-        out_dim=4,
-        roi_size=8,
-        mask_frame="own_box",
-    )
-    assert isinstance(build_edge_grounding("none", **kw), NoEdgeGrounding)
-    assert build_edge_grounding("avg", **kw).mask_frame == "own_box"
-    assert build_edge_grounding("gaussian", kernel_size=5, **kw).kernel_size == 5
-    with pytest.raises(ValueError, match="unknown kind"):
-        build_edge_grounding("max", **kw)
-    with pytest.raises(TypeError, match="num_mask_chanels"):
-        build_edge_grounding("avg", num_mask_chanels=3, in_channels=2)
+def test_every_edge_config_option_builds_its_class_with_the_common_call():
+    """conf/model/grounding/edge/*.yaml: each option is a `_target_` partial taking the builder's size keywords;
+    an option that does not exist is Hydra's own error."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+    from hydra.utils import instantiate
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    sizes = dict(in_channels=2, num_mask_channels=1, num_label_classes=3, roi_size=8)
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        for kind, cls in EDGE_CLASSES.items():
+            cfg = compose(
+                "train", overrides=[f"model/grounding/edge={kind}", "model.grounding.mask_frame=own_box"]
+            )
+            f = instantiate(cfg.model.grounding.edge)(**sizes)
+            assert type(f) is cls and f.out_dim == cfg.model.grounding.out_dim
+            assert getattr(f, "mask_frame", "own_box") == "own_box"
+        with pytest.raises(MissingConfigException, match="max"):
+            compose("train", overrides=["model/grounding/edge=max"])
 
 
 # ----------------------------------------------------------------------------------------------------- f_N
@@ -394,9 +400,9 @@ def test_node_grounding_uses_masks_and_baseline_passes_box_features():
     with pytest.raises(ValueError, match="masks"):
         f(feats, masks[:, :4])
     box = torch.randn(4, 6)
-    assert NoNodeGrounding(out_dim=6)(feats, masks, box) is box
+    assert NoNodeGrounding(box_feature_dim=6)(feats, masks, box) is box
     with pytest.raises(ValueError, match="box_features"):
-        NoNodeGrounding(out_dim=7)(feats, masks, box)
+        NoNodeGrounding(box_feature_dim=7)(feats, masks, box)
 
 
 @pytest.mark.parametrize("frame", ["union", "own_box"])

@@ -295,8 +295,7 @@ def test_tiny_models_learn_label_determined_predicates():
             union = torch.cat([feats[pairs[:, 0]], feats[pairs[:, 1]]], 1)
             rel_logits = pred(out.edge_context, pairs, union, out.obj_labels)
             loss = relation_loss(rel_logits, target)
-            if out.tree_logits is not None:
-                loss = loss + tree_score_loss(out.tree_logits, out.tree_pair_index, pairs[target > 0], ii)
+            loss = loss + sum(out.extra_losses(pairs[target > 0], ii).values())
             opt.zero_grad()
             loss.backward()
             opt.step()

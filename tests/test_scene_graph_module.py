@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from sgseg.data.statistics import cooccurrence_prior
 from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.evaluation.scene_graph import recall_from_per_image
-from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_model, stage_two_inputs
+from sgseg.lit.build import build_datamodule, build_detector, build_stage2, stage_two_inputs
 from sgseg.lit.run import results_table
 from sgseg.lit.scene_graph_module import SceneGraphModule
 from sgseg.models.masks.refine import refinement_loss
@@ -75,10 +75,10 @@ def _build(data_dir, *extra):
     dm = build_datamodule(cfg)
     dm.prepare_data()
     dm.setup("fit")
-    vg = dm._dataset("vg", "train")
-    detector = build_detector(cfg, len(vg.object_classes), len(dm._dataset("coco", "train").class_names))
+    vg = dm.dataset("vg", "train")
+    detector = build_detector(cfg, len(vg.object_classes), len(dm.dataset("coco", "train").class_names))
     inputs = stage_two_inputs(cfg, dm)
-    model = build_scene_graph_model(cfg, detector, inputs)
+    model = build_stage2(cfg, detector, inputs)
     return cfg, dm, model, inputs
 
 
@@ -153,7 +153,7 @@ def test_detector_frozen_and_refinement_starts_as_identity(data_dir):
 
 
 def test_vctree_adds_the_tree_loss(data_dir):
-    cfg, dm, model, inputs = _build(data_dir, "model=vctree")
+    cfg, dm, model, inputs = _build(data_dir, "model/context=vctree")
     module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
     parts = module.losses(_first_batch(dm))
     assert set(parts) == {"rel", "tree", "seg"} and parts["tree"].item() > 0
@@ -225,7 +225,7 @@ def test_second_refinement_pass(data_dir):
 
 
 def test_label_tables_start_at_the_word_vectors(data_dir):
-    cfg, dm, model, inputs = _build(data_dir, "model=vctree")
+    cfg, dm, model, inputs = _build(data_dir, "model/context=vctree")
     vectors = load_word_vectors(cfg.model.label_vectors)
     rows = torch.stack([torch.from_numpy(vectors[n.replace(" ", "_")]) for n in inputs.object_classes])
     coco = torch.stack([torch.from_numpy(vectors[n.replace(" ", "_")]) for n in inputs.coco_classes])
@@ -239,13 +239,13 @@ def test_label_tables_start_at_the_word_vectors(data_dir):
 
 
 @pytest.mark.parametrize(
-    "node,edge,refine", [("none", "none", "false"), ("masks", "avg", "true"), ("masks", "union", "false")]
+    "node,edge,refine", [("none", "none", "off"), ("masks", "avg", "on"), ("masks", "union", "off")]
 )
 def test_ablation_variants_build_and_run(data_dir, node, edge, refine):
     cfg, dm, model, inputs = _build(
-        data_dir, f"model.grounding.node={node}", f"model.grounding.edge={edge}", f"model.refine={refine}"
+        data_dir, f"model/grounding/node={node}", f"model/grounding/edge={edge}", f"model/refine={refine}"
     )
-    assert (model.refinement is None) == (refine == "false")
+    assert (model.refinement is None) == (refine == "off")
     module = SceneGraphModule(model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
     loss = sum(module.losses(_first_batch(dm)).values())
     loss.backward()
@@ -280,7 +280,7 @@ def test_assign_gt_labels_by_iou_and_image():
 
 def test_fast_dev_run_writes_metrics_json(data_dir, tmp_path):
     cfg, dm, model, inputs = _build(data_dir)
-    coco_val = dm._dataset("coco", "val")
+    coco_val = dm.dataset("coco", "val")
     module = SceneGraphModule(
         model, "predcls", len(inputs.object_classes) + 1, len(inputs.predicates) + 1,
         zeroshot_triplets=inputs.zeroshot, predicate_names=inputs.predicates,
@@ -362,7 +362,7 @@ def test_chunked_equals_unchunked(data_dir, mode):
 def test_sgdet_postprocessing_is_the_same_for_motif_and_vctree(data_dir, context):
     """Both context models' SGDet test objects are the shared post-processing of their own logits: label NMS
     with the detector's class-specific boxes, the final label's score, the final label's regressed box."""
-    cfg, dm, model, inputs = _build(data_dir, f"model={context}")
+    cfg, dm, model, inputs = _build(data_dir, f"model/context={context}")
     model.detector.score_thresh = 0.0
     images, targets = _first_batch(dm)["vg"]
     model.eval()
@@ -393,7 +393,7 @@ def test_sgdet_postprocessing_is_the_same_for_motif_and_vctree(data_dir, context
 
 def test_max_test_boxes_counted_in_metrics_json(data_dir, tmp_path):
     cfg, dm, model, inputs = _build(data_dir, "data.vg.max_test_boxes=5")
-    unfiltered = _build(data_dir)[1]._dataset("vg", "test")
+    unfiltered = _build(data_dir)[1].dataset("vg", "test")
     n_boxes = [unfiltered.get_groundtruth(i)["boxes"].shape[0] for i in range(len(unfiltered))]
     expected_dropped = sum(n > 5 for n in n_boxes)
     assert 0 < expected_dropped < len(n_boxes)  # the tiny benchmark has 3-8 boxes per image

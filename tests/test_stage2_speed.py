@@ -232,7 +232,7 @@ def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
     import sgseg.models.detector.detector as detector_mod
     from sgseg.lit.scene_graph_module import SceneGraphModule
 
-    cfg, dm, model, inputs = _build(data_dir, f"model.grounding.edge={edge}")
+    cfg, dm, model, inputs = _build(data_dir, f"model/grounding/edge={edge}")
     module = SceneGraphModule(model, mode, len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
     batch = _first_batch(dm)
 

@@ -28,7 +28,7 @@ def _cmd(tmp_path: Path, *extra: str, multirun: bool = False) -> list[str]:
 @pytest.mark.slow
 def test_cfg_job_prints_the_composed_config():
     out = subprocess.run(
-        [sys.executable, "-m", "sgseg.train", "--cfg", "job", "task=sgcls", "model=vctree"],
+        [sys.executable, "-m", "sgseg.train", "--cfg", "job", "task=sgcls", "model/context=vctree"],
         capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -134,7 +134,7 @@ def test_wandb_logger_offline_named_by_overrides_and_tagged(tmp_path, monkeypatc
     from hydra import compose, initialize_config_dir
     from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-    from sgseg.lit.run import _loggers
+    from sgseg.lit.factory import loggers as _loggers
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

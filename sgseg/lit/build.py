@@ -9,7 +9,7 @@ functions and passed in.
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,23 +17,16 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import Tensor
 
 from sgseg.data.statistics import cooccurrence_prior, frequency_statistics, zeroshot_triplets
 from sgseg.lit.datamodule import SceneGraphDataModule
+from sgseg.lit.scene_graph_module import SceneGraphModule
 from sgseg.models.context.word_vectors import label_word_vectors, start_word_vector
 from sgseg.models.detector import JointDetector
 from sgseg.models.detector.backbones import build_backbone
 from sgseg.models.detector.checkpoint import detector_from_coco_maskrcnn, load_detector
-from sgseg.models.grounding.edge import build_edge_grounding
-from sgseg.models.grounding.node import NodeGrounding, NoNodeGrounding
-from sgseg.models.masks import (
-    DEFAULT_ALIASES,
-    MaskRefinement,
-    MaskTransfer,
-    build_similarity,
-    shuffled_sources,
-)
+from sgseg.models.masks import DEFAULT_ALIASES, MaskTransfer, build_similarity, shuffled_sources
 from sgseg.models.masks.similarity import _needed_words, load_word_vectors
 from sgseg.models.relation import FrequencyBias, RelationPredictor
 from sgseg.models.scene_graph import SceneGraphModel
@@ -111,7 +104,7 @@ def coco_class_names(cfg: DictConfig, dm: SceneGraphDataModule) -> list[str]:
     """The COCO (source) class names: from the DataModule's COCO stream, else the COCO val json, else
     ``data.coco_classes``."""
     if dm.coco_factory is not None:
-        return list(dm._dataset("coco", "train").class_names)
+        return list(dm.dataset("coco", "train").class_names)
     if cfg.data.get("coco") is not None:
         return list(hydra.utils.instantiate(cfg.data.coco)(split="val").class_names)
     names = cfg.data.get("coco_classes")
@@ -201,8 +194,8 @@ class StageTwoInputs:
 
 
 def stage_two_inputs(cfg: DictConfig, dm: SceneGraphDataModule) -> StageTwoInputs:
-    vg_train = dm._dataset("vg", "train")
-    vg_test = dm._dataset("vg", "test")
+    vg_train = dm.dataset("vg", "train")
+    vg_test = dm.dataset("vg", "test")
     coco_classes = coco_class_names(cfg, dm)
     targets = list(vg_train.object_classes)
     aliases = (
@@ -263,40 +256,38 @@ def context_label_vectors(
     }
 
 
-def build_scene_graph_model(
-    cfg: DictConfig, detector: JointDetector, inputs: StageTwoInputs
-) -> SceneGraphModel:
+def build_stage2(cfg: DictConfig, detector: JointDetector, inputs: StageTwoInputs) -> SceneGraphModel:
+    """The stage-2 model of ``cfg.model`` on a (frozen) ``detector`` — the one builder behind training, evaluation,
+    prediction and the benchmark scripts.
+
+    Each part is its config group's ``_target_`` node (``model.context``, ``model.grounding.node``,
+    ``model.grounding.edge``, ``model.refine``; a ``_partial_`` whose sizes are added here), so a variant is a
+    class plus a config file, and an unknown option is Hydra's own error. Widths are read from the built
+    modules, never from the config: D and D_box and the mask side M from the detector (node/edge RoI side = M,
+    refinement RoI side = M / 2), the context's input from the node grounding, the predictor's from the context
+    and the edge grounding. The parts are built in a fixed order (node, edge, context, predictor, refinement):
+    with a seed, the same config gives the same initial weights.
+    """
     m = cfg.model
-    g = m.grounding
-    c_obj = len(inputs.object_classes) + 1
-    c_rel = len(inputs.predicates) + 1
-    d = detector.backbone.out_channels
-    box_dim = detector.config["representation_size"]
-    head = {"hidden_dim": int(g.hidden_dim), "out_dim": int(g.out_dim), "pool_size": int(g.pool_size),
-            "conv_relu": bool(g.get("conv_relu", True))}  # fmt: skip
-    if g.node == "masks":
-        node: nn.Module = NodeGrounding(d, len(inputs.object_classes), **head)
-        node_dim = node.out_dim
-    elif g.node == "none":
-        node, node_dim = NoNodeGrounding(box_dim), box_dim
-    else:
-        raise ConfigError(f"model.grounding.node={g.node!r}: choose masks | none")
-    if g.edge not in ("gaussian", "avg", "union", "none"):
-        raise ConfigError(f"model.grounding.edge={g.edge!r}: choose gaussian | avg | union | none")
-    edge = build_edge_grounding(
-        str(g.edge), in_channels=d, num_mask_channels=len(inputs.object_classes), num_label_classes=c_obj,
-        mask_frame=str(g.mask_frame), **head,
-    )  # fmt: skip
+    num_vg = len(inputs.object_classes)
+    c_obj, c_rel = num_vg + 1, len(inputs.predicates) + 1
+    d, side = detector.backbone.out_channels, detector.mask_side
+    node = hydra.utils.instantiate(m.grounding.node)(
+        in_channels=d, num_mask_channels=num_vg, box_feature_dim=detector.box_feature_dim, roi_size=side
+    )
+    edge = hydra.utils.instantiate(m.grounding.edge)(
+        in_channels=d, num_mask_channels=num_vg, num_label_classes=c_obj, roi_size=side
+    )
     # tensors go to the partial's call, not through Hydra's config merging
     extra: dict[str, Any] = dict(inputs.label_vectors or {})
     if m.get("tree_prior"):
         extra["pair_prior"] = cooccurrence_prior(inputs.fg_matrix)
-    context = hydra.utils.instantiate(m.context, _partial_=True)(
-        in_dim=node_dim, num_obj_classes=c_obj, num_source_classes=detector.num_coco_classes + 1, **extra
+    context = hydra.utils.instantiate(m.context)(
+        in_dim=node.out_dim, num_obj_classes=c_obj, num_source_classes=detector.num_coco_classes + 1, **extra
     )
     freq = FrequencyBias.from_statistics(inputs.fg_matrix, inputs.bg_matrix) if m.freq_bias else None
     predictor = RelationPredictor(
-        edge_dim=context.hidden_dim if hasattr(context, "hidden_dim") else int(m.context.hidden_dim),
+        edge_dim=context.hidden_dim,
         union_dim=edge.out_dim,
         pooling_dim=int(m.predictor.pooling_dim),
         num_obj_classes=c_obj,
@@ -305,10 +296,10 @@ def build_scene_graph_model(
         project_relu=bool(m.predictor.get("project_relu", False)),
     )
     refinement = None
-    if m.refine:
-        refinement = MaskRefinement(
-            d, int(m.context.hidden_dim), detector.num_coco_classes, **_plain(m.refine_head),
-            roi_size=detector.config["mask_roi_size"],
+    if m.get("refine") is not None:
+        refinement = hydra.utils.instantiate(m.refine)(
+            in_channels=d, context_dim=context.hidden_dim, num_classes=detector.num_coco_classes,
+            roi_size=side // 2,
         )  # fmt: skip
     source = str(m.get("mask_source", "transfer"))
     similarity = inputs.similarity
@@ -330,6 +321,7 @@ def build_scene_graph_model(
         context=context,
         predictor=predictor,
         refinement=refinement,
+        roi_size=side,
         refine_passes=int(m.get("refine_passes", 1)),
         train_refine_passes=m.get("train_refine_passes"),
         kernel_labels=str(m.get("kernel_labels", "detector")),
@@ -338,6 +330,32 @@ def build_scene_graph_model(
         detections_per_image=m.get("detections_per_image"),
         **_plain(m.sampling),
     )
+
+
+def build_scene_graph_module(
+    cfg: DictConfig, dm: SceneGraphDataModule, detector: JointDetector
+) -> tuple[SceneGraphModule, StageTwoInputs]:
+    """The stage-2 LightningModule of ``cfg`` on ``detector``, with what it was built from: the model
+    (:func:`build_stage2`) from the DataModule's label spaces and statistics, the evaluation inputs (zero-shot
+    triplets, names, the COCO val set for mask AP when the DataModule has one) and ``model.optim``. Training,
+    ``python -m sgseg.evaluate`` and the stage-2 benchmark scripts all build it here."""
+    inputs = stage_two_inputs(cfg, dm)
+    model = build_stage2(cfg, detector, inputs)
+    coco_val = dm.dataset("coco", "val") if dm.coco_factory is not None else None
+    module = SceneGraphModule(
+        model,
+        mode=str(cfg.task.name),
+        num_object_classes=len(inputs.object_classes) + 1,
+        num_predicates=len(inputs.predicates) + 1,
+        zeroshot_triplets=inputs.zeroshot,
+        predicate_names=inputs.predicates,
+        object_names=inputs.object_classes,
+        coco_val_gt=coco_val.coco if coco_val is not None else None,
+        coco_label_to_category=coco_val.label_to_category if coco_val is not None else None,
+        stage_two_inputs=asdict(inputs),
+        **OmegaConf.to_container(cfg.model.optim, resolve=True),
+    )
+    return module, inputs
 
 
 def load_frozen_detector(path: str | Path) -> JointDetector:

@@ -72,7 +72,10 @@ class SceneGraphDataModule(pl.LightningDataModule):
         if self.prepare is not None:
             self.prepare()
 
-    def _dataset(self, name: str, split: str) -> Dataset:
+    def dataset(self, name: str, split: str) -> Dataset:
+        """The raw (untransformed) dataset ``name`` (vg | coco) of ``split`` (train | val | test), built once."""
+        if name == "coco" and self.coco_factory is None:
+            raise ValueError("SceneGraphDataModule: no COCO stream (data.coco is null or not asked for)")
         key = f"{name}_{split}"
         if key not in self.datasets:
             factory = self.vg_factory if name == "vg" else self.coco_factory
@@ -80,7 +83,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         return self.datasets[key]
 
     def predicate_names(self) -> list[str]:
-        return list(getattr(self._dataset("vg", "train"), "predicates", []))
+        return list(getattr(self.dataset("vg", "train"), "predicates", []))
 
     def _train_transform(self, flip_map) -> Compose:
         return Compose([Resize(self.min_size, self.max_size), HorizontalFlip(self.flip_prob, flip_map)])
@@ -90,12 +93,12 @@ class SceneGraphDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
-            vg = self._dataset("vg", "train")
+            vg = self.dataset("vg", "train")
             flip_map = flip_predicate_map(self.predicate_names()) if self.predicate_names() else None
             vg_t = TransformedDataset(vg, self._train_transform(flip_map))
             coco_t = None
             if self.coco_factory is not None:
-                coco_t = TransformedDataset(self._dataset("coco", "train"), self._train_transform(None))
+                coco_t = TransformedDataset(self.dataset("coco", "train"), self._train_transform(None))
             rank = self.trainer.global_rank if self.trainer is not None else 0
             world = self.trainer.world_size if self.trainer is not None else 1
             self._train_loader = InterleavedLoader(
@@ -116,7 +119,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         return self._train_loader
 
     def _eval_loader(self, name: str, split: str) -> DataLoader:
-        ds = TransformedDataset(self._dataset(name, split), self._eval_transform())
+        ds = TransformedDataset(self.dataset(name, split), self._eval_transform())
         return DataLoader(
             ds,
             batch_size=self.eval_batch_size,

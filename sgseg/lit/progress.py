@@ -204,14 +204,14 @@ class StageBanner(Callback):
     @staticmethod
     def data(trainer: pl.Trainer, splits: tuple[tuple[str, str], ...]) -> list[str]:
         dm = trainer.datamodule
-        if not hasattr(dm, "_dataset"):
+        if not hasattr(dm, "dataset"):
             return ["  (dataloaders passed to the Trainer directly)"]
         lines = []
         for name, split in splits:
             if name == "coco" and getattr(dm, "coco_factory", None) is None:
                 continue
             try:
-                ds = dm._dataset(name, split)
+                ds = dm.dataset(name, split)
             except Exception as err:  # noqa: BLE001 - a banner must not stop the job; the loaders will say why
                 lines.append(f"  {name} {split}: not readable ({type(err).__name__}: {err})")
                 continue

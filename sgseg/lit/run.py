@@ -1,5 +1,8 @@
 """The stage runners behind ``python -m sgseg.train``: stage 1, stage 2, or both chained through a file.
 
+The trainers, loggers and callbacks they use come from :mod:`sgseg.lit.factory`; the objects from
+:mod:`sgseg.lit.build`.
+
 Where this sits: called by the thin Hydra entry point :mod:`sgseg.train` with the composed config.
 ``stage=detector`` pretrains the joint detector and writes ``<run dir>/detector/detector.pt``;
 ``stage=scene_graph`` loads ``detector.checkpoint``, trains and tests the scene-graph model and writes
@@ -19,139 +22,32 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from sgseg.data.errors import DatasetError
 from sgseg.lit.build import (
     ConfigError,
     build_datamodule,
     build_detector,
-    build_scene_graph_model,
+    build_scene_graph_module,
     check_data_paths,
     coco_class_count,
     configure_torch,
     load_frozen_detector,
     prepare_data,
-    stage_two_inputs,
 )
 from sgseg.lit.detector_module import DetectorPretrainModule
-from sgseg.lit.scene_graph_module import SceneGraphModule
+from sgseg.lit.factory import (
+    best_checkpoint,
+    build_trainer,
+    find_checkpoint,
+    finish_wandb,
+    overrides_without_resume,
+)
 from sgseg.models.detector.checkpoint import export_detector
 
 STAGES = ("detector", "scene_graph", "pipeline")
-
-
-def run_name(stage_name: str) -> str:
-    """W&B run name: the job's overrides (what makes it different from the defaults), then the stage."""
-    overrides = _overrides_without_resume() or []
-    shown = [o for o in overrides if not o.startswith(("paths.", "hydra.", "logger.", "num_threads"))]
-    return f"{','.join(shown) or 'default'}/{stage_name}"
-
-
-def sweep_group(group: str | None) -> str | None:
-    """In a Hydra multirun, the W&B group of all its jobs: ``<group>/<sweep dir name>`` (the experiment and
-    the sweep's timestamp), so that one group filter shows exactly one sweep; None outside a multirun."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return f"{group or 'default'}/{Path(HydraConfig.get().sweep.dir).name}"
-
-
-def _loggers(cfg: DictConfig, out_dir: Path, name: str) -> list[Any]:
-    loggers = []
-    for key, node in (cfg.get("logger") or {}).items():
-        if node is None or "_target_" not in node:
-            continue
-        kwargs: dict[str, Any] = {"save_dir": str(out_dir)}
-        if key == "wandb":
-            kwargs["name"] = run_name(name)
-            kwargs["job_type"] = name  # detector | scene_graph: one filter shows one stage
-            group = sweep_group(node.get("group"))
-            if group is not None:
-                kwargs["group"] = group
-            kwargs["tags"] = sorted(
-                {*cfg.get("tags", []), str(cfg.task.name), str(cfg.model.name), str(cfg.data.name)}
-            )
-            # `config` is also instantiate()'s own first parameter, so it goes into the node, not the kwargs
-            # (not instantiated recursively: the run config holds `_target_` nodes of its own)
-            node = {**OmegaConf.to_container(node, resolve=True), "_recursive_": False, "_convert_": "all",
-                    "config": OmegaConf.to_container(cfg, resolve=True)}  # fmt: skip
-        loggers.append(hydra.utils.instantiate(node, **kwargs))
-    return loggers
-
-
-def _finish_wandb() -> None:
-    wandb = sys.modules.get("wandb")  # only if a W&B logger imported it
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
-
-
-def _callbacks(cfg: DictConfig, out_dir: Path, monitor: str | None) -> list[Any]:
-    callbacks = []
-    for key, node in (cfg.get("callbacks") or {}).items():
-        if node is None or "_target_" not in node:
-            continue
-        kwargs: dict[str, Any] = {}
-        if key == "model_checkpoint":
-            kwargs["dirpath"] = str(out_dir / "checkpoints")
-            if monitor:
-                # The periodic checkpoint (every_n_train_steps, for resuming) saves from the train loop, where
-                # a monitored value is that of the *previous* validation: "best" would then be the weights of
-                # some later step than the one validated (seen: the main job tested step 450 of 850). So the
-                # best-by-validation checkpoint is a second callback that saves when validation ends.
-                callbacks.append(
-                    ModelCheckpoint(
-                        dirpath=kwargs["dirpath"], filename="best-{step}", monitor=monitor, mode="max",
-                        save_top_k=1, save_last=False, save_on_train_epoch_end=False,
-                    )
-                )  # fmt: skip
-        callbacks.append(hydra.utils.instantiate(node, **kwargs))
-    return callbacks
-
-
-def best_checkpoint(trainer: pl.Trainer) -> str:
-    """The best-by-validation checkpoint of ``trainer`` ('' when none was saved)."""
-    for cb in trainer.checkpoint_callbacks:
-        if cb.monitor is not None and cb.best_model_path:
-            return cb.best_model_path
-    return ""
-
-
-def _trainer(
-    cfg: DictConfig,
-    overrides: DictConfig | None,
-    out_dir: Path,
-    name: str,
-    monitor: str | None,
-    find_unused: bool = True,
-) -> pl.Trainer:
-    tcfg = OmegaConf.merge(
-        OmegaConf.to_container(cfg.trainer, resolve=True),
-        OmegaConf.to_container(overrides, resolve=True) if overrides is not None else {},
-    )
-    strategy = tcfg.get("strategy")
-    if isinstance(strategy, DictConfig) and strategy.get("find_unused_parameters") == "auto":
-        # conf/trainer/ddp.yaml: DDP's unused-parameter search only where a step can leave a trainable
-        # parameter without a gradient (it costs a walk over the autograd graph every step)
-        strategy.find_unused_parameters = find_unused
-    return hydra.utils.instantiate(
-        tcfg,
-        default_root_dir=str(out_dir),
-        logger=_loggers(cfg, out_dir, name) or False,
-        callbacks=_callbacks(cfg, out_dir, monitor),
-    )
-
-
-def _overrides_without_resume() -> list[str] | None:
-    """This job's command-line overrides minus ``ckpt_path=…`` (None outside a Hydra job)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return sorted(o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path="))
 
 
 def previous_run(out_dir: Path, overrides: list[str] | None) -> Path | None:
@@ -196,16 +92,18 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     dm = build_datamodule(cfg, with_coco=joint)
     dm.prepare_data()
     check_data_paths(cfg)
-    vg = dm._dataset("vg", "train")
+    vg = dm.dataset("vg", "train")
     num_coco = coco_class_count(cfg, dm)
     detector = build_detector(cfg, len(vg.object_classes), num_coco)
     if cfg.get("compile"):
         detector.backbone.compile(dynamic=True)  # multi-scale training: one graph for all image sizes
     module = DetectorPretrainModule(detector, **OmegaConf.to_container(cfg.detector.optim, resolve=True))
     # the VG-only detector's COCO heads get no gradient: only then does DDP need to look for unused ones
-    trainer = _trainer(cfg, cfg.detector.get("trainer"), out_dir, "detector", None, find_unused=not joint)
+    trainer = build_trainer(
+        cfg, cfg.detector.get("trainer"), out_dir, "detector", None, find_unused=not joint
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
-    _finish_wandb()  # stage 2 gets a W&B run of its own
+    finish_wandb()  # stage 2 gets a W&B run of its own
     path = out_dir / "detector.pt"
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if trainer.is_global_zero:  # under DDP every rank holds the same weights; one writes the file
@@ -222,35 +120,72 @@ def run_scene_graph(
     """Stage 2: train, validate and test the scene-graph model on the frozen detector."""
     # the COCO stream only feeds the refinement head (training) and its mask AP (evaluation)
     dm = build_datamodule(
-        cfg, with_coco=bool(cfg.model.refine), with_true_masks=cfg.model.get("mask_source") == "oracle"
+        cfg,
+        with_coco=cfg.model.get("refine") is not None,
+        with_true_masks=cfg.model.get("mask_source") == "oracle",
     )
     dm.prepare_data()
     check_data_paths(cfg)
     detector = load_frozen_detector(detector_path)
-    inputs = stage_two_inputs(cfg, dm)
-    model = build_scene_graph_model(cfg, detector, inputs)
+    module, _ = build_scene_graph_module(cfg, dm, detector)
     if cfg.get("compile"):
-        model.detector.backbone.compile(dynamic=True)
-    coco_val = dm._dataset("coco", "val") if dm.coco_factory is not None else None
-    module = SceneGraphModule(
-        model,
-        mode=str(cfg.task.name),
-        num_object_classes=len(inputs.object_classes) + 1,
-        num_predicates=len(inputs.predicates) + 1,
-        zeroshot_triplets=inputs.zeroshot,
-        predicate_names=inputs.predicates,
-        object_names=inputs.object_classes,
-        coco_val_gt=coco_val.coco if coco_val is not None else None,
-        coco_label_to_category=coco_val.label_to_category if coco_val is not None else None,
-        **OmegaConf.to_container(cfg.model.optim, resolve=True),
-    )
+        module.model.detector.backbone.compile(dynamic=True)
     monitor = f"val/{cfg.model.get('monitor', 'mR@50')}"
     # stage 2 leaves some trainable parameters without a gradient in a step, depending on the task and
     # the data (PredCls: the context's object decoder; SGDet: edge grounding when no pair is sampled), so
     # DDP looks for them in every row of the ablation (tests/test_ddp.py trains the full and the base row)
-    trainer = _trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
+    trainer = build_trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     trainer.test(module, datamodule=dm, ckpt_path=best_checkpoint(trainer) or None, weights_only=False)
+    return module.test_metrics
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
+    """``python -m sgseg.evaluate``: re-test a trained stage-2 run (``cfg.run_dir``) without training.
+
+    The run's own config (``.hydra/config.yaml``; ``task`` replaced when given), its ``ckpt`` (best | last | a
+    path), the detector rebuilt from the checkpoint, the module built as in training
+    (:func:`~sgseg.lit.build.build_scene_graph_module`) and its weights loaded; ``trainer.test`` writes
+    metrics.json, the per-predicate table and plot into ``out`` (default ``<run_dir>/evaluate/<task>-<ckpt>``).
+    Returns the test metrics."""
+    from sgseg.models.detector.checkpoint import build_detector as detector_from_config
+
+    run_dir = Path(cfg.run_dir)
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path} not found: run_dir must be a run directory of python -m sgseg.train")
+    run_cfg = OmegaConf.load(cfg_path)
+    if cfg.get("task") is not None:
+        run_cfg.task = cfg.task
+    ckpt_path = find_checkpoint(run_dir, str(cfg.ckpt))
+    if not ckpt_path.is_file():
+        raise ConfigError(f"ckpt={cfg.ckpt}: {ckpt_path} is not a file; use best, last or a checkpoint path")
+    out_dir = (
+        Path(cfg.out) if cfg.get("out") else run_dir / "evaluate" / f"{run_cfg.task.name}-{ckpt_path.stem}"
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_cfg.paths.output_dir = str(out_dir)
+    if cfg.get("data_dir"):
+        run_cfg.paths.data_dir = str(cfg.data_dir)
+    if cfg.get("num_threads"):
+        run_cfg.num_threads = int(cfg.num_threads)
+    configure_torch(run_cfg)
+    pl.seed_everything(int(run_cfg.seed), workers=True)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if "detector_config" not in checkpoint:
+        raise ConfigError(f"{ckpt_path} is not a scene-graph checkpoint of sgseg (no detector_config)")
+    dm = build_datamodule(run_cfg, with_coco=run_cfg.model.get("refine") is not None)
+    check_data_paths(run_cfg)
+    module, _ = build_scene_graph_module(run_cfg, dm, detector_from_config(checkpoint["detector_config"]))
+    module.load_state_dict(checkpoint["state_dict"])
+    trainer = hydra.utils.instantiate(
+        run_cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[]
+    )
+    trainer.test(module, datamodule=dm)
+    mode = str(run_cfg.task.name)
+    print(f"\n{run_cfg.model.name} / {mode}, {ckpt_path.name}  (recall in %)")
+    print(results_table(module.test_metrics, mode))
+    print(f"written to {out_dir}")
     return module.test_metrics
 
 
@@ -328,7 +263,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         if stage in ("detector", "pipeline"):
             prepare_data(cfg)
-        prev = previous_run(out_dir, _overrides_without_resume()) if cfg.get("ckpt_path") == "last" else None
+        prev = previous_run(out_dir, overrides_without_resume()) if cfg.get("ckpt_path") == "last" else None
         detector_path = stage_two_checkpoint(cfg) if stage == "scene_graph" else None
         if stage in ("detector", "pipeline"):
             done = prev / "detector" / "detector.pt" if prev is not None else None
@@ -344,7 +279,7 @@ def run(cfg: DictConfig) -> float | None:
     except (ConfigError, DatasetError, FileNotFoundError) as err:
         raise SystemExit(f"sgseg: {err}") from None  # one line on stderr, exit status 1
     finally:
-        _finish_wandb()  # else the next job of a multirun would log into this job's W&B run
+        finish_wandb()  # else the next job of a multirun would log into this job's W&B run
     mode = str(cfg.task.name)
     print(f"\n{cfg.model.name} / {mode}  (recall in %, {time.time() - start:.0f} s)")
     print(results_table(metrics, mode))

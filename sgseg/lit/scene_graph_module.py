@@ -28,7 +28,7 @@ from sgseg.evaluation import coco_mask_ap
 from sgseg.evaluation.metric import SceneGraphMetric
 from sgseg.lit.detector_module import warmup_multistep
 from sgseg.models.masks.refine import refinement_loss
-from sgseg.models.relation.losses import object_loss, relation_loss, tree_score_loss
+from sgseg.models.relation.losses import object_loss, relation_loss
 from sgseg.models.scene_graph import SceneGraphModel
 from sgseg.ops.boxes import boxes_to_original, local_index
 from sgseg.structures import ImageBatch, Targets
@@ -47,6 +47,9 @@ class SceneGraphModule(pl.LightningModule):
         multi-step decay (reference: 0.01, 0.9, 1e-4, warm-up, ×0.1 at 25k and 35k of 40k).
     ks: the K of R@K. coco_val_gt: the COCO val instances json (path / dict / COCO) for mask AP, or None.
     coco_label_to_category: contiguous COCO label → json category id (for the AP detections).
+    stage_two_inputs: what the model was built from (label spaces, similarity, statistics; the fields of
+        :class:`sgseg.lit.build.StageTwoInputs`), stored in checkpoints so that the model can be rebuilt without
+        the datasets (:mod:`sgseg.predict`).
     """
 
     def __init__(
@@ -70,8 +73,10 @@ class SceneGraphModule(pl.LightningModule):
         coco_label_to_category: dict[int, int] | None = None,
         loss_weights: dict[str, float] | None = None,
         num_pictures: int = 2,
+        stage_two_inputs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        self.stage_two_inputs = stage_two_inputs
         self.model = model
         self.mode = mode
         self.num_object_classes, self.num_predicates = num_object_classes, num_predicates
@@ -91,29 +96,30 @@ class SceneGraphModule(pl.LightningModule):
         )  # fmt: skip
         self._coco_dets: dict[str, list[dict[str, Any]]] = {}
         self.test_metrics: dict[str, Any] = {}
-        self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt"])
+        self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt", "stage_two_inputs"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # enough to rebuild the model without the datasets (python -m sgseg.predict)
         checkpoint["detector_config"] = self.model.detector.config
         checkpoint["label_names"] = {"objects": self.object_names, "predicates": self.predicate_names}
+        if self.stage_two_inputs is not None:
+            checkpoint["stage_two_inputs"] = self.stage_two_inputs
 
     # ------------------------------------------------------------------ training
     def losses(self, batch: Batch) -> dict[str, Tensor]:
-        """All loss terms of one step (unweighted), keyed ``rel``, ``obj``, ``tree``, ``seg``."""
+        """All loss terms of one step (unweighted), keyed ``rel``, ``obj``, ``seg`` and the context model's own
+        (:meth:`~sgseg.models.context.ContextOutput.extra_losses`, VCTree: ``tree``)."""
         out: dict[str, Tensor] = {}
         images, targets = batch["vg"]
         res = self.model(images, targets, self.mode)
         out["rel"] = relation_loss(res.predictions.rel_logits, res.rel_labels)
         if self.mode != "predcls":
             out["obj"] = object_loss(res.context.obj_logits, res.obj_targets)
-        if res.context.tree_logits is not None:
-            # targets: every GT relation of the image (SGB's rel_binarys), not only the sampled pairs; SGDet has
-            # no GT boxes in the tree, so there it stays the foreground-matched sampled pairs
-            tree_pairs = targets.relations[:, :2] if self.mode != "sgdet" else res.positive_pairs
-            out["tree"] = tree_score_loss(
-                res.context.tree_logits, res.context.tree_pair_index, tree_pairs, res.predictions.image_index,
-            )  # fmt: skip
+        # the context model's own terms (VCTree: ``tree``). Related pairs: every GT relation of the image (SGB's
+        # rel_binarys), not only the sampled pairs; SGDet has no GT boxes among its objects, so there they are
+        # the foreground-matched sampled pairs
+        related = targets.relations[:, :2] if self.mode != "sgdet" else res.positive_pairs
+        out.update(res.context.extra_losses(related, res.predictions.image_index))
         if "coco" in batch and self.model.refinement is not None:
             c_images, c_targets = batch["coco"]
             refined, _ = self.model.coco_refinement_logits(c_images, c_targets, mode=self.mode)
@@ -122,7 +128,7 @@ class SceneGraphModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         parts = self.losses(batch)
-        loss = sum(self.loss_weights[k] * v for k, v in parts.items())
+        loss = sum(self.loss_weights.get(k, 1.0) * v for k, v in parts.items())
         bs = batch["vg"][0].num_images
         for k, v in parts.items():
             self.log(f"train/loss_{k}", v.detach(), batch_size=bs)
@@ -153,7 +159,7 @@ class SceneGraphModule(pl.LightningModule):
     def _test_split_info(self) -> dict[str, Any]:
         """The VG test split's image counts (before / after the ``max_test_boxes`` filter), {} without one."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        ds = dm._dataset("vg", "test") if dm is not None and hasattr(dm, "_dataset") else None
+        ds = dm.dataset("vg", "test") if dm is not None and hasattr(dm, "dataset") else None
         if ds is None or not hasattr(ds, "num_dropped_max_boxes"):
             return {}
         return {

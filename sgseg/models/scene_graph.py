@@ -105,7 +105,7 @@ class SceneGraphModel(nn.Module):
     detector: the stage-1 detector (frozen here). transfer: COCO → VG :class:`MaskTransfer`.
     node_grounding: ``NodeGrounding`` or ``NoNodeGrounding``; edge_grounding: one of the f_E variants
     (``NoEdgeGrounding`` for the baseline); context: ``MotifContext`` / ``VCTreeContext``;
-    predictor: :class:`RelationPredictor`; refinement: :class:`MaskRefinement` or None (``model.refine``).
+    predictor: :class:`RelationPredictor`; refinement: :class:`MaskRefinement` or None (``model/refine``).
     pairs_per_image / positive_fraction: training pair budget (reference 64 / 0.25).
     roi_size: RoIAlign side for node and union features (28, the mask side).
     refine_passes: 0 | 1 | 2, how refined masks feed the VG stream (module docstring, step 4);
@@ -410,7 +410,7 @@ class SceneGraphModel(nn.Module):
         distribution, as on VG."""
         if self.refinement is None:
             raise ValueError(
-                "SceneGraphModel: no refinement head (model.refine=false); nothing to train on COCO"
+                "SceneGraphModel: no refinement head (model/refine=off); nothing to train on COCO"
             )
         if mode not in MODES:
             raise ValueError(f"coco_refinement_logits: mode {mode!r} is not one of {MODES}; set task.name")

@@ -1,4 +1,5 @@
-"""Shared pieces of the stage-2 context encoders (MOTIF, VCTree): output type, layouts, embeddings, label NMS.
+"""Shared pieces of the stage-2 context encoders (MOTIF, VCTree, Transformer): the base class with the label
+bookkeeping of the three tasks, output type, layouts, embeddings, label NMS.
 
 Where this sits: stage 2, between grounding and the relation predictor. A context encoder takes the node
 features of a batch (grounded ẑ_j, or plain box features z_j for the baseline), the boxes and the detector's
@@ -14,6 +15,7 @@ Everything is a flat batch tensor plus ``image_index``. Where a recurrent model 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,14 +37,13 @@ class ContextOutput:
 
     obj_logits: Float[N, C_obj] refined object logits (PredCls: ±1000 one-hot of the GT labels).
     obj_labels: Long[N] labels used downstream (frequency bias, edge context, evaluation): GT labels in
-        PredCls and under teacher forcing in training, decoded labels otherwise (SGDet test: after label NMS).
+        PredCls and under teacher forcing in training (MOTIF, VCTree; SGB's Transformer has none), decoded labels
+        otherwise (SGDet test: after label NMS).
     obj_scores: Float[N] softmax prob of ``obj_labels`` under ``obj_logits`` (1 in PredCls).
     edge_context: Float[N, H_edge] per-object edge context for the relation predictor.
     object_context: Float[N, H_obj] z^o_j, the object context (input of mask refinement, paper Eq. 8).
-    tree_logits: Float[P] (VCTree only) pair scores before the sigmoid, one per row of ``tree_pair_index``;
-        trained with :func:`sgseg.models.relation.losses.tree_score_loss`.
-    tree_pair_index: Long[P, 2] (VCTree only) flat (i, j) indices, i ≠ j, same image — all ordered pairs.
-    tree_parent: Long[N] (VCTree only) parent of each object in the greedy spanning tree (-1 = root).
+
+    A context model with outputs or losses of its own returns a subclass (e.g. VCTree's ``VCTreeOutput``).
     """
 
     obj_logits: Tensor
@@ -50,9 +51,13 @@ class ContextOutput:
     obj_scores: Tensor
     edge_context: Tensor
     object_context: Tensor
-    tree_logits: Tensor | None = None
-    tree_pair_index: Tensor | None = None
-    tree_parent: Tensor | None = None
+
+    def extra_losses(self, related_pairs: Tensor, image_index: Tensor) -> dict[str, Tensor]:
+        """Loss terms of the context model itself (none here), keyed by name.
+
+        related_pairs: Long[F, 2] flat (subject, object) indices of the pairs holding a relation; image_index:
+        Long[N]."""
+        return {}
 
 
 def check_mode(mode: str) -> None:
@@ -227,8 +232,12 @@ def label_nms(probs: Tensor, boxes: Tensor, image_index: Tensor, threshold: floa
 class ContextEncoder(nn.Module):
     """Base of the context encoders: label embeddings, box-position embedding, label bookkeeping by mode.
 
-    Subclasses implement ``forward(node_features, boxes, image_index, image_sizes, label_logits, gt_labels,
-    mode) -> ContextOutput``.
+    :meth:`forward` is a template: input checks, the input label embedding (GT label in PredCls, the detector's
+    expected embedding otherwise), then the subclass's three steps — :meth:`encode_objects` (z^o),
+    :meth:`decode_labels` (SGCls/SGDet only; PredCls keeps the GT labels with one-hot logits; SGDet test adds
+    label NMS when ``nms_threshold`` is set) and :meth:`encode_edges` — and :meth:`make_output`. The COCO pass
+    (:meth:`object_context`) reuses :meth:`encode_objects`. A new context model is a subclass implementing those
+    steps; it exposes ``hidden_dim``, the width of both its object and its edge context.
 
     in_dim: D_node of the node features. num_obj_classes: C_obj (index 0 background). embed_dim: label
     embedding width. class_embeddings: optional Float[C_obj, embed_dim] word vectors (GloVe of the class
@@ -238,6 +247,7 @@ class ContextEncoder(nn.Module):
     num_source_classes / source_class_embeddings: C_src (with background) and optional Float[C_src, embed_dim]
     word vectors of the COCO label embedding used as the input label embedding on the COCO pass of PredCls
     (:meth:`object_context`; the reference's ``obj_embed_segmentation``); 0 = no such table.
+    nms_threshold: IoU of the SGDet-test label NMS over the decoded labels (None = off).
     """
 
     def __init__(
@@ -251,9 +261,11 @@ class ContextEncoder(nn.Module):
         start_embedding: Tensor | None = None,
         num_source_classes: int = 0,
         source_class_embeddings: Tensor | None = None,
+        nms_threshold: float | None = None,
     ) -> None:
         super().__init__()
         self.in_dim = in_dim
+        self.nms_threshold = nms_threshold
         self.num_obj_classes = num_obj_classes
         self.embed_dim = embed_dim
         self.hidden_dim = hidden_dim
@@ -301,7 +313,7 @@ class ContextEncoder(nn.Module):
             if class_embeddings is not None:
                 table.weight[1:].copy_(class_embeddings)
 
-    # -- helpers shared by MOTIF and VCTree ---------------------------------------------------------------
+    # -- helpers shared by the context models ---------------------------------------------------------------
     def _check_inputs(
         self, node_features: Tensor, boxes: Tensor, image_index: Tensor, label_logits: Tensor, gt_labels, mode
     ) -> None:
@@ -352,6 +364,76 @@ class ContextEncoder(nn.Module):
             )
         return self.source_embed(source_labels)
 
+    # -- the subclass's steps ----------------------------------------------------------------------------
+    def encode_objects(
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        obj_embed: Tensor,
+        label_probs: Tensor,
+    ) -> tuple[Tensor, Any]:
+        """The object context: (z^o Float[N, H], state handed to :meth:`decode_labels` / :meth:`encode_edges` /
+        :meth:`make_output`). obj_embed: Float[N, embed_dim] input label embedding; label_probs: Float[N, C_obj]
+        the input label distribution (one-hot GT in PredCls)."""
+        raise NotImplementedError
+
+    def decode_labels(
+        self, state: Any, object_context: Tensor, gt_labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """SGCls/SGDet: (obj_logits Float[N, C_obj], obj_labels Long[N]); gt_labels for teacher forcing (training)."""
+        raise NotImplementedError
+
+    def encode_edges(
+        self, state: Any, node_features: Tensor, object_context: Tensor, obj_labels: Tensor
+    ) -> Tensor:
+        """Float[N, H]: the edge context, from the final labels ``obj_labels``."""
+        raise NotImplementedError
+
+    def make_output(self, state: Any, **fields: Tensor) -> ContextOutput:
+        """The output record (a subclass adds its own fields here)."""
+        return ContextOutput(**fields)
+
+    # -- the template -------------------------------------------------------------------------------------
+    def forward(
+        self,
+        node_features: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        image_sizes: Tensor,
+        label_logits: Tensor,
+        gt_labels: Tensor | None,
+        mode: str,
+    ) -> ContextOutput:
+        """node_features: Float[N, D_node]; boxes: Float[N, 4] xyxy (resized-image pixels); image_index: Long[N];
+        image_sizes: Long[B, 2] (h, w); label_logits: Float[N, C_obj] detector logits; gt_labels: Long[N] GT
+        labels (PredCls input; teacher forcing in training; SGDet: matched GT label, 0 = none) or None at test;
+        mode: predcls | sgcls | sgdet."""
+        self._check_inputs(node_features, boxes, image_index, label_logits, gt_labels, mode)
+        obj_embed = self._input_label_embedding(label_logits, gt_labels, mode)
+        label_probs = self._label_probs(label_logits.to(node_features.dtype), gt_labels, mode)
+        obj_ctx, state = self.encode_objects(
+            node_features, boxes, image_index, image_sizes, obj_embed, label_probs
+        )
+        if mode == "predcls":
+            obj_labels = gt_labels
+            obj_logits = self._onehot_logits(gt_labels)
+        else:
+            obj_logits, obj_labels = self.decode_labels(state, obj_ctx, gt_labels)
+            obj_labels = obj_labels.to(node_features.device)
+            if mode == "sgdet" and not self.training and self.nms_threshold is not None:
+                obj_labels = label_nms(obj_logits.softmax(-1), boxes, image_index, self.nms_threshold)
+        edge_ctx = self.encode_edges(state, node_features, obj_ctx, obj_labels)
+        return self.make_output(
+            state,
+            obj_logits=obj_logits,
+            obj_labels=obj_labels,
+            obj_scores=self._scores(obj_logits, obj_labels),
+            edge_context=edge_ctx,
+            object_context=obj_ctx,
+        )
+
     def object_context(
         self,
         node_features: Tensor,
@@ -366,9 +448,18 @@ class ContextEncoder(nn.Module):
         COCO pass of mask refinement (paper Eq. 9/11), as the reference's ``segmentation_step``.
 
         label_logits: Float[N, C_obj] the detector's VG logits on the COCO boxes; mode: the run's task;
-        source_labels: Long[N] GT COCO labels (1-based; PredCls input label path).
+        source_labels: Long[N] GT COCO labels (1-based; PredCls input label path). The input label distribution
+        is the detector's VG one here (the GT labels of the COCO pass are COCO labels).
         """
-        raise NotImplementedError
+        obj_embed = self._object_input_embedding(label_logits, mode, source_labels)
+        probs = label_logits.detach().softmax(-1)
+        return self.encode_objects(node_features, boxes, image_index, image_sizes, obj_embed, probs)[0]
+
+    def _label_probs(self, label_logits: Tensor, gt_labels: Tensor | None, mode: str) -> Tensor:
+        """Float[N, C_obj]: one-hot of the GT labels (PredCls), else the detector's softmax (detached)."""
+        if mode == "predcls":
+            return F.one_hot(gt_labels, self.num_obj_classes).to(label_logits.dtype)
+        return label_logits.detach().softmax(-1)
 
     def _onehot_logits(self, labels: Tensor) -> Tensor:
         out = torch.full((labels.shape[0], self.num_obj_classes), -ONEHOT_LOGIT, device=labels.device)

@@ -16,14 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sgseg.models.context.base import (
-    ContextEncoder,
-    ContextOutput,
-    SequenceLayout,
-    encode_boxes,
-    label_nms,
-    teacher_labels,
-)
+from sgseg.models.context.base import ContextEncoder, SequenceLayout, encode_boxes, teacher_labels
 
 
 class HighwayLSTMCell(nn.Module):
@@ -82,10 +75,9 @@ class MotifContext(ContextEncoder):
     ) -> None:
         super().__init__(
             in_dim, num_obj_classes, embed_dim, hidden_dim, pos_dim, class_embeddings, start_embedding,
-            num_source_classes, source_class_embeddings,
+            num_source_classes, source_class_embeddings, nms_threshold,
         )  # fmt: skip
         self.dropout = dropout
-        self.nms_threshold = nms_threshold
         obj_in = in_dim + embed_dim + pos_dim
         self.obj_ctx_rnn = nn.LSTM(
             obj_in,
@@ -109,15 +101,16 @@ class MotifContext(ContextEncoder):
         )
         self.lin_edge_h = nn.Linear(2 * hidden_dim, hidden_dim)
 
-    def _encode_objects(
+    def encode_objects(
         self,
         node_features: Tensor,
         boxes: Tensor,
         image_index: Tensor,
         image_sizes: Tensor,
         obj_embed: Tensor,
-    ) -> tuple[SequenceLayout, Tensor, Tensor]:
-        """The object-context BiLSTM: (layout, its input [visual, label embedding, position], z^o Float[N, H])."""
+        label_probs: Tensor,
+    ) -> tuple[Tensor, tuple[SequenceLayout, Tensor]]:
+        """The object-context BiLSTM: (z^o Float[N, H], (layout, its input [visual, label embedding, position]))."""
         layout = SequenceLayout(image_index, 0.5 * (boxes[:, 0] + boxes[:, 2]))
         pos = self.pos_embed(encode_boxes(boxes, image_index, image_sizes))
         obj_pre = torch.cat([node_features, obj_embed, pos], 1)
@@ -125,20 +118,13 @@ class MotifContext(ContextEncoder):
             obj_ctx = node_features.new_zeros(0, self.hidden_dim)
         else:
             obj_ctx = self.lin_obj_h(layout.unpack(self.obj_ctx_rnn(layout.pack(obj_pre))[0].data))
-        return layout, obj_pre, obj_ctx
+        return obj_ctx, (layout, obj_pre)
 
-    def object_context(
-        self,
-        node_features: Tensor,
-        boxes: Tensor,
-        image_index: Tensor,
-        image_sizes: Tensor,
-        label_logits: Tensor,
-        mode: str,
-        source_labels: Tensor | None = None,
-    ) -> Tensor:
-        obj_embed = self._object_input_embedding(label_logits, mode, source_labels)
-        return self._encode_objects(node_features, boxes, image_index, image_sizes, obj_embed)[2]
+    def decode_labels(
+        self, state: tuple[SequenceLayout, Tensor], object_context: Tensor, gt_labels: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        layout, obj_pre = state
+        return self.decode(torch.cat([obj_pre, object_context], 1), layout, gt_labels)
 
     def decode(
         self, decoder_input: Tensor, layout: SequenceLayout, gt_labels: Tensor | None
@@ -182,44 +168,16 @@ class MotifContext(ContextEncoder):
             start += bs
         return layout.unpack(torch.cat(logits)), layout.unpack(torch.cat(labels))
 
-    def forward(
+    def encode_edges(
         self,
+        state: tuple[SequenceLayout, Tensor],
         node_features: Tensor,
-        boxes: Tensor,
-        image_index: Tensor,
-        image_sizes: Tensor,
-        label_logits: Tensor,
-        gt_labels: Tensor | None,
-        mode: str,
-    ) -> ContextOutput:
-        """node_features: Float[N, D_node]; boxes: Float[N, 4] xyxy (resized-image pixels); image_index: Long[N];
-        image_sizes: Long[B, 2] (h, w); label_logits: Float[N, C_obj] detector logits; gt_labels: Long[N] GT
-        labels (PredCls input; teacher forcing in training; SGDet: matched GT label, 0 = none) or None at test;
-        mode: predcls | sgcls | sgdet."""
-        self._check_inputs(node_features, boxes, image_index, label_logits, gt_labels, mode)
-        obj_embed = self._input_label_embedding(label_logits, gt_labels, mode)
-        layout, obj_pre, obj_ctx = self._encode_objects(
-            node_features, boxes, image_index, image_sizes, obj_embed
-        )
-
-        if mode == "predcls":
-            obj_labels = gt_labels
-            obj_logits = self._onehot_logits(gt_labels)
-        else:
-            obj_logits, obj_labels = self.decode(torch.cat([obj_pre, obj_ctx], 1), layout, gt_labels)
-            obj_labels = obj_labels.to(node_features.device)
-            if mode == "sgdet" and not self.training and self.nms_threshold is not None:
-                obj_labels = label_nms(obj_logits.softmax(-1), boxes, image_index, self.nms_threshold)
-
-        edge_in = torch.cat([self.obj_embed2(obj_labels), node_features, obj_ctx], 1)
+        object_context: Tensor,
+        obj_labels: Tensor,
+    ) -> Tensor:
+        """The edge-context BiLSTM over [decoded-label embedding, visual feature, z^o]."""
+        layout = state[0]
         if node_features.shape[0] == 0:
-            edge_ctx = node_features.new_zeros(0, self.hidden_dim)
-        else:
-            edge_ctx = self.lin_edge_h(layout.unpack(self.edge_ctx_rnn(layout.pack(edge_in))[0].data))
-        return ContextOutput(
-            obj_logits=obj_logits,
-            obj_labels=obj_labels,
-            obj_scores=self._scores(obj_logits, obj_labels),
-            edge_context=edge_ctx,
-            object_context=obj_ctx,
-        )
+            return node_features.new_zeros(0, self.hidden_dim)
+        edge_in = torch.cat([self.obj_embed2(obj_labels), node_features, object_context], 1)
+        return self.lin_edge_h(layout.unpack(self.edge_ctx_rnn(layout.pack(edge_in))[0].data))

@@ -33,9 +33,9 @@ from sgseg.models.context.base import (
     SafeBatchNorm1d,
     SequenceLayout,
     encode_boxes,
-    label_nms,
     teacher_labels,
 )
+from sgseg.models.relation.losses import tree_score_loss
 from sgseg.ops.boxes import box_iou
 
 # ---------------------------------------------------------------------------------------------------------
@@ -372,6 +372,25 @@ def overlap_features(boxes_padded: Tensor, valid: Tensor, image_area: Tensor) ->
     )
 
 
+@dataclass
+class VCTreeOutput(ContextOutput):
+    """VCTree's output: :class:`~sgseg.models.context.base.ContextOutput` plus its tree.
+
+    tree_logits: Float[P] pair scores before the sigmoid, one per row of ``tree_pair_index``; trained with
+        :func:`sgseg.models.relation.losses.tree_score_loss` (:meth:`extra_losses`, key ``tree``).
+    tree_pair_index: Long[P, 2] flat (i, j) indices, i ≠ j, same image — all ordered pairs.
+    tree_parent: Long[N] parent of each object in the greedy spanning tree (-1 = root).
+    """
+
+    tree_logits: Tensor
+    tree_pair_index: Tensor
+    tree_parent: Tensor
+
+    def extra_losses(self, related_pairs: Tensor, image_index: Tensor) -> dict[str, Tensor]:
+        """``tree``: BCE of the pair scores against "related" (SGB's ``rel_binarys``)."""
+        return {"tree": tree_score_loss(self.tree_logits, self.tree_pair_index, related_pairs, image_index)}
+
+
 class VCTreeContext(ContextEncoder):
     """VCTree object/edge context over a learned per-image spanning tree.
 
@@ -410,9 +429,8 @@ class VCTreeContext(ContextEncoder):
     ) -> None:
         super().__init__(
             in_dim, num_obj_classes, embed_dim, hidden_dim, pos_dim, class_embeddings, start_embedding,
-            num_source_classes, source_class_embeddings,
+            num_source_classes, source_class_embeddings, nms_threshold,
         )  # fmt: skip
-        self.nms_threshold = nms_threshold
         obj_in = in_dim + embed_dim + pos_dim
         # pair-score network (reference vctree_score_net)
         self.overlap_embed = nn.Sequential(
@@ -497,12 +515,7 @@ class VCTreeContext(ContextEncoder):
         logits = vis + w[3 * hsz] * prior
         return logits, torch.sigmoid(logits) * prior
 
-    def _label_probs(self, label_logits: Tensor, gt_labels: Tensor | None, mode: str) -> Tensor:
-        if mode == "predcls":
-            return F.one_hot(gt_labels, self.num_obj_classes).to(label_logits.dtype)
-        return label_logits.detach().softmax(-1)
-
-    def _encode_objects(
+    def encode_objects(
         self,
         node_features: Tensor,
         boxes: Tensor,
@@ -513,7 +526,8 @@ class VCTreeContext(ContextEncoder):
     ):
         """Pair scores → spanning tree → binary forest → object-context BiTreeLSTM.
 
-        Returns (obj_pre, obj_ctx Float[N, H], forest, tree_parent, tree_logits, tree_pair_index)."""
+        Returns (obj_ctx Float[N, H], state = (obj_pre, forest, tree_parent, tree_logits, tree_pair_index));
+        label_probs feed the tree's co-occurrence prior."""
         n = node_features.shape[0]
         device = node_features.device
         layout = SequenceLayout(image_index)
@@ -535,59 +549,21 @@ class VCTreeContext(ContextEncoder):
         tree_pair_index = torch.stack([layout.flat_of[s, i], layout.flat_of[s, j]], 1)
         tree_logits = pair[s, i, j]
         obj_ctx = self.obj_ctx_rnn(obj_pre, forest)
-        return obj_pre, obj_ctx, forest, tree_parent, tree_logits, tree_pair_index
+        return obj_ctx, (obj_pre, forest, tree_parent, tree_logits, tree_pair_index)
 
-    def object_context(
-        self,
-        node_features: Tensor,
-        boxes: Tensor,
-        image_index: Tensor,
-        image_sizes: Tensor,
-        label_logits: Tensor,
-        mode: str,
-        source_labels: Tensor | None = None,
+    def decode_labels(self, state, object_context: Tensor, gt_labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        obj_pre, forest = state[0], state[1]
+        return self.decoder(torch.cat([obj_pre, object_context], 1), forest, gt_labels)
+
+    def encode_edges(
+        self, state, node_features: Tensor, object_context: Tensor, obj_labels: Tensor
     ) -> Tensor:
-        """See the base class. The tree's co-occurrence prior uses the detector's VG label distribution here
-        (the GT labels of the COCO pass are COCO labels)."""
-        obj_embed = self._object_input_embedding(label_logits, mode, source_labels)
-        probs = label_logits.detach().softmax(-1)
-        return self._encode_objects(node_features, boxes, image_index, image_sizes, obj_embed, probs)[1]
+        """The edge-context BiTreeLSTM over [label embedding, visual feature, z^o], on the same forest."""
+        edge_in = torch.cat([self.obj_embed2(obj_labels), node_features, object_context], 1)
+        return self.edge_ctx_rnn(edge_in, state[1])
 
-    def forward(
-        self,
-        node_features: Tensor,
-        boxes: Tensor,
-        image_index: Tensor,
-        image_sizes: Tensor,
-        label_logits: Tensor,
-        gt_labels: Tensor | None,
-        mode: str,
-    ) -> ContextOutput:
-        """Same contract as :meth:`sgseg.models.context.motif.MotifContext.forward`; also fills ``tree_logits``,
-        ``tree_pair_index`` and ``tree_parent``."""
-        self._check_inputs(node_features, boxes, image_index, label_logits, gt_labels, mode)
-        obj_embed = self._input_label_embedding(label_logits, gt_labels, mode)
-        label_probs = self._label_probs(label_logits.to(node_features.dtype), gt_labels, mode)
-        obj_pre, obj_ctx, forest, tree_parent, tree_logits, tree_pair_index = self._encode_objects(
-            node_features, boxes, image_index, image_sizes, obj_embed, label_probs
-        )
-        if mode == "predcls":
-            obj_labels = gt_labels
-            obj_logits = self._onehot_logits(gt_labels)
-        else:
-            obj_logits, obj_labels = self.decoder(torch.cat([obj_pre, obj_ctx], 1), forest, gt_labels)
-            if mode == "sgdet" and not self.training and self.nms_threshold is not None:
-                obj_labels = label_nms(obj_logits.softmax(-1), boxes, image_index, self.nms_threshold)
-        edge_ctx = self.edge_ctx_rnn(
-            torch.cat([self.obj_embed2(obj_labels), node_features, obj_ctx], 1), forest
-        )
-        return ContextOutput(
-            obj_logits=obj_logits,
-            obj_labels=obj_labels,
-            obj_scores=self._scores(obj_logits, obj_labels),
-            edge_context=edge_ctx,
-            object_context=obj_ctx,
-            tree_logits=tree_logits,
-            tree_pair_index=tree_pair_index,
-            tree_parent=tree_parent,
+    def make_output(self, state, **fields: Tensor) -> VCTreeOutput:
+        _, _, tree_parent, tree_logits, tree_pair_index = state
+        return VCTreeOutput(
+            **fields, tree_logits=tree_logits, tree_pair_index=tree_pair_index, tree_parent=tree_parent
         )

@@ -354,6 +354,16 @@ class JointDetector(nn.Module):
         """Float[N, representation_size]: the shared box head's output (the paper's z_j)."""
         return self.box_head(self._pool(self.box_roi_pool, features, images, boxes, image_index))
 
+    @property
+    def box_feature_dim(self) -> int:
+        """D_box: the width of :meth:`box_features` (read from the VG classifier's input)."""
+        return int(self.vg_predictor.cls_score.in_features)
+
+    @property
+    def mask_side(self) -> int:
+        """M: the side of :meth:`mask_logits` (2 × the mask RoIAlign's output side)."""
+        return 2 * int(self.mask_roi_pool.output_size[0])
+
     def set_coco_extra_background(self, n: int) -> None:
         """Give the COCO classifier ``n`` extra background rows (fresh init; the other rows are kept)."""
         old = self.coco_predictor

@@ -375,6 +375,16 @@ class MMDetJointDetector(JointDetector):
             return self.coco_predictor
         raise ValueError(f"dataset/head must be 'vg' or 'coco', got {dataset!r}")
 
+    @property
+    def box_feature_dim(self) -> int:
+        """D_box: the shared box head's output width (mmdet's ``fc_cls`` input, read when built)."""
+        return int(self.config["representation_size"])
+
+    @property
+    def mask_side(self) -> int:
+        """M: 2 × the output side of mmdet's mask RoI extractor (read from the built model)."""
+        return 2 * int(self.config["mask_roi_size"])
+
     def mask_logits(
         self, features: OrderedDict[str, Tensor], images: ImageBatch, boxes: Tensor, image_index: Tensor
     ) -> InstanceMasks:

@@ -2,8 +2,8 @@
 
 Where this sits: after mask transfer (and refinement), next to the node grounding; its output replaces the
 plain union-box feature of each subject/object pair in the relation predictor. The relation mask m_{j,j'} is
-built from the two objects' transferred masks (all C_vg class channels) by one of four variants, chosen by config
-``model.grounding.edge=gaussian|avg|union|none`` (:func:`build_edge_grounding`):
+built from the two objects' transferred masks (all C_vg class channels) by one of four variants, chosen by the
+config group ``model/grounding/edge=gaussian|avg|union|none`` (one ``_target_`` node per option):
 
 - ``gaussian`` (:class:`GaussianEdgeGrounding`): (K_j ⊛ m_j) ⊙ (K_j' ⊛ m_j'), per-object Gaussian kernels whose
   (σx, σy, ρ) a linear map predicts from the label distributions;
@@ -24,11 +24,16 @@ one more sigmoid to the combined mask before concatenation, squashing it into [0
 Everything is batched over all R pairs of the batch: one grouped convolution blurs the N objects' masks (the
 2R pair members with the reference's per-pair parameters), one ``grid_sample`` pastes the 2R pair members;
 there is no Python loop over pairs or objects.
+
+Every f_E is built by :func:`sgseg.lit.build.build_stage2` with the same keywords, read from the built detector
+and data: ``in_channels`` (D), ``num_mask_channels`` (C_vg), ``num_label_classes`` (C_obj) and ``roi_size`` (the
+mask side M); its own hyper-parameters come from its config node. It exposes ``out_dim`` and is called as
+``f(union_features, mask_probs, boxes, pair_index, label_probs)``; one with a ``relation_masks`` method reads
+masks (the model then keeps them for it).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Literal
 
 import torch
@@ -159,7 +164,10 @@ def forward_once_per_unordered_pair(fn, union_features: Tensor, pair_index: Tens
 
 
 class _MaskEdgeGrounding(nn.Module):
-    """Shared body of the mask-using f_E variants: pair frames → combine (subclass) → head."""
+    """Shared body of the mask-using f_E variants: pair frames → combine (subclass) → head.
+
+    num_label_classes: C_obj, part of the common builder call; only the Gaussian variant reads labels.
+    """
 
     def __init__(
         self,
@@ -172,6 +180,7 @@ class _MaskEdgeGrounding(nn.Module):
         mask_frame: MaskFrame = "union",
         sigmoid_relation_masks: bool = False,
         conv_relu: bool = True,
+        num_label_classes: int | None = None,
     ) -> None:
         super().__init__()
         if mask_frame not in ("union", "own_box"):
@@ -384,7 +393,10 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
 
 
 class NoEdgeGrounding(nn.Module):
-    """``none``: the union-box feature alone through the same head (no mask channels), the baseline of Table 4."""
+    """``none``: the union-box feature alone through the same head (no mask channels), the baseline of Table 4.
+
+    num_mask_channels, num_label_classes: part of the common builder call; unused.
+    """
 
     def __init__(
         self,
@@ -394,6 +406,8 @@ class NoEdgeGrounding(nn.Module):
         roi_size: int = 28,
         pool_size: int = 7,
         conv_relu: bool = True,
+        num_mask_channels: int | None = None,
+        num_label_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.head = GroundingHead(in_channels, 0, hidden_dim, out_dim, roi_size, pool_size, conv_relu)
@@ -420,36 +434,3 @@ class NoEdgeGrounding(nn.Module):
                 f"{union_features.shape[0]}, got {tuple(pair_index.shape)}"
             )
         return forward_once_per_unordered_pair(lambda f, _: self.head(f), union_features, pair_index)
-
-
-EDGE_GROUNDINGS: dict[str, type[nn.Module]] = {
-    "gaussian": GaussianEdgeGrounding,
-    "avg": AvgEdgeGrounding,
-    "union": UnionEdgeGrounding,
-    "none": NoEdgeGrounding,
-}
-
-
-def _init_args(cls: type) -> set[str]:
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
-
-
-def build_edge_grounding(kind: str, **kwargs) -> nn.Module:
-    """The f_E variant ``kind`` (gaussian | avg | union | none) built from one shared set of keyword arguments.
-
-    Arguments that only other variants take (e.g. ``num_label_classes`` or ``mask_frame`` for ``none``) are
-    dropped, so one config block serves every ablation row; an argument no variant takes is an error.
-    """
-    if kind not in EDGE_GROUNDINGS:
-        raise ValueError(
-            f"build_edge_grounding: unknown kind {kind!r}; choose one of {sorted(EDGE_GROUNDINGS)}"
-        )
-    cls = EDGE_GROUNDINGS[kind]
-    known = set().union(*(_init_args(c) for c in EDGE_GROUNDINGS.values()))
-    unknown = set(kwargs) - known
-    if unknown:
-        raise TypeError(
-            f"build_edge_grounding: no edge grounding takes {sorted(unknown)}; known: {sorted(known)}"
-        )
-    accepted = _init_args(cls)
-    return cls(**{k: v for k, v in kwargs.items() if k in accepted})

@@ -3,7 +3,11 @@
 Where this sits: after mask transfer (and refinement), before the context model (MOTIF / VCTree): each object's
 28 × 28 RoIAlign feature map is concatenated with its C_vg transferred mask channels and mapped to the vector
 that replaces the plain box feature z_j as the context model's visual input. :class:`NoNodeGrounding` is the
-baseline (z_j unchanged), chosen by config ``model.grounding.node=masks|none``.
+baseline (z_j unchanged), chosen by the config group ``model/grounding/node=masks|none``.
+
+Every f_N is built by :func:`sgseg.lit.build.build_stage2` with the same keywords, read from the built detector:
+``in_channels`` (D), ``num_mask_channels`` (C_vg), ``box_feature_dim`` (D_box) and ``roi_size`` (the mask side
+M); its own hyper-parameters come from its config node. It exposes ``out_dim`` (the context model's input width).
 
 :class:`GroundingHead` (concat → 3 × 3 conv → flatten → 2 FC) is shared with the edge grounding f_E, which the
 paper gives the same shape.
@@ -88,6 +92,7 @@ class NodeGrounding(nn.Module):
 
     in_channels: D of the RoI maps; num_mask_channels: C_vg (150 on VG); hidden_dim/out_dim: FC widths;
     roi_size: RoIAlign output side (28); pool_size, conv_relu: see :class:`GroundingHead`.
+    box_feature_dim: D_box, part of the common builder call; unused (ẑ_j replaces the box feature).
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class NodeGrounding(nn.Module):
         roi_size: int = 28,
         pool_size: int = 7,
         conv_relu: bool = True,
+        box_feature_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.head = GroundingHead(
@@ -119,14 +125,21 @@ class NodeGrounding(nn.Module):
 
 
 class NoNodeGrounding(nn.Module):
-    """Baseline f_N: the detector's box feature z_j, unchanged (``model.grounding.node=none``).
+    """Baseline f_N: the detector's box feature z_j, unchanged (``model/grounding/node=none``).
 
-    out_dim: the box feature width (checked, so a config mismatch fails here and not in the context model).
+    box_feature_dim: D_box, the detector's box feature width (checked, so a mismatch fails here and not in the
+    context model). in_channels, num_mask_channels, roi_size: part of the common builder call; unused.
     """
 
-    def __init__(self, out_dim: int) -> None:
+    def __init__(
+        self,
+        box_feature_dim: int,
+        in_channels: int | None = None,
+        num_mask_channels: int | None = None,
+        roi_size: int | None = None,
+    ) -> None:
         super().__init__()
-        self.out_dim = out_dim
+        self.out_dim = box_feature_dim
 
     def forward(self, roi_features: Tensor, mask_probs: Tensor, box_features: Tensor | None = None) -> Tensor:
         """Returns ``box_features`` (Float[N, out_dim]); the RoI maps and masks are ignored."""

@@ -6,7 +6,7 @@ Mask R-CNN-style conv head predicts a residual on the 80 COCO mask logits; the r
 :class:`~sgseg.models.masks.transfer.MaskTransfer` (:class:`~sgseg.models.scene_graph.SceneGraphModel` chains the
 two). The head's last
 layer starts at zero, so training starts exactly from the transferred masks. It is trained on COCO images only,
-with :func:`refinement_loss` (per-pixel BCE on the GT class channel). Config switch ``model.refine=true|false``
+with :func:`refinement_loss` (per-pixel BCE on the GT class channel). Config group ``model/refine=on|off``
 (``refinement=None`` in :class:`~sgseg.models.scene_graph.SceneGraphModel`).
 """
 

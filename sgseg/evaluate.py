@@ -1,0 +1,31 @@
+"""Thin Hydra entry point: ``python -m sgseg.evaluate run_dir=RUN [task=predcls|sgcls|sgdet] [ckpt=best|last|PATH]``.
+
+Re-tests a trained stage-2 run without training (:func:`sgseg.lit.run.run_evaluation`): its config and checkpoint,
+the same model and module as training builds, the same test stage — metrics.json, the per-predicate recall table
+and plot — written under ``<run dir>/evaluate/<task>-<checkpoint>`` (or ``out=DIR``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from sgseg.data.errors import DatasetError
+    from sgseg.lit.build import ConfigError
+    from sgseg.lit.run import run_evaluation
+
+    try:
+        run_evaluation(cfg)
+    except (ConfigError, DatasetError, FileNotFoundError) as err:
+        raise SystemExit(f"sgseg.evaluate: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

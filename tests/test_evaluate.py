@@ -1,0 +1,48 @@
+"""``python -m sgseg.evaluate``: a trained run re-tested without training gives its test stage's numbers again,
+and the same weights can be re-tested in another task."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from .conftest import REPO
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sgseg.evaluate", "num_threads=1", *args],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600,
+    )  # fmt: skip
+
+
+def test_evaluate_reproduces_the_test_stage_and_switches_task(tiny_sweep, tmp_path):
+    job = tiny_sweep.jobs["refine"]
+    done = _evaluate(f"run_dir={job}", f"out={tmp_path / 'again'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = json.loads((job / "metrics.json").read_text())
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    scalars = {k: v for k, v in trained.items() if isinstance(v, float)}
+    assert "predcls/mR@50" in scalars and "predcls/mask_AP_refined" in scalars
+    for key, value in scalars.items():  # the best checkpoint, tested again: the same numbers
+        assert (math.isnan(value) and math.isnan(again[key])) or abs(again[key] - value) < 1e-6, key
+    assert (tmp_path / "again" / "predcls_per_predicate_recall.png").stat().st_size > 1000
+    assert "mR" in done.stdout
+
+    sgdet = _evaluate(
+        f"run_dir={job}", "task=sgdet", "ckpt=last"
+    )  # default out: <run>/evaluate/<task>-<ckpt>
+    assert sgdet.returncode == 0, sgdet.stderr[-3000:]
+    metrics = json.loads((job / "evaluate" / "sgdet-last" / "metrics.json").read_text())
+    assert 0.0 <= metrics["sgdet/R@50"] <= 1.0 and not any(k.startswith("predcls/") for k in metrics)
+
+
+def test_evaluate_without_a_run_is_one_clear_line(tmp_path):
+    out = _evaluate(f"run_dir={tmp_path}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "config.yaml not found" in out.stderr
