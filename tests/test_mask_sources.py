@@ -19,7 +19,7 @@ from sgseg.lit.build import (
     ConfigError,
     build_datamodule,
     build_detector,
-    build_scene_graph_model,
+    build_stage2,
     stage_two_inputs,
 )
 from sgseg.models.detector.checkpoint import export_detector
@@ -37,10 +37,10 @@ def _build(data_dir, *extra, with_true_masks=False):
     dm = build_datamodule(cfg, with_true_masks=with_true_masks)
     dm.prepare_data()
     dm.setup("fit")
-    vg = dm._dataset("vg", "train")
-    detector = build_detector(cfg, len(vg.object_classes), len(dm._dataset("coco", "train").class_names))
+    vg = dm.dataset("vg", "train")
+    detector = build_detector(cfg, len(vg.object_classes), len(dm.dataset("coco", "train").class_names))
     inputs = stage_two_inputs(cfg, dm)
-    return cfg, dm, build_scene_graph_model(cfg, detector, inputs), inputs
+    return cfg, dm, build_stage2(cfg, detector, inputs), inputs
 
 
 # ------------------------------------------------------------------------------------------------ oracle
