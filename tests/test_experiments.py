@@ -261,10 +261,10 @@ def test_ablation_sweep_expands_to_rows_times_seeds(experiment: str) -> None:
 
 
 STUDY_ROWS = {  # row: (node, edge, refine, mask_source)
-    "joint": ("none", "none", False, "transfer"),
-    "refine": ("masks", "gaussian", True, "transfer"),
-    "oracle": ("masks", "gaussian", True, "oracle"),
-    "shuffled": ("masks", "gaussian", True, "shuffled"),
+    "joint": ("none", "none", "off", "transfer"),
+    "refine": ("masks", "gaussian", "on", "transfer"),
+    "oracle": ("masks", "gaussian", "on", "oracle"),
+    "shuffled": ("masks", "gaussian", "on", "shuffled"),
 }
 
 
@@ -276,8 +276,7 @@ def test_study_sweep_expands_to_four_rows_times_five_seeds_on_one_detector() -> 
         plain = OmegaConf.to_container(_compose(*job), resolve=True)
         row = plain["ablation_row"]
         seen.add((row, plain["seed"]))
-        g, m = plain["model"]["grounding"], plain["model"]
-        assert (g["node"], g["edge"], m["refine"], m["mask_source"]) == STUDY_ROWS[row]
+        assert (*_parts(*job), plain["model"]["mask_source"]) == STUDY_ROWS[row]
         assert plain["stage"] == "scene_graph" and plain["detector"]["checkpoint"] == "/tmp/det.pt"
         assert plain["detector"]["joint"] is True and plain["tags"] == ["predcls", "study", row]
     assert seen == {(r, s) for r in STUDY_ROWS for s in range(5)}
