@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sgseg.lit.factory import find_checkpoint  # also imported from here by notebooks and tests
+from sgseg.ops.boxes import local_index, rescale_boxes
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -110,12 +111,11 @@ def predict_image(
     p = out.predictions
     keep = (p.scores >= min_score).nonzero().flatten()
     keep = keep[nms(p.boxes[keep], p.scores[keep], agnostic_nms)].sort().values
-    new_index = torch.full((p.boxes.shape[0],), -1, dtype=torch.long)
-    new_index[keep] = torch.arange(keep.numel())
-    pairs = new_index[p.pair_index]
+    pairs = local_index(keep, p.boxes.shape[0])[p.pair_index]
     kept_pairs = (pairs >= 0).all(1)
-    scale = torch.tensor(image.shape[-2:], dtype=torch.float32) / images.image_sizes[0].float()
-    boxes = p.boxes[keep] * torch.stack([scale[1], scale[0], scale[1], scale[0]])
+    # to the image as read: the batch's original_sizes hold the resized size here (no orig_size in the item)
+    original = torch.tensor([image.shape[-2:]])
+    boxes = rescale_boxes(p.boxes[keep], p.image_index[keep], images.image_sizes, original)
     labels, scores = p.labels[keep], p.scores[keep]
     rel_scores = p.rel_logits[kept_pairs].softmax(-1)
     own = out.vg_mask_probs[keep, labels - 1]
