@@ -5,8 +5,9 @@ Builds the synthetic CPU configuration exactly as ``python -m sgseg.train`` does
 MOTIF), on a small synthetic set written to a temporary folder, and times ``losses + backward + SGD step``
 for each ``model.grounding.edge`` variant twice: ``before`` runs the plain code path (f_E on every ordered
 pair, autograd's input gradient for all channels of the grounding heads' first conv, RoIAlign of every union
-box even when (j, j') and (j', j) repeat it), ``after`` the current one (f_E once per unordered pair,
-mask-channel-only input gradient, repeated boxes pooled once; see ``sgseg/models/grounding/edge.py``,
+box even when (j, j') and (j', j) repeat it, masks pasted into the union frame by ``grid_sample``), ``after``
+the current one (f_E once per unordered pair, mask-channel-only input gradient, repeated boxes pooled once,
+separable pasting by two matrix products; see ``sgseg/models/grounding/edge.py``,
 ``concat_conv.py`` and ``JointDetector.roi_features``). Both copies of a variant start from the same weights; all variants and both paths take
 their steps interleaved, batch by batch, so that load from other processes hits every row alike — the ratios
 are robust to load, the absolute times are not. Each row: median over ``--repeats`` steps (after
@@ -15,6 +16,8 @@ the edge grounding's forward (timed with hooks). The first step's losses of the 
 must agree to float tolerance).
 
     python scripts/bench_stage2.py [--repeats 8] [--threads 2] [overrides ...]   # e.g. task=sgcls
+    # the real configuration: the default benchmark and the trained joint detector (README numbers)
+    python scripts/bench_stage2.py --data-dir data --detector logs/det_joint/detector/detector.pt
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ import sgseg.models.detector.detector as detector_mod
 import sgseg.models.grounding.concat_conv as concat_conv
 import sgseg.models.grounding.edge as edge_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
-from sgseg.lit.build import build_datamodule, build_detector, build_scene_graph_module, coco_class_count
+from sgseg.lit.build import (
+    build_datamodule,
+    build_detector,
+    build_scene_graph_module,
+    coco_class_count,
+    load_frozen_detector,
+)
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PATHS = ("before", "after")
@@ -43,7 +52,7 @@ PATHS = ("before", "after")
 def code_path(path: str):
     """``before``: the plain implementation; ``after``: the current one."""
     flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
-             (detector_mod, "POOL_REPEATED_BOXES_ONCE")]  # fmt: skip
+             (detector_mod, "POOL_REPEATED_BOXES_ONCE"), (edge_mod, "SEPARABLE_RESAMPLE")]  # fmt: skip
     old = [getattr(m, name) for m, name in flags]
     for m, name in flags:
         setattr(m, name, path == "after")
@@ -57,7 +66,9 @@ def code_path(path: str):
 class Runner:
     """One variant's module + optimizer, with a hook timing the edge grounding's forward."""
 
-    def __init__(self, data_dir: Path, edge: str, overrides: list[str]) -> None:
+    def __init__(
+        self, data_dir: Path, edge: str, overrides: list[str], detector_path: str | None = None
+    ) -> None:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(
                 "train",
@@ -68,7 +79,10 @@ class Runner:
         self.dm.setup("fit")
         vg = self.dm.dataset("vg", "train")
         torch.manual_seed(0)
-        detector = build_detector(cfg, len(vg.object_classes), coco_class_count(cfg, self.dm))
+        if detector_path:  # a trained stage-1 detector, as stage 2 loads it
+            detector = load_frozen_detector(detector_path)
+        else:
+            detector = build_detector(cfg, len(vg.object_classes), coco_class_count(cfg, self.dm))
         self.module, _ = build_scene_graph_module(cfg, self.dm, detector)  # as training builds it
         self.model = self.module.model
         self.opt = self.module.configure_optimizers()["optimizer"]
@@ -111,15 +125,27 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=["none", "avg", "union", "gaussian"])
     p.add_argument(
+        "--data-dir", help="paths.data_dir of an existing synthetic benchmark (default: a small new one)"
+    )
+    p.add_argument("--detector", help="a trained stage-1 detector.pt (default: randomly initialised)")
+    p.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. task=sgcls data.loader.batch_size_vg=8"
     )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
-        generate(Path(tmp) / "synthetic", SyntheticConfig(num_vg_train=80, num_vg_test=4, num_coco_train=40,
-                                                          num_coco_val=4), num_workers=1)  # fmt: skip
-        runners = {(v, path): Runner(Path(tmp), v, args.overrides) for v in args.variants for path in PATHS}
+        if args.data_dir:  # an existing benchmark (e.g. data/, written by python -m sgseg.data.synthetic)
+            data_dir = Path(args.data_dir)
+        else:
+            data_dir = Path(tmp)
+            generate(data_dir / "synthetic", SyntheticConfig(num_vg_train=80, num_vg_test=4, num_coco_train=40,
+                                                             num_coco_val=4), num_workers=1)  # fmt: skip
+        runners = {
+            (v, path): Runner(data_dir, v, args.overrides, args.detector)
+            for v in args.variants
+            for path in PATHS
+        }
         loader = iter(runners[(args.variants[0], "after")].dm.train_dataloader())
         batches = [next(loader) for _ in range(args.warmup + args.repeats)]
         times = {key: [] for key in runners}

@@ -184,6 +184,51 @@ def _variants(c=1, d=2, s=28, frame="union"):
     )
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_separable_resample_equals_grid_sample(monkeypatch, dtype):
+    """The two-matmul route of resample_to_frames gives grid_sample's values and input gradients: non-square
+    masks, frames partly or wholly outside the box, a degenerate box, cells exactly on the box edge."""
+    import sgseg.models.grounding.edge as edge
+
+    g = torch.Generator().manual_seed(3)
+    b, c = 9, 3
+    masks = torch.rand(b, c, 6, 9, generator=g, dtype=dtype)
+    xy = torch.rand(b, 2, generator=g, dtype=dtype) * 50
+    own = torch.cat([xy, xy + torch.rand(b, 2, generator=g, dtype=dtype) * 40 + 1], 1)
+    fxy = xy - torch.rand(b, 2, generator=g, dtype=dtype) * 30
+    frames = torch.cat([fxy, fxy + torch.rand(b, 2, generator=g, dtype=dtype) * 90 + 1], 1)
+    own[0, 2] = own[0, 0]  # zero-width box: all zero
+    frames[1] = own[1]  # the frame is the box: the identity resampling at out_size = mask side ...
+    frames[2] = own[2] + 200  # wholly outside: all zero
+    frames[3, [0, 2]] = own[3, [0, 2]] * 2 - own[3, [2, 0]]  # twice as wide, centred: cells on the box edges
+    frames[3, [1, 3]] = own[3, [1, 3]]
+    grad = torch.rand(b, c, 7, 7, generator=g, dtype=dtype)
+    results = {}
+    for flag in (False, True):
+        monkeypatch.setattr(edge, "SEPARABLE_RESAMPLE", flag)
+        x = masks.clone().requires_grad_(True)
+        out = edge.resample_to_frames(x, own, frames, 7)
+        out.backward(grad)
+        results[flag] = (out.detach(), x.grad)
+        assert out.is_contiguous() and out.shape == (b, c, 7, 7)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(results[True][0], results[False][0], atol=tol, rtol=0)
+    torch.testing.assert_close(results[True][1], results[False][1], atol=tol, rtol=0)
+    assert (results[True][0][0] == 0).all() and (results[True][0][2] == 0).all()
+    assert results[True][0][3].abs().sum() > 0
+    # the weight rows: two non-zeros at most, summing to 1 inside the box and 0 outside
+    w = edge.resample_weights(own[:, 0], own[:, 2], frames[:, 0], frames[:, 2], 9, 7)
+    assert ((w != 0).sum(-1) <= 2).all()
+    sums = w.sum(-1)
+    assert torch.all(((sums - 1).abs() < 1e-6) | (sums == 0))
+    monkeypatch.setattr(edge, "SEPARABLE_RESAMPLE", True)
+    square = torch.rand(1, c, 7, 7, generator=g, dtype=dtype)
+    torch.testing.assert_close(
+        edge.resample_to_frames(square, own[1:2], own[1:2], 7), square, atol=tol, rtol=0
+    )
+    assert edge.resample_to_frames(masks[:0], own[:0], frames[:0], 7).shape == (0, c, 7, 7)
+
+
 def test_variants_differ_where_they_should():
     boxes = torch.tensor([[0.0, 0.0, 28.0, 28.0], [28.0, 0.0, 56.0, 28.0]])
     masks = torch.ones(2, 1, 28, 28)  # each object fills its box; the boxes are disjoint

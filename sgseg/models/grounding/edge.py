@@ -47,23 +47,65 @@ from sgseg.ops.boxes import union_boxes
 MaskFrame = Literal["union", "own_box"]
 
 
+# False: resample with ``grid_sample`` (the plain path, kept for scripts/bench_stage2.py and tests); True: the
+# same bilinear samples as two batched matrix products (:func:`resample_weights`), whose backward is two more
+# instead of grid_sample's scatter (on CPU 3x faster forward + backward at the synthetic sizes).
+SEPARABLE_RESAMPLE = True
+
+
+def resample_weights(
+    lo: Tensor, hi: Tensor, frame_lo: Tensor, frame_hi: Tensor, size: int, out_size: int
+) -> Tensor:
+    """Float[B, out_size, size]: 1-D bilinear resampling matrices, one per row of the inputs (Float[B] each).
+
+    Row b maps a ``size``-cell grid covering [lo[b], hi[b]] to the centres of the ``out_size`` cells of
+    [frame_lo[b], frame_hi[b]]: the sample at normalised position t = (x − lo) / (hi − lo) reads grid
+    coordinate p = t·size − 0.5 clamped to [0, size − 1] (``grid_sample``'s ``align_corners=False`` with
+    ``padding_mode="border"``), linearly between cells ⌊p⌋ and ⌊p⌋ + 1; cells whose centre has t outside
+    [0, 1] get an all-zero row. At most two non-zeros per row, summing to 1 (or 0 outside).
+    """
+    dtype = lo.dtype
+    cells = (torch.arange(out_size, device=lo.device, dtype=dtype) + 0.5) / out_size
+    pos = frame_lo[:, None] + cells * (frame_hi - frame_lo)[:, None]  # [B, S] image coordinate of the centres
+    t = (pos - lo[:, None]) / (hi - lo).clamp_min(1e-6)[:, None]  # degenerate box: every cell outside
+    inside = ((t >= 0) & (t <= 1)).to(dtype)
+    p = (t * size - 0.5).clamp(0, size - 1)
+    i0 = p.floor().clamp(max=size - 1)
+    w1 = (p - i0) * inside
+    i0 = i0.long()
+    i1 = (i0 + 1).clamp(max=size - 1)
+    weights = torch.zeros(lo.shape[0], out_size, size, device=lo.device, dtype=dtype)
+    weights.scatter_add_(2, i0[..., None], (inside - w1)[..., None])
+    return weights.scatter_add_(2, i1[..., None], w1[..., None])
+
+
 def resample_to_frames(masks: Tensor, mask_boxes: Tensor, frames: Tensor, out_size: int) -> Tensor:
     """Resample box-relative masks into other boxes' grids: Float[B, C, S, S].
 
-    masks: Float[B, C, m, m], each grid covering ``mask_boxes[b]`` (Float[B, 4] xyxy) exactly;
+    masks: Float[B, C, m_h, m_w], each grid covering ``mask_boxes[b]`` (Float[B, 4] xyxy) exactly;
     frames: Float[B, 4] xyxy, the box whose S × S grid (S = out_size) each output covers.
     Each output cell takes the bilinear sample of the mask at the cell centre, in box-relative coordinates
     (``grid_sample``, ``align_corners=False``, whose pixel centres are the mask cells' centres); cells whose
     centre lies outside the mask's box are 0. Inside the box, samples less than half a cell from its edge clamp
     to the edge cell (``padding_mode="border"``) rather than fading to 0.
+
+    The sampling grid is separable (a cell's x depends on its column only, y on its row only), so the result is
+    W_y · mask · W_xᵀ per channel with the 1-D matrices of :func:`resample_weights`: two batched matrix products
+    (``SEPARABLE_RESAMPLE``; equal to the ``grid_sample`` route to float tolerance, tested).
     """
-    b, c, _, _ = masks.shape
+    b, c, mh, mw = masks.shape
     s = out_size
     if b == 0:
         return masks.new_zeros(0, c, s, s)
     # Coordinates in float32 at least: half precision resolves only ~0.5 px at x ≈ 1000.
     dtype = torch.promote_types(masks.dtype, torch.float32)
     own, frames = mask_boxes.to(dtype), frames.to(dtype)
+    if SEPARABLE_RESAMPLE:
+        wy = resample_weights(own[:, 1], own[:, 3], frames[:, 1], frames[:, 3], mh, s).to(masks.dtype)
+        wx = resample_weights(own[:, 0], own[:, 2], frames[:, 0], frames[:, 2], mw, s).to(masks.dtype)
+        rows = torch.bmm(wy, masks.transpose(1, 2).reshape(b, mh, c * mw))  # [B, S, C·mw]: rows resampled
+        out = torch.bmm(rows.view(b, s * c, mw), wx.transpose(1, 2))  # [B, S·C, S]: then the columns
+        return out.view(b, s, c, s).transpose(1, 2).contiguous()
     cells = (torch.arange(s, device=masks.device, dtype=dtype) + 0.5) / s  # [S]
     xs = frames[:, 0:1] + cells * (
         frames[:, 2:3] - frames[:, 0:1]
