@@ -16,7 +16,8 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
 - the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / shuffled (mask source
   ``model.mask_source``) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
   bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50;
-  a per-predicate R@50 figure (``study_per_predicate_*.png``),
+  a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
+  (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
 - the stage-1 detectors (VG mAP@50, COCO box / mask AP) and the failed or unfinished runs.
 
 Numbers are percentages; a cell of Tables 1-4 averages the runs (seeds) that share its row, "a ± s" with the
@@ -225,6 +226,21 @@ class Run:
         if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
             return STUDY_SOURCES.get(self.mask_source)
         return None
+
+    def val_curve(self, metric: str) -> list[tuple[int, float]]:
+        """(step, value) of ``val/<metric>`` at each validation, from the CSV logger's ``csv/version_*/metrics.csv``
+        (the last version: a resumed run appends a new one that repeats the earlier rows); [] when not logged."""
+        files = sorted(self.path.glob("csv/version_*/metrics.csv"), key=_natural_key)
+        if not files:
+            return []
+        column = f"val/{metric}"
+        points: dict[int, float] = {}
+        with files[-1].open(newline="") as f:
+            for row in csv.DictReader(f):
+                value, step = row.get(column), row.get("step")
+                if value not in (None, "") and step not in (None, ""):
+                    points[int(float(step))] = float(value)
+        return sorted(points.items())
 
     def per_image(self, task: str) -> dict[str, np.ndarray] | None:
         """``<task>_per_image.npz`` (written at test time), None when absent."""
@@ -766,6 +782,46 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
     return path
 
 
+def plot_study_curves(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
+    """Validation curves of every study row: val mR@50 and val R@50 against the training step, one thin line
+    per seed and the mean over seeds (thick; only at steps every seed of the row has). None without data."""
+    curves = {
+        v: [(r, {m: r.val_curve(f"{m}@{STUDY_K}") for m in ("mR", "R")}) for r in rows_runs.get(v, [])]
+        for v in STUDY_ROWS
+    }
+    curves = {v: [(r, c) for r, c in runs if c["mR"]] for v, runs in curves.items()}
+    curves = {v: runs for v, runs in curves.items() if runs}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", "shuffled": "#C44E52"}
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    for ax, metric in zip(axes, ("mR", "R")):
+        for variant, runs in curves.items():
+            color = colors.get(variant, "#000000")
+            per_seed = [dict(c[metric]) for _, c in runs]
+            for points in per_seed:
+                ax.plot(list(points), [100 * v for v in points.values()], color=color, alpha=0.25, lw=0.8)
+            common = sorted(set.intersection(*(set(p) for p in per_seed)))
+            means = [100 * statistics.fmean(p[step] for p in per_seed) for step in common]
+            ax.plot(common, means, color=color, lw=2.2, marker="o", ms=3,
+                    label=f"{variant} (mean of {len(per_seed)})")  # fmt: skip
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"val {metric}@{STUDY_K} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"validation curves, {_study_name(key)}; thin lines: single seeds", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def tables_study(runs: list[Run], bootstrap: int) -> list[Table]:
     out = []
     for key, rows_runs in study_groups(runs).items():
@@ -834,14 +890,14 @@ def collect(paths: list[Path], bootstrap: int = 1000) -> tuple[list[Run], list[T
 
 
 def study_figures(runs: list[Run], out: Path) -> list[Path]:
-    """``study_per_predicate_<model>_<task>_<detector>.png`` per study group (:func:`plot_study_predicates`)."""
+    """Per study group: ``study_per_predicate_<model>_<task>_<detector>.png`` (:func:`plot_study_predicates`) and
+    ``study_curves_<model>_<task>_<detector>.png`` (:func:`plot_study_curves`)."""
     paths = []
     for key, rows_runs in study_groups(runs).items():
-        path = plot_study_predicates(
-            key, rows_runs, out / f"study_per_predicate_{key[0]}_{key[2]}_{key[1]}.png"
-        )
-        if path is not None:
-            paths.append(path)
+        for plot, name in ((plot_study_predicates, "per_predicate"), (plot_study_curves, "curves")):
+            path = plot(key, rows_runs, out / f"study_{name}_{key[0]}_{key[2]}_{key[1]}.png")
+            if path is not None:
+                paths.append(path)
     return paths
 
 

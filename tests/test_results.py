@@ -378,3 +378,40 @@ def test_study_tables_and_figure(tmp_path: Path) -> None:
     assert float(rows["grounded"]["mR@50 ci95"]) == pytest.approx(cr.t_half_width(grounded), abs=1e-4)
     png = out / "study_per_predicate_motif_predcls_tiny.png"
     assert png.stat().st_size > 5000
+
+
+def _write_csv_log(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["epoch", "step", "train/loss", "val/R@50", "val/mR@50"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+
+
+def test_study_validation_curves(tmp_path: Path) -> None:
+    """val/mR@50 and val/R@50 are read from the CSV logger (the last version of a resumed run; training rows
+    without a val value skipped) and drawn per study row."""
+    images = _random_images(np.random.default_rng(5), 10, 0.0)
+    ids = np.arange(10)
+    for v in ("baseline", "grounded"):
+        for seed in (0, 1):
+            job = tmp_path / f"{v}_{seed}"
+            _study_job(job, v, seed, images, ids)
+            # version_0: an interrupted first attempt; version_1: the resumed run (repeats and extends it)
+            _write_csv_log(job / "csv" / "version_0" / "metrics.csv", [{"step": 9, "val/mR@50": 0.99}])
+            rows = [{"step": 4, "train/loss": 1.0}]
+            rows += [{"step": s, "val/mR@50": 0.1 * s + seed, "val/R@50": 0.2 * s} for s in (9, 19)]
+            _write_csv_log(job / "csv" / "version_1" / "metrics.csv", rows)
+    run = cr.load_run(tmp_path / "grounded_1")
+    assert run.val_curve("mR@50") == [(9, pytest.approx(1.9)), (19, pytest.approx(2.9))]
+    assert run.val_curve("R@50") == [(9, pytest.approx(1.8)), (19, pytest.approx(3.8))]
+    assert run.val_curve("zsR@50") == []
+    assert cr.main([str(tmp_path), "--out", str(tmp_path / "t"), "--bootstrap", "0"]) == 0
+    assert (tmp_path / "t" / "study_curves_motif_predcls_tiny.png").stat().st_size > 5000
+    # no CSV log at all: no figure, no error
+    key = ("motif", "tiny", "predcls")
+    bare = cr.load_run(tmp_path / "baseline_0")
+    bare.path = tmp_path / "nowhere"
+    assert cr.plot_study_curves(key, {"baseline": [bare]}, tmp_path / "none.png") is None
