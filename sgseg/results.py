@@ -598,10 +598,8 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
 def _per_predicate_cells(runs: list[Run], task: str, count: int) -> list[IntervalCell]:
     cells = [IntervalCell() for _ in range(count)]
     for run in runs:
-        values = run.metrics.get(f"{task}/mR_per_predicate@{STUDY_K}")
-        if isinstance(values, list) and len(values) == count:
-            for cell, v in zip(cells, values):
-                cell.add(float(v) if isinstance(v, (int, float)) and not math.isnan(v) else None)
+        for cell, v in zip(cells, _predicate_values(run, task, count)):
+            cell.add(v)
     return cells
 
 
@@ -614,22 +612,65 @@ def _num_predicates(rows_runs: dict[str, list[Run]], task: str) -> int:
     return 0
 
 
+def _predicate_values(run: Run, task: str, count: int) -> list[float | None]:
+    values = run.metrics.get(f"{task}/mR_per_predicate@{STUDY_K}")
+    if not isinstance(values, list) or len(values) != count:
+        return [None] * count
+    return [float(v) if isinstance(v, (int, float)) and not math.isnan(v) else None for v in values]
+
+
+def _group_mean(values: list[float | None], members: list[int]) -> float | None:
+    picked = [values[c] for c in members if values[c] is not None]
+    return statistics.fmean(picked) if picked else None
+
+
 def table_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
-    """Per-predicate R@50 of every study row (mean ± 95 % t-interval over seeds), one line per predicate."""
+    """Per-predicate R@50 of every study row (mean ± 95 % t-interval over seeds), one line per predicate, then
+    the mean over the mask-decided and over the box-decidable predicates (per run, then over seeds); and for
+    every row but the baseline its paired difference from the baseline of the same seed (Δ columns)."""
     task = key[2]
     count = _num_predicates(rows_runs, task)
     names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
     present = [v for v in STUDY_ROWS if rows_runs.get(v)]
-    columns = {v: _per_predicate_cells(rows_runs[v], task, count) for v in present}
-    rows = [[n, "mask" if n in MASK_PREDICATES else "box", *(columns[v][c] for v in present)]
-            for c, n in enumerate(names)]  # fmt: skip
+    values = {v: [_predicate_values(r, task, count) for r in rows_runs[v]] for v in present}
+    groups = {
+        "mean, mask-decided": [c for c, n in enumerate(names) if n in MASK_PREDICATES],
+        "mean, box-decided": [c for c, n in enumerate(names) if n not in MASK_PREDICATES],
+    }
+    # per run: its per-predicate recalls followed by the two group means
+    per_run = {
+        v: [[*vals, *(_group_mean(vals, m) for m in groups.values())] for vals in values[v]] for v in present
+    }
+    base = _by_seed(rows_runs.get("baseline", []))
+    deltas = [v for v in present if v != "baseline" and base]
+    lines = [*names, *groups]
+    columns: dict[str, list[IntervalCell]] = {}
+    for v in present:
+        columns[v] = [IntervalCell() for _ in lines]
+        for vals in per_run[v]:
+            for cell, x in zip(columns[v], vals):
+                cell.add(x)
+    base_values = {seed: per_run["baseline"][rows_runs["baseline"].index(r)] for seed, r in base.items()}
+    for v in deltas:
+        columns[f"Δ {v}"] = [IntervalCell() for _ in lines]
+        for run, vals in zip(rows_runs[v], per_run[v]):
+            ref = base_values.get(run.seed)
+            if ref is None:
+                continue
+            for cell, x, b in zip(columns[f"Δ {v}"], vals, ref):
+                cell.add(None if x is None or b is None else x - b)
+    kinds = ["mask" if n in MASK_PREDICATES else "box" for n in names] + ["", ""]
+    shown = [*present, *(f"Δ {v}" for v in deltas)]
+    rows = [[line, kind, *(columns[c][i] for c in shown)] for i, (line, kind) in enumerate(zip(lines, kinds))]
     note = (
         f"R@{STUDY_K} (%) per predicate (graph constraint), mean ± 95 % t-interval over seeds; 'mask': a "
-        "predicate the synthetic benchmark decides from the pixels, 'box': decidable from the boxes."
+        "predicate the synthetic benchmark decides from the pixels, 'box': decidable from the boxes. The two "
+        "'mean' lines average each run's predicates of that kind first. Δ: the row minus the baseline of the "
+        "same seed, mean ± 95 % t-interval over the paired seeds."
     )
     name = f"study_predicates_{key[0]}_{task}_{key[1]}"
     return Table(
-        f"Study: per-predicate R@{STUDY_K}, {_study_name(key)}", ["Predicate", "decided by", *present], rows,
+        f"Study: per-predicate R@{STUDY_K}, {_study_name(key)}", ["Predicate", "decided by", *shown], rows,
         name, note,
     )  # fmt: skip
 

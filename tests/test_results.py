@@ -367,8 +367,21 @@ def test_study_tables_and_figure(tmp_path: Path) -> None:
     cell = f"{100 * np.mean(grounded):.1f} ± {cr.t_half_width(grounded):.1f}"
     assert "| grounded | " in text and cell in text.split("| grounded | ")[1].split("\n")[0].split(" | ")[1]
     assert "| shuffled | — | — | — | — | — | 0 |" in text  # no run: a row of —
-    # per-predicate lines: mask-decided vs box-decided
+    # per-predicate lines: mask-decided vs box-decided, their means per run, the paired Δ columns
     assert "| on | mask |" in text and "| left of | box |" in text
+    assert "| Predicate | decided by | baseline | grounded | oracle | Δ grounded | Δ oracle |" in text
+    per_pred = {k: np.array(m["predcls/mR_per_predicate@50"], dtype=float) for k, m in metrics.items()}
+    mask_cols = [c for c, n in enumerate(PREDICATES) if n in cr.MASK_PREDICATES]
+    assert mask_cols and len(mask_cols) < len(PREDICATES)
+
+    def group(k):
+        vals = per_pred[k][mask_cols]
+        return np.mean(vals[~np.isnan(vals)])
+
+    d = [group(("oracle", s)) - group(("baseline", s)) for s in range(3)]
+    line = text.split("| mean, mask-decided |")[1].split("\n")[0].split(" | ")
+    assert line[-1].rstrip(" |") == f"{100 * np.mean(d):.1f} ± {cr.t_half_width(d):.1f}"
+    assert line[1].startswith(f"{100 * np.mean([group(('baseline', s)) for s in range(3)]):.1f} ± ")
     # bootstrap: the per-seed point estimate is the difference of the two metrics.json values
     d0 = metrics[("oracle", 0)]["predcls/mR@50"] - metrics[("baseline", 0)]["predcls/mR@50"]
     assert f"| oracle − baseline | 0 | {100 * d0:+.1f} |" in text
