@@ -10,14 +10,17 @@ the current one (f_E once per unordered pair, mask-channel-only input gradient, 
 separable pasting by two matrix products; see ``sgseg/models/grounding/edge.py``,
 ``concat_conv.py`` and ``JointDetector.roi_features``). Both copies of a variant start from the same weights; all variants and both paths take
 their steps interleaved, batch by batch, so that load from other processes hits every row alike — the ratios
-are robust to load, the absolute times are not. Each row: median over ``--repeats`` steps (after
+are robust to load, the absolute times are not. Interleaving step by step also makes every row's step run with
+the other rows' weights in the CPU caches, which overstates small differences; on a quiet machine ``--block 10``
+(each row 10 steps in a row) times each model as a training run sees it. Each row: median over ``--repeats`` steps (after
 ``--warmup``), the speed-up, the ratio against ``none`` on the same path, and the share of the step spent in
 the edge grounding's forward (timed with hooks). The first step's losses of the two paths are compared (they
 must agree to float tolerance).
 
     python scripts/bench_stage2.py [--repeats 8] [--threads 2] [overrides ...]   # e.g. task=sgcls
-    # the real configuration: the default benchmark and the trained joint detector (README numbers)
-    python scripts/bench_stage2.py --data-dir data --detector logs/det_joint/detector/detector.pt
+    # the real configuration: the default benchmark and the trained joint detector (README numbers; quiet machine)
+    python scripts/bench_stage2.py --data-dir data --detector logs/det_joint/detector/detector.pt \
+        --repeats 30 --block 10 --variants none gaussian
 """
 
 from __future__ import annotations
@@ -125,6 +128,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", nargs="+", default=["none", "avg", "union", "gaussian"])
     p.add_argument(
+        "--block",
+        type=int,
+        default=1,
+        help="steps a row takes in a row before the next row's (1: interleaved step by step, robust to load; "
+        "on a quiet machine 10 or more measures each model as training runs it, without the other rows "
+        "evicting its weights from the caches between its steps)",
+    )
+    p.add_argument(
         "--data-dir", help="paths.data_dir of an existing synthetic benchmark (default: a small new one)"
     )
     p.add_argument("--detector", help="a trained stage-1 detector.pt (default: randomly initialised)")
@@ -151,16 +162,18 @@ def main() -> None:
         times = {key: [] for key in runners}
         shares = {key: [] for key in runners}
         first_loss: dict[tuple[str, str], float] = {}
-        for i, batch in enumerate(batches):
+        # every row takes ``--block`` consecutive steps, then the next row (1: interleaved step by step)
+        for start in range(0, len(batches), args.block):
             for (v, path), runner in runners.items():
-                torch.manual_seed(i)  # the same sampled pairs and dropout masks for every row
-                with code_path(path):
-                    dt, edge_t, loss = runner.step(batch)
-                if i == 0:
-                    first_loss[(v, path)] = loss
-                if i >= args.warmup:
-                    times[(v, path)].append(dt)
-                    shares[(v, path)].append(edge_t / dt)
+                for i in range(start, min(start + args.block, len(batches))):
+                    torch.manual_seed(i)  # the same sampled pairs and dropout masks for every row
+                    with code_path(path):
+                        dt, edge_t, loss = runner.step(batches[i])
+                    if i == 0:
+                        first_loss[(v, path)] = loss
+                    if i >= args.warmup:
+                        times[(v, path)].append(dt)
+                        shares[(v, path)].append(edge_t / dt)
         val_batch = next(iter(runners[(args.variants[0], "after")].dm.val_dataloader()[0]))
         eval_times = {key: [] for key in runners}
         for i in range(args.warmup + args.repeats):
@@ -172,8 +185,9 @@ def main() -> None:
     med = {k: statistics.median(t) for k, t in times.items()}
     emed = {k: statistics.median(t) for k, t in eval_times.items()}
     task = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("task=")), "predcls")
+    order = "interleaved step by step" if args.block == 1 else f"in blocks of {args.block} steps per row"
     print(f"stage-2 training step, synthetic CPU config, {task}, {args.threads} threads, median of {args.repeats}, "
-          "all rows interleaved step by step (ratios hold under load; absolute times only for this machine now)")  # fmt: skip
+          f"all rows {order} (ratios hold under load; absolute times only for this machine now)")  # fmt: skip
     print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'before × none':>15}"
           f"{'after × none':>14}{'f_E fwd share':>15}{'|Δ loss| step 1':>17}")  # fmt: skip
     for v in args.variants:
