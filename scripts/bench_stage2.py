@@ -17,7 +17,7 @@ the other rows' weights in the CPU caches, which overstates small differences; o
 the edge grounding's forward (timed with hooks). The first step's losses of the two paths are compared (they
 must agree to float tolerance).
 
-    python scripts/bench_stage2.py [--repeats 8] [--threads 2] [overrides ...]   # e.g. task=sgcls
+    python scripts/bench_stage2.py [overrides ...] [--repeats 8] [--threads 2]   # e.g. task=sgcls (before --variants)
     # the real configuration: the default benchmark and the trained joint detector (README numbers; quiet machine)
     python scripts/bench_stage2.py --data-dir data --detector logs/det_joint/detector/detector.pt \
         --repeats 30 --block 10 --variants none gaussian
