@@ -32,12 +32,12 @@ from .test_scene_graph_module import _build, _first_batch, data_dir  # noqa: F40
 
 @contextlib.contextmanager
 def plain_path():
-    old = edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD
-    edge_mod.ONCE_PER_UNORDERED_PAIR = concat_conv.MASK_ONLY_INPUT_GRAD = False
+    old = edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD, edge_mod.SEPARABLE_RESAMPLE
+    edge_mod.ONCE_PER_UNORDERED_PAIR = concat_conv.MASK_ONLY_INPUT_GRAD = edge_mod.SEPARABLE_RESAMPLE = False
     try:
         yield
     finally:
-        edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD = old
+        edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD, edge_mod.SEPARABLE_RESAMPLE = old
 
 
 # ------------------------------------------------------------------------------------------ concat_conv2d
