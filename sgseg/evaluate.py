@@ -2,7 +2,11 @@
 
 Re-tests a trained stage-2 run without training (:func:`sgseg.lit.run.run_evaluation`): its config and checkpoint,
 the same model and module as training builds, the same test stage — metrics.json, the per-predicate recall table
-and plot — written under ``<run dir>/evaluate/<task>-<checkpoint>`` (or ``out=DIR``).
+and plot — written under ``<run dir>/evaluate/<task>-<checkpoint>`` (or ``out=DIR``), with ``evaluation.json``
+(what was tested).
+
+``mask_source=transfer|oracle|shuffled`` swaps grounding's masks at test time (the same weights grounded on
+other masks: how much the trained model reads them), written under ``.../<task>-<checkpoint>-<source>-masks``.
 """
 
 from __future__ import annotations

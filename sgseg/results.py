@@ -259,6 +259,8 @@ class Run:
 
 
 def _is_job_dir(path: Path) -> bool:
+    if (path / "evaluation.json").is_file():  # a re-test by sgseg.evaluate inside a run, not a run
+        return False
     return (
         (path / ".hydra" / "config.yaml").is_file()
         or (path / "metrics.json").is_file()

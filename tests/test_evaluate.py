@@ -46,3 +46,21 @@ def test_evaluate_without_a_run_is_one_clear_line(tmp_path):
     out = _evaluate(f"run_dir={tmp_path}")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "config.yaml not found" in out.stderr
+
+
+def test_evaluate_swaps_grounding_masks_at_test_time(tiny_sweep, tmp_path):
+    """``mask_source=oracle`` re-tests the grounded run's weights on the true masks (the VG items then carry
+    them); a run without grounding refuses a swap in one line, since its predictions never read the masks."""
+    job = tiny_sweep.jobs["refine"]
+    done = _evaluate(f"run_dir={job}", "mask_source=oracle", f"out={tmp_path / 'oracle'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    what = json.loads((tmp_path / "oracle" / "evaluation.json").read_text())
+    assert what["mask_source"] == "oracle" and what["trained_mask_source"] == "transfer"
+    assert what["checkpoint"].endswith(".ckpt") and what["task"] == "predcls"
+    metrics = json.loads((tmp_path / "oracle" / "metrics.json").read_text())
+    assert 0.0 < metrics["predcls/R@50"] <= 1.0
+    assert "grounded on oracle masks (trained on transfer)" in done.stdout
+
+    base = _evaluate(f"run_dir={tiny_sweep.jobs['base']}", "mask_source=oracle", f"out={tmp_path / 'base'}")
+    assert base.returncode == 1 and "Traceback" not in base.stderr
+    assert "neither node nor edge grounding" in base.stderr

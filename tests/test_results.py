@@ -128,7 +128,11 @@ def runs_root(tmp_path: Path) -> Path:
 
 def test_finds_job_dirs_of_a_sweep_root(runs_root: Path) -> None:
     sweep = runs_root / "multiruns" / "2026-11-25_10-00-00"
-    jobs = cr.find_job_dirs([sweep])
+    retest = sweep / "4_refine_seed0" / "evaluate" / "predcls-best-oracle-masks"  # sgseg.evaluate's output
+    retest.mkdir(parents=True)
+    (retest / "metrics.json").write_text("{}")
+    (retest / "evaluation.json").write_text("{}")
+    jobs = cr.find_job_dirs([sweep])  # a re-test inside a run is not a run
     assert [j.name for j in jobs] == [
         "0_base_seed0", "1_base_seed1", "2_joint_seed0", "3_node_seed0", "4_refine_seed0", "5_refine_seed1",
     ]  # fmt: skip

@@ -160,8 +160,16 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = find_checkpoint(run_dir, str(cfg.ckpt))
     if not ckpt_path.is_file():
         raise ConfigError(f"ckpt={cfg.ckpt}: {ckpt_path} is not a file; use best, last or a checkpoint path")
+    trained_source = str(run_cfg.model.get("mask_source", "transfer"))
+    source = str(cfg.get("mask_source") or trained_source)
+    if source != trained_source:
+        _check_mask_swap(run_cfg, run_dir, source)
+        run_cfg.model.mask_source = source
+    suffix = "" if source == trained_source else f"-{source}-masks"
     out_dir = (
-        Path(cfg.out) if cfg.get("out") else run_dir / "evaluate" / f"{run_cfg.task.name}-{ckpt_path.stem}"
+        Path(cfg.out)
+        if cfg.get("out")
+        else run_dir / "evaluate" / f"{run_cfg.task.name}-{ckpt_path.stem}{suffix}"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     run_cfg.paths.output_dir = str(out_dir)
@@ -174,19 +182,45 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if "detector_config" not in checkpoint:
         raise ConfigError(f"{ckpt_path} is not a scene-graph checkpoint of sgseg (no detector_config)")
-    dm = build_datamodule(run_cfg, with_coco=run_cfg.model.get("refine") is not None)
+    dm = build_datamodule(
+        run_cfg, with_coco=run_cfg.model.get("refine") is not None, with_true_masks=source == "oracle"
+    )
     check_data_paths(run_cfg)
     module, _ = build_scene_graph_module(run_cfg, dm, detector_from_config(checkpoint["detector_config"]))
+    similarity = module.model.transfer.similarity.clone()  # S of `source` (the deranged one for shuffled)
     module.load_state_dict(checkpoint["state_dict"])
+    module.model.transfer.similarity.copy_(similarity)  # the checkpoint's S is the trained source's
+    (out_dir / "evaluation.json").write_text(
+        json.dumps(
+            {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "task": str(run_cfg.task.name),
+             "mask_source": source, "trained_mask_source": trained_source},
+            indent=2,
+        )  # fmt: skip
+    )
     trainer = hydra.utils.instantiate(
         run_cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[]
     )
     trainer.test(module, datamodule=dm)
     mode = str(run_cfg.task.name)
-    print(f"\n{run_cfg.model.name} / {mode}, {ckpt_path.name}  (recall in %)")
+    swap = "" if source == trained_source else f", grounded on {source} masks (trained on {trained_source})"
+    print(f"\n{run_cfg.model.name} / {mode}, {ckpt_path.name}{swap}  (recall in %)")
     print(results_table(module.test_metrics, mode))
     print(f"written to {out_dir}")
     return module.test_metrics
+
+
+def _check_mask_swap(run_cfg: DictConfig, run_dir: Path, source: str) -> None:
+    """``mask_source=`` of ``sgseg.evaluate``: a test-time swap of grounding's masks needs a run whose model is
+    grounded (node or edge) and a known source."""
+    if source not in ("transfer", "oracle", "shuffled"):
+        raise ConfigError(f"mask_source={source!r}: choose transfer | oracle | shuffled (or null: the run's own)")
+    grounding = run_cfg.model.get("grounding") or {}
+    targets = [str((grounding.get(k) or {}).get("_target_", "")) for k in ("node", "edge")]
+    if all(t.rsplit(".", 1)[-1].startswith("No") for t in targets):
+        raise ConfigError(
+            f"mask_source={source}: {run_dir} has neither node nor edge grounding "
+            f"({', '.join(targets)}), so its predictions do not read the masks; swap them in a grounded run"
+        )
 
 
 def stage_two_checkpoint(cfg: DictConfig) -> str:
