@@ -192,8 +192,13 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     module.model.transfer.similarity.copy_(similarity)  # the checkpoint's S is the trained source's
     (out_dir / "evaluation.json").write_text(
         json.dumps(
-            {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "task": str(run_cfg.task.name),
-             "mask_source": source, "trained_mask_source": trained_source},
+            {
+                "run_dir": str(run_dir),
+                "checkpoint": str(ckpt_path),
+                "task": str(run_cfg.task.name),
+                "mask_source": source,
+                "trained_mask_source": trained_source,
+            },
             indent=2,
         )  # fmt: skip
     )
@@ -213,7 +218,9 @@ def _check_mask_swap(run_cfg: DictConfig, run_dir: Path, source: str) -> None:
     """``mask_source=`` of ``sgseg.evaluate``: a test-time swap of grounding's masks needs a run whose model is
     grounded (node or edge) and a known source."""
     if source not in ("transfer", "oracle", "shuffled"):
-        raise ConfigError(f"mask_source={source!r}: choose transfer | oracle | shuffled (or null: the run's own)")
+        raise ConfigError(
+            f"mask_source={source!r}: choose transfer | oracle | shuffled (or null: the run's own)"
+        )
     grounding = run_cfg.model.get("grounding") or {}
     targets = [str((grounding.get(k) or {}).get("_target_", "")) for k in ("node", "edge")]
     if all(t.rsplit(".", 1)[-1].startswith("No") for t in targets):
