@@ -187,6 +187,25 @@ def test_mask_source_in_the_built_model(data_dir) -> None:
         _build(data_dir, "model.mask_source=nope")
 
 
+def test_empty_masks_ground_on_zeros(data_dir) -> None:
+    """mask_source=empty: node grounding and the output see all-zero masks of the transferred masks' shape."""
+    _, dm, model, inputs = _build(data_dir, "model.mask_source=empty", "task=predcls")
+    assert model.mask_source == "empty"
+    seen = []
+    node_forward = model.node_grounding.forward
+    model.node_grounding.forward = lambda roi, masks, box: (
+        seen.append(masks),
+        node_forward(roi, masks, box),
+    )[1]
+    images, targets = next(iter(dm.train_dataloader()))["vg"]
+    model.train()
+    out = model(images, targets, "predcls")
+    assert seen[0].shape == (targets.boxes.shape[0], len(inputs.object_classes), *seen[0].shape[-2:])
+    assert seen[0].shape[-1] > 1 and not seen[0].any() and not out.vg_mask_probs.any()
+    out.predictions.rel_logits.sum().backward()  # trains like any grounded model
+    assert out.predictions.rel_logits.isfinite().all()
+
+
 # ------------------------------------------------------------------------------------------------ mask AP per class
 def test_coco_mask_ap_per_category_by_hand() -> None:
     """Two images, categories 1 and 2: category 1 found exactly (AP 1), category 2 missed (AP 0); overall 0.5."""

@@ -310,12 +310,12 @@ def build_stage2(cfg: DictConfig, detector: JointDetector, inputs: StageTwoInput
             "model.mask_source=oracle needs the GT boxes (the true masks are those of GT objects): "
             "task=predcls or task=sgcls; SGDet is not supported"
         )
-    elif source not in ("transfer", "oracle"):
-        raise ConfigError(f"model.mask_source={source!r}: choose transfer | oracle | shuffled")
+    elif source not in ("transfer", "oracle", "empty"):
+        raise ConfigError(f"model.mask_source={source!r}: choose transfer | oracle | shuffled | empty")
     return SceneGraphModel(
         detector=detector,
         transfer=MaskTransfer(similarity),
-        mask_source="oracle" if source == "oracle" else "transfer",
+        mask_source="transfer" if source == "shuffled" else source,
         node_grounding=node,
         edge_grounding=edge,
         context=context,

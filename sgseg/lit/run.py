@@ -217,9 +217,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
 def _check_mask_swap(run_cfg: DictConfig, run_dir: Path, source: str) -> None:
     """``mask_source=`` of ``sgseg.evaluate``: a test-time swap of grounding's masks needs a run whose model is
     grounded (node or edge) and a known source."""
-    if source not in ("transfer", "oracle", "shuffled"):
+    if source not in ("transfer", "oracle", "shuffled", "empty"):
         raise ConfigError(
-            f"mask_source={source!r}: choose transfer | oracle | shuffled (or null: the run's own)"
+            f"mask_source={source!r}: choose transfer | oracle | shuffled | empty (or null: the run's own)"
         )
     grounding = run_cfg.model.get("grounding") or {}
     targets = [str((grounding.get(k) or {}).get("_target_", "")) for k in ("node", "edge")]

@@ -119,7 +119,8 @@ class SceneGraphModel(nn.Module):
     mask_source: where grounding's masks m_j come from: ``transfer`` (the zero-shot transferred masks; also
         the ``shuffled`` lower bound, whose deranged S lives in ``transfer``) or ``oracle`` (the GT objects' true
         masks, ``targets.masks``, pasted into the same box frame: :func:`true_mask_probs`; PredCls/SGCls only;
-        refinement then does not feed the VG stream, the true masks are used in every pass).
+        refinement then does not feed the VG stream, the true masks are used in every pass) or ``empty`` (all-zero
+        masks: the grounded architecture with no shape information; a control for the masks' contribution).
     sgdet_nms_threshold: IoU of the SGDet-test label NMS of the post-processing (reference 0.3; None: keep the
         context's labels). detections_per_image: if set, the frozen detector's SGDet ``detections_per_img``
         for this model (reference SGDet recipe ``TEST.DETECTIONS_PER_IMAGE 40``); None keeps the detector's.
@@ -148,9 +149,9 @@ class SceneGraphModel(nn.Module):
         mask_source: str = "transfer",
     ) -> None:
         super().__init__()
-        if mask_source not in ("transfer", "oracle"):
+        if mask_source not in ("transfer", "oracle", "empty"):
             raise ValueError(
-                f"SceneGraphModel: `mask_source` must be 'transfer' or 'oracle', got {mask_source!r} (the shuffled "
+                f"SceneGraphModel: `mask_source` must be 'transfer', 'oracle' or 'empty', got {mask_source!r} (the shuffled "
                 "lower bound is 'transfer' with a deranged similarity); set model.mask_source"
             )
         self.mask_source = mask_source
@@ -292,6 +293,10 @@ class SceneGraphModel(nn.Module):
         if self.mask_source == "oracle":
             vg_probs = self._true_masks(dets, targets, mode, coco_logits.shape[-1])
             passes = 0  # the true masks in every pass: nothing for the refinement to improve on the VG stream
+        elif self.mask_source == "empty":
+            num = coco_logits.shape[0], self.transfer.num_target_classes, *coco_logits.shape[-2:]
+            vg_probs = coco_logits.new_zeros(num)
+            passes = 0
         else:
             vg_probs = self.transfer(coco_logits).sigmoid()
         if self.refinement is None or not (self.uses_node_masks or self.uses_edge_masks):
