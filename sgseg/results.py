@@ -68,6 +68,10 @@ MISSING = "—"
 STUDY_SOURCES = {"transfer": "grounded", "oracle": "oracle", "shuffled": "shuffled"}
 STUDY_ROWS = ("baseline", "grounded", "oracle", "shuffled")
 STUDY_K = 50
+# the test-time mask swaps of sgseg.evaluate (mask_source=...), and the masks each study row trained on
+SWAP_SOURCES = ("transfer", "oracle", "shuffled", "empty")
+SWAP_NAMES = {"transfer": "transferred", "oracle": "true", "shuffled": "shuffled", "empty": "empty"}
+TRAINED_SOURCE = {"grounded": "transfer", "oracle": "oracle", "shuffled": "shuffled"}
 # synthetic predicates decided by the pixels (holes, contact, partial cover, surrounding) rather than the boxes
 MASK_PREDICATES = frozenset({"in hole of", "on", "touching", "near", "partly covering", "around"})
 
@@ -241,6 +245,22 @@ class Run:
                 if value not in (None, "") and step not in (None, ""):
                     points[int(float(step))] = float(value)
         return sorted(points.items())
+
+    def retests(self, task: str) -> dict[str, dict[str, Any]]:
+        """The metrics of this run's test-time mask swaps in ``task`` (``sgseg.evaluate mask_source=SRC``
+        under ``evaluate/``, best checkpoint — the one the run's own test used), by mask source."""
+        found: dict[str, dict[str, Any]] = {}
+        for info_path in sorted(self.path.glob("evaluate/*/evaluation.json"), key=_natural_key):
+            info = _load_json(info_path)
+            metrics = _load_json(info_path.parent / "metrics.json")
+            if (
+                info.get("task") != task
+                or not metrics
+                or not Path(str(info.get("checkpoint"))).stem.startswith("best")
+            ):
+                continue
+            found[str(info.get("mask_source"))] = metrics
+        return found
 
     def per_image(self, task: str) -> dict[str, np.ndarray] | None:
         """``<task>_per_image.npz`` (written at test time), None when absent."""
@@ -614,8 +634,10 @@ def _num_predicates(rows_runs: dict[str, list[Run]], task: str) -> int:
     return 0
 
 
-def _predicate_values(run: Run, task: str, count: int) -> list[float | None]:
-    values = run.metrics.get(f"{task}/mR_per_predicate@{STUDY_K}")
+def _predicate_values(run: Run | dict[str, Any], task: str, count: int) -> list[float | None]:
+    """Per-predicate R@50 of a run (or of a metrics dict); None where missing."""
+    metrics = run.metrics if isinstance(run, Run) else run
+    values = metrics.get(f"{task}/mR_per_predicate@{STUDY_K}")
     if not isinstance(values, list) or len(values) != count:
         return [None] * count
     return [float(v) if isinstance(v, (int, float)) and not math.isnan(v) else None for v in values]
@@ -675,6 +697,66 @@ def table_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Ta
         f"Study: per-predicate R@{STUDY_K}, {_study_name(key)}", ["Predicate", "decided by", *shown], rows,
         name, note,
     )  # fmt: skip
+
+
+def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table | None:
+    """The test-time mask swap: each grounded row's trained weights re-tested on other masks
+    (``sgseg.evaluate mask_source=...``). Per row and measure: its own test (mean ± t-interval over seeds), then
+    per swapped-in source the paired change (swap − own, same run), mean ± t-interval over the runs.
+    None when no run has a re-test."""
+    task = key[2]
+    count = _num_predicates(rows_runs, task)
+    names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
+    groups = {
+        f"R@{STUDY_K}, mask-decided": [c for c, n in enumerate(names) if n in MASK_PREDICATES],
+        f"R@{STUDY_K}, box-decided": [c for c, n in enumerate(names) if n not in MASK_PREDICATES],
+    }
+
+    def measures(metrics: dict[str, Any]) -> list[float | None]:
+        mr = metrics.get(f"{task}/mR@{STUDY_K}")
+        values = _predicate_values(metrics, task, count)
+        return [
+            float(mr) if isinstance(mr, (int, float)) else None,
+            *(_group_mean(values, m) for m in groups.values()),
+        ]
+
+    labels = [f"mR@{STUDY_K}", *groups]
+    rows = []
+    for variant, trained in TRAINED_SOURCE.items():
+        runs = [r for r in rows_runs.get(variant, []) if r.retests(task)]
+        if not runs:
+            continue
+        own = [IntervalCell() for _ in labels]
+        swaps = {src: [IntervalCell() for _ in labels] for src in SWAP_SOURCES}
+        for run in runs:
+            mine = measures(run.metrics)
+            for cell, x in zip(own, mine):
+                cell.add(x)
+            for src, metrics in run.retests(task).items():
+                if src in swaps and src != trained:
+                    for cell, x, b in zip(swaps[src], measures(metrics), mine):
+                        cell.add(None if x is None or b is None else x - b)
+        for i, label in enumerate(labels):
+            rows.append(
+                [
+                    f"{variant} ({SWAP_NAMES[trained]})",
+                    label,
+                    own[i],
+                    *(swaps[s][i] for s in SWAP_SOURCES),
+                    len(runs),
+                ]
+            )
+    if not rows:
+        return None
+    note = (
+        "Each row's trained weights (best checkpoint) re-tested with grounding fed other masks "
+        "(`python -m sgseg.evaluate run_dir=RUN mask_source=SRC`): 'own' is the run's test, mean ± 95 % "
+        "t-interval over seeds; each '→' column the change swap − own of the same run, mean ± t-interval over the "
+        "runs; empty = all-zero masks. A model that reads its masks changes when they do."
+    )
+    header = ["Trained on", "measure", "own masks", *(f"→ {SWAP_NAMES[s]}" for s in SWAP_SOURCES), "runs"]
+    name = f"study_swaps_{key[0]}_{task}_{key[1]}"
+    return Table(f"Study: test-time mask swap, {_study_name(key)}", header, rows, name, note)
 
 
 def _by_seed(runs: list[Run]) -> dict[Any, Run]:
@@ -871,6 +953,9 @@ def tables_study(runs: list[Run], bootstrap: int) -> list[Table]:
         if not any(v != "baseline" for v in rows_runs) and "baseline" in rows_runs and len(rows_runs) == 1:
             continue  # baselines alone are no study (Tables 1 and 4 show them)
         out += [table_study(key, rows_runs), table_study_predicates(key, rows_runs)]
+        swaps = table_study_swaps(key, rows_runs)
+        if swaps is not None:
+            out.append(swaps)
         if bootstrap > 0:
             out.append(table_study_bootstrap(key, rows_runs, bootstrap))
     return out

@@ -432,3 +432,50 @@ def test_study_validation_curves(tmp_path: Path) -> None:
     bare = cr.load_run(tmp_path / "baseline_0")
     bare.path = tmp_path / "nowhere"
     assert cr.plot_study_curves(key, {"baseline": [bare]}, tmp_path / "none.png") is None
+
+
+def _retest(job: Path, source: str, metrics: dict, checkpoint: str = "best-step=9.ckpt") -> None:
+    out = job / "evaluate" / f"predcls-{Path(checkpoint).stem}-{source}-masks"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    info = {"task": "predcls", "mask_source": source, "trained_mask_source": "transfer",
+            "checkpoint": str(job / "checkpoints" / checkpoint), "run_dir": str(job)}  # fmt: skip
+    (out / "evaluation.json").write_text(json.dumps(info))
+
+
+def test_study_mask_swap_table(tmp_path: Path) -> None:
+    """The swap table pairs each re-test with its own run: own mean over the runs, then swap − own per run."""
+    ids = np.arange(20)
+    own, swapped = {}, {}
+    for seed in (0, 1, 2):
+        images = _random_images(np.random.default_rng([seed, 3]), 20, 0.0)
+        own[seed] = _study_job(tmp_path / f"grounded_{seed}", "grounded", seed, images, ids)
+        other = _random_images(np.random.default_rng([seed, 4]), 20, 0.0)
+        swapped[seed] = _study_job(tmp_path / f"scratch_{seed}", "baseline", seed, other, ids)
+        _retest(tmp_path / f"grounded_{seed}", "oracle", swapped[seed])
+        # a re-test of the last checkpoint is not the one the run's own test used: ignored
+        _retest(tmp_path / f"grounded_{seed}", "empty", own[seed], checkpoint="last.ckpt")
+    runs = [cr.load_run(tmp_path / f"grounded_{s}") for s in (0, 1, 2)]
+    assert set(runs[0].retests("predcls")) == {"oracle"} and runs[0].retests("sgcls") == {}
+    table = cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs})
+    assert table is not None and table.header[-1] == "runs"
+    by_measure = {row[1]: row for row in table.rows}
+    row = by_measure["mR@50"]
+    assert row[0] == "grounded (transferred)" and row[-1] == 3
+    assert row[2].mean == pytest.approx(100 * np.mean([own[s]["predcls/mR@50"] for s in own]))
+    d = [swapped[s]["predcls/mR@50"] - own[s]["predcls/mR@50"] for s in own]
+    assert row[4].mean == pytest.approx(100 * np.mean(d)) and row[4].spread == pytest.approx(
+        cr.t_half_width(d)
+    )
+    assert not row[3].values and not row[5].values and not row[6].values  # own source; none; only a last.ckpt
+    mask_cols = [c for c, n in enumerate(PREDICATES) if n in cr.MASK_PREDICATES]
+
+    def mask_mean(m):
+        vals = np.array(m["predcls/mR_per_predicate@50"], dtype=float)[mask_cols]
+        return np.mean(vals[~np.isnan(vals)])
+
+    d = [mask_mean(swapped[s]) - mask_mean(own[s]) for s in own]
+    assert by_measure["R@50, mask-decided"][4].mean == pytest.approx(100 * np.mean(d))
+    # no re-tests anywhere: no table; the re-test folders are not runs of their own
+    assert cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs[:0]}) is None
+    assert all("evaluate" not in str(j) for j in cr.find_job_dirs([tmp_path]))
