@@ -115,18 +115,24 @@ def test_missing_true_masks_name_the_file_and_the_fix(data_dir, tmp_path) -> Non
         build_datamodule(cfg, with_true_masks=True)
 
 
-@pytest.mark.parametrize("mode", ["predcls", "sgcls"])
-def test_oracle_model_grounds_on_the_true_masks(data_dir, mode) -> None:
-    cfg, dm, model, inputs = _build(
-        data_dir, "model.mask_source=oracle", f"task={mode}", with_true_masks=True
-    )
-    assert model.mask_source == "oracle"
+def _spy_node_masks(model) -> list:
+    """The masks node grounding is called with, one entry per call (its forward wrapped in place)."""
     seen = []
     node_forward = model.node_grounding.forward
     model.node_grounding.forward = lambda roi, masks, box: (
         seen.append(masks),
         node_forward(roi, masks, box),
     )[1]
+    return seen
+
+
+@pytest.mark.parametrize("mode", ["predcls", "sgcls"])
+def test_oracle_model_grounds_on_the_true_masks(data_dir, mode) -> None:
+    cfg, dm, model, inputs = _build(
+        data_dir, "model.mask_source=oracle", f"task={mode}", with_true_masks=True
+    )
+    assert model.mask_source == "oracle"
+    seen = _spy_node_masks(model)
     images, targets = next(iter(dm.train_dataloader()))["vg"]
     assert targets.masks is not None and targets.masks.shape[0] == targets.boxes.shape[0]
     model.train()
@@ -191,12 +197,7 @@ def test_empty_masks_ground_on_zeros(data_dir) -> None:
     """mask_source=empty: node grounding and the output see all-zero masks of the transferred masks' shape."""
     _, dm, model, inputs = _build(data_dir, "model.mask_source=empty", "task=predcls")
     assert model.mask_source == "empty"
-    seen = []
-    node_forward = model.node_grounding.forward
-    model.node_grounding.forward = lambda roi, masks, box: (
-        seen.append(masks),
-        node_forward(roi, masks, box),
-    )[1]
+    seen = _spy_node_masks(model)
     images, targets = next(iter(dm.train_dataloader()))["vg"]
     model.train()
     out = model(images, targets, "predcls")
