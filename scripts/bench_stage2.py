@@ -7,8 +7,8 @@ for each ``model.grounding.edge`` variant twice: ``before`` runs the plain code 
 pair, autograd's input gradient for all channels of the grounding heads' first conv, RoIAlign of every union
 box even when (j, j') and (j', j) repeat it, masks pasted into the union frame by ``grid_sample``), ``after``
 the current one (f_E once per unordered pair, mask-channel-only input gradient, repeated boxes pooled once,
-separable pasting by two matrix products, the frozen detector's RoIAlign split by rows over the CPU threads; see
-``sgseg/models/grounding/edge.py``, ``concat_conv.py`` and ``JointDetector.roi_features`` / ``_pool``). Both copies of a variant start from the same weights; all variants and both paths take
+separable pasting by two matrix products; see ``sgseg/models/grounding/edge.py``,
+``concat_conv.py`` and ``JointDetector.roi_features``). Both copies of a variant start from the same weights; all variants and both paths take
 their steps interleaved, batch by batch, so that load from other processes hits every row alike — the ratios
 are robust to load, the absolute times are not. Interleaving step by step also makes every row's step run with
 the other rows' weights in the CPU caches, which overstates small differences; on a quiet machine ``--block 10``
@@ -55,8 +55,7 @@ PATHS = ("before", "after")
 def code_path(path: str):
     """``before``: the plain implementation; ``after``: the current one."""
     flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
-             (detector_mod, "POOL_REPEATED_BOXES_ONCE"), (edge_mod, "SEPARABLE_RESAMPLE"),
-             (detector_mod, "PARALLEL_NO_GRAD_ROI_ALIGN")]  # fmt: skip
+             (detector_mod, "POOL_REPEATED_BOXES_ONCE"), (edge_mod, "SEPARABLE_RESAMPLE")]  # fmt: skip
     old = [getattr(m, name) for m, name in flags]
     for m, name in flags:
         setattr(m, name, path == "after")

@@ -226,45 +226,6 @@ def test_roi_features_pool_repeated_boxes_once_with_the_same_result():
     assert torch.equal(got[0], got[1]) and torch.equal(got[0], got[4]) and not torch.equal(other[0], other[1])
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_roi_features_split_over_threads_equals_one_call(threads):
-    """No-gradient RoIAlign split by rows over the CPU threads: the same tensor bit for bit, in any image order,
-    with an image that has no box; with features that need a gradient it stays one call and the gradient flows."""
-    import sgseg.models.detector.detector as detector_mod
-    from tests.test_detector import images_of, tiny_detector
-
-    det = tiny_detector().eval()
-    g = torch.Generator().manual_seed(5)
-    images = images_of(torch.rand(3, 3, 96, 128, generator=g), [(96, 128), (80, 100), (90, 120)])
-    n = 70
-    xy = torch.rand(n, 2, generator=g) * torch.tensor([90.0, 60.0])
-    boxes = torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 60], 1)  # 4 to 64 px: several FPN levels
-    index = torch.randint(0, 2, (n,), generator=g) * 2  # images 0 and 2, in mixed order; image 1 has no box
-    old_threads, old_flag = torch.get_num_threads(), detector_mod.PARALLEL_NO_GRAD_ROI_ALIGN
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            feats = det.features(images)
-            parts = det._row_parts(feats, n)
-            split = det.roi_features(feats, images, boxes, index, 7)
-            detector_mod.PARALLEL_NO_GRAD_ROI_ALIGN = False
-            assert det._row_parts(feats, n) == [(0, n)]
-            whole = det.roi_features(feats, images, boxes, index, 7)
-        detector_mod.PARALLEL_NO_GRAD_ROI_ALIGN = True
-        grad_feats = {k: v.clone().requires_grad_(True) for k, v in feats.items()}
-        assert det._row_parts(grad_feats, n) == [(0, n)]
-        with_grad = det.roi_features(grad_feats, images, boxes, index, 7)
-    finally:
-        torch.set_num_threads(old_threads)
-        detector_mod.PARALLEL_NO_GRAD_ROI_ALIGN = old_flag
-    assert len(parts) == min(threads, n // 16) and parts[0][0] == 0 and parts[-1][1] == n
-    assert all(a < z for a, z in parts) and all(parts[i][1] == parts[i + 1][0] for i in range(len(parts) - 1))
-    assert torch.equal(split, whole) and whole.abs().sum() > 0 and not split.requires_grad
-    assert torch.equal(with_grad.detach(), whole)
-    with_grad.sum().backward()
-    assert sum(float(f.grad.abs().sum()) for f in grad_feats.values() if f.grad is not None) > 0
-
-
 # ------------------------------------------------------------------------------------- the whole stage-2 model
 @pytest.mark.parametrize("mode,edge", [("predcls", "gaussian"), ("sgcls", "gaussian"), ("sgcls", "none")])
 def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811

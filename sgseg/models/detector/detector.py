@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -76,24 +74,6 @@ class MergedBackgroundPredictor(FastRCNNPredictor):
 
 # False pools every row, repeated or not (the plain path, kept for scripts/bench_stage2.py)
 POOL_REPEATED_BOXES_ONCE = True
-# RoIAlign without gradients (the frozen detector in stage 2) split by rows over torch's CPU threads: torchvision's
-# CPU kernel runs on one core, and every output row depends only on its own box, so the result is the same bit
-# for bit. False: one call (the plain path, kept for scripts/bench_stage2.py)
-PARALLEL_NO_GRAD_ROI_ALIGN = True
-_MIN_ROWS_PER_THREAD = 16
-_roi_threads: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _roi_thread_pool(n: int) -> ThreadPoolExecutor:
-    global _roi_threads
-    if _roi_threads is None or _roi_threads[0] < n:
-        _roi_threads = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="sgseg-roialign"))
-    return _roi_threads[1]
-
-
-def _pool_without_grad(pooler: MultiScaleRoIAlign, job: tuple) -> Tensor:
-    with torch.no_grad():  # grad mode is per thread; only row ranges that need no gradient come here
-        return pooler(*job)
 
 
 class JointDetector(nn.Module):
@@ -334,44 +314,13 @@ class JointDetector(nn.Module):
         b = images.num_images
         order = torch.argsort(image_index, stable=True)
         counts = torch.bincount(image_index, minlength=b).tolist()
-        flat = boxes[order].float()
+        per_image = list(boxes[order].float().split(counts))
         # every image shares the padded frame, which is what the level scales are relative to
-        frames = [(int(images.tensors.shape[-2]), int(images.tensors.shape[-1]))] * b
-        parts = self._row_parts(features, flat.shape[0])
-        if len(parts) == 1:
-            pooled = pooler(features, list(flat.split(counts)), frames)
-        else:  # consecutive row ranges, each as per-image lists (some empty), pooled in parallel, concatenated
-            image_of_row = image_index[order]
-            jobs = [
-                (
-                    features,
-                    list(flat[a:z].split(torch.bincount(image_of_row[a:z], minlength=b).tolist())),
-                    frames,
-                )
-                for a, z in parts
-            ]
-            pooled = torch.cat(
-                list(_roi_thread_pool(len(jobs)).map(partial(_pool_without_grad, pooler), jobs))
-            )
+        frame = (int(images.tensors.shape[-2]), int(images.tensors.shape[-1]))
+        pooled = pooler(features, per_image, [frame] * b)
         out = torch.empty_like(pooled)
         out[order] = pooled
         return out
-
-    @staticmethod
-    def _row_parts(features: OrderedDict[str, Tensor], rows: int) -> list[tuple[int, int]]:
-        """Row ranges for :meth:`_pool`: one per CPU thread when no gradient is needed and each gets enough rows."""
-        threads = torch.get_num_threads()
-        first = next(iter(features.values()))
-        if (
-            not PARALLEL_NO_GRAD_ROI_ALIGN
-            or threads < 2
-            or first.device.type != "cpu"
-            or (torch.is_grad_enabled() and any(f.requires_grad for f in features.values()))
-        ):
-            return [(0, rows)]
-        n = max(1, min(threads, rows // _MIN_ROWS_PER_THREAD))
-        edges = [rows * i // n for i in range(n + 1)]
-        return list(zip(edges[:-1], edges[1:]))
 
     def roi_features(
         self,
