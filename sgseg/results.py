@@ -137,6 +137,10 @@ class Run:
     failure: str | None = None
     # the config-group options the job was composed with (.hydra/hydra.yaml hydra.runtime.choices)
     choices: dict[str, Any] = field(default_factory=dict)
+    # which weights the tables read: "best" (the run's own test) or "last" (its ``sgseg.evaluate ckpt=last``
+    # re-test, whose folder is ``test_dir``)
+    checkpoint: str = "best"
+    test_dir: Path | None = None
 
     def get(self, dotted: str, override_key: str | None = None) -> Any:
         """A config value: the job's command-line override first, then ``.hydra/config.yaml``."""
@@ -248,7 +252,8 @@ class Run:
 
     def retests(self, task: str) -> dict[str, dict[str, Any]]:
         """The metrics of this run's test-time mask swaps in ``task`` (``sgseg.evaluate mask_source=SRC``
-        under ``evaluate/``, best checkpoint — the one the run's own test used), by mask source."""
+        under ``evaluate/``, of the checkpoint the tables read: ``best`` — the one the run's own test used — or
+        ``last``), by mask source."""
         found: dict[str, dict[str, Any]] = {}
         for info_path in sorted(self.path.glob("evaluate/*/evaluation.json"), key=_natural_key):
             info = _load_json(info_path)
@@ -256,7 +261,7 @@ class Run:
             if (
                 info.get("task") != task
                 or not metrics
-                or not Path(str(info.get("checkpoint"))).stem.startswith("best")
+                or not Path(str(info.get("checkpoint"))).stem.startswith(self.checkpoint)
             ):
                 continue
             found[str(info.get("mask_source"))] = metrics
@@ -264,7 +269,7 @@ class Run:
 
     def per_image(self, task: str) -> dict[str, np.ndarray] | None:
         """``<task>_per_image.npz`` (written at test time), None when absent."""
-        path = self.path / f"{task}_per_image.npz"
+        path = (self.test_dir or self.path) / f"{task}_per_image.npz"
         if not path.is_file():
             return None
         with np.load(path) as f:
@@ -312,8 +317,25 @@ def find_job_dirs(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def load_run(path: Path) -> Run:
-    run = Run(path=path)
+def _final_weights_test(path: Path) -> Path | None:
+    """The folder of ``python -m sgseg.evaluate run_dir=PATH ckpt=last`` on the run's own masks, None when absent."""
+    for info_path in sorted(path.glob("evaluate/*/evaluation.json"), key=_natural_key):
+        info = _load_json(info_path)
+        if (
+            Path(str(info.get("checkpoint"))).stem == "last"
+            and info.get("mask_source") == info.get("trained_mask_source")
+            and (info_path.parent / "metrics.json").is_file()
+        ):
+            return info_path.parent
+    return None
+
+
+def load_run(path: Path, checkpoint: str = "best") -> Run:
+    """One job directory. ``checkpoint="last"``: its metrics come from the final-weights re-test under
+    ``evaluate/`` instead of its own (best-validated) test; a run without one is reported, not silently kept."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"load_run: checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    run = Run(path=path, checkpoint=checkpoint)
     config = _load_yaml(path / ".hydra" / "config.yaml")
     run.config = config if isinstance(config, dict) else {}
     run.overrides = _parse_overrides(_load_yaml(path / ".hydra" / "overrides.yaml"))
@@ -322,6 +344,13 @@ def load_run(path: Path) -> Run:
     run.choices = choices if isinstance(choices, dict) else {}
     run.metrics = _load_json(path / "metrics.json")
     run.detector_metrics = _load_json(path / "detector" / "detector_metrics.json")
+    if checkpoint == "last" and run.metrics:
+        run.test_dir = _final_weights_test(path)
+        if run.test_dir is None:
+            run.metrics = {}
+            run.failure = f"no final-weights re-test; run python -m sgseg.evaluate run_dir={path} ckpt=last"
+        else:
+            run.metrics = _load_json(run.test_dir / "metrics.json")
     failed = path / "FAILED.txt"
     if failed.is_file():
         lines = [ln for ln in failed.read_text(errors="replace").splitlines() if ln.strip()]
@@ -723,7 +752,10 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
     labels = [f"mR@{STUDY_K}", *groups]
     rows = []
     for variant, trained in TRAINED_SOURCE.items():
-        runs = [r for r in rows_runs.get(variant, []) if r.retests(task)]
+        # runs with at least one swap (the ckpt=last re-test on the run's own masks is not one)
+        runs = [
+            r for r in rows_runs.get(variant, []) if set(r.retests(task)) & (set(SWAP_SOURCES) - {trained})
+        ]
         if not runs:
             continue
         own = [IntervalCell() for _ in labels]
@@ -748,8 +780,10 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
             )
     if not rows:
         return None
+    weights = {r.checkpoint for runs in rows_runs.values() for r in runs}
+    weights_name = "best-validated" if weights == {"best"} else "final" if weights == {"last"} else "mixed"
     note = (
-        "Each row's trained weights (best checkpoint) re-tested with grounding fed other masks "
+        f"Each row's trained weights ({weights_name} checkpoint) re-tested with grounding fed other masks "
         "(`python -m sgseg.evaluate run_dir=RUN mask_source=SRC`): 'own' is the run's test, mean ± 95 % "
         "t-interval over seeds; each '→' column the change swap − own of the same run, mean ± t-interval over the "
         "runs; empty = all-zero masks. A model that reads its masks changes when they do."
@@ -1002,10 +1036,12 @@ def runs_table(runs: list[Run]) -> Table:
     return Table("All runs", [*header, "task", *metrics], rows, "runs")
 
 
-def collect(paths: list[Path], bootstrap: int = 1000) -> tuple[list[Run], list[Table], list[str]]:
+def collect(
+    paths: list[Path], bootstrap: int = 1000, checkpoint: str = "best"
+) -> tuple[list[Run], list[Table], list[str]]:
     """Every table of the runs at or below ``paths``; ``bootstrap``: resamples of the study's paired
-    bootstrap (0: none)."""
-    runs = [load_run(p) for p in find_job_dirs(paths)]
+    bootstrap (0: none); ``checkpoint``: the runs' own tests (``best``) or their final-weights re-tests (``last``)."""
+    runs = [load_run(p, checkpoint) for p in find_job_dirs(paths)]
     tables = [
         table_recall(runs, "mR", KS, "Table 1: mean recall mR@K (%)", "table1_mean_recall"),
         table_mask_ap(runs),
@@ -1051,8 +1087,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bootstrap", type=int, default=1000, help="paired bootstrap resamples of the study tables (0: off)"
     )
+    parser.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="best: each run's own test (best-validated weights); last: its final-weights re-test "
+        "(python -m sgseg.evaluate run_dir=RUN ckpt=last), also for the mask-swap table",
+    )
     args = parser.parse_args(argv)
-    runs, tables, failed = collect(args.dirs, args.bootstrap)
+    runs, tables, failed = collect(args.dirs, args.bootstrap, args.checkpoint)
     if not runs:
         print(f"sgseg.results: no run directories under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -479,3 +480,68 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
     # no re-tests anywhere: no table; the re-test folders are not runs of their own
     assert cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs[:0]}) is None
     assert all("evaluate" not in str(j) for j in cr.find_job_dirs([tmp_path]))
+
+
+def _final_weights_retest(job: Path, scratch: Path, source: str = "transfer") -> None:
+    """Move a scratch job's metrics and per-image counts into ``job/evaluate/predcls-last`` as
+    ``sgseg.evaluate ckpt=last`` writes them (the run's own mask source)."""
+    out = job / "evaluate" / "predcls-last"
+    out.mkdir(parents=True)
+    for name in ("metrics.json", "predcls_per_image.npz"):
+        (scratch / name).rename(out / name)
+    info = {"task": "predcls", "mask_source": source, "trained_mask_source": source,
+            "checkpoint": str(job / "checkpoints" / "last.ckpt"), "run_dir": str(job)}  # fmt: skip
+    (out / "evaluation.json").write_text(json.dumps(info))
+
+
+def test_tables_on_final_weights(tmp_path: Path) -> None:
+    """--checkpoint last: metrics, per-image counts and swaps come from the ckpt=last re-tests; a run without one
+    is listed as failed with the command that makes it, and its best-checkpoint numbers are not used."""
+    ids = np.arange(30)
+    own, last = {}, {}
+    for v in ("baseline", "grounded"):
+        own[v] = _study_job(
+            tmp_path / f"{v}_0", v, 0, _random_images(np.random.default_rng([1, len(v)]), 30, 0.0), ids
+        )
+        last[v] = _study_job(tmp_path / f"scratch_{v}", v, 0, _random_images(np.random.default_rng([2, len(v)]), 30, 0.0), ids)  # fmt: skip
+        _final_weights_retest(tmp_path / f"{v}_0", tmp_path / f"scratch_{v}")
+        shutil.rmtree(tmp_path / f"scratch_{v}")
+    _study_job(tmp_path / "grounded_1", "grounded", 1, _random_images(np.random.default_rng(3), 30, 0.0), ids)
+    _retest(tmp_path / "grounded_0", "empty", own["baseline"], checkpoint="last.ckpt")
+    _retest(tmp_path / "grounded_0", "oracle", own["baseline"])  # a swap of the best checkpoint: not read
+
+    best = cr.load_run(tmp_path / "grounded_0")
+    run = cr.load_run(tmp_path / "grounded_0", "last")
+    assert best.metrics["predcls/mR@50"] == own["grounded"]["predcls/mR@50"] and best.test_dir is None
+    assert (
+        run.metrics["predcls/mR@50"] == last["grounded"]["predcls/mR@50"] != own["grounded"]["predcls/mR@50"]
+    )
+    assert run.test_dir == tmp_path / "grounded_0" / "evaluate" / "predcls-last" and run.failure is None
+    assert set(run.retests("predcls")) == {"transfer", "empty"} and set(best.retests("predcls")) == {"oracle"}
+    # the bootstrap reads the re-test's per-image counts: its full-set difference is the metrics' difference
+    base = cr.load_run(tmp_path / "baseline_0", "last")
+    boot = cr.paired_bootstrap([(base.per_image("predcls"), run.per_image("predcls"))], 50, 20)
+    want = last["grounded"]["predcls/mR@50"] - last["baseline"]["predcls/mR@50"]
+    assert boot["mR@50"][0] == pytest.approx(want)
+    missing = cr.load_run(tmp_path / "grounded_1", "last")
+    assert (
+        not missing.metrics
+        and "sgseg.evaluate run_dir=" in missing.failure
+        and "ckpt=last" in missing.failure
+    )
+    with pytest.raises(ValueError, match="best' or 'last'"):
+        cr.load_run(tmp_path / "grounded_0", "final")
+
+    out = tmp_path / "tables"
+    assert cr.main([str(tmp_path), "--out", str(out), "--bootstrap", "50", "--checkpoint", "last"]) == 0
+    text = (out / "results.md").read_text()
+    assert f"{tmp_path / 'grounded_1'}: FAILED (no final-weights re-test" in text
+    row = text.split("### Study: MOTIF PredCls (tiny)")[1].split("| grounded | ")[1].split("\n")[0]
+    assert row.split(" | ")[1].startswith(f"{100 * last['grounded']['predcls/mR@50']:.1f}")
+    assert row.split(" | ")[-1].strip(" |") == "1"  # grounded_1 has no final-weights numbers
+    # the swap table: the final weights' swap (empty) against the final weights' own test
+    swaps = text.split("### Study: test-time mask swap")[1]
+    assert "(final checkpoint)" in swaps
+    empty = swaps.split("| grounded (transferred) | mR@50 | ")[1].split("\n")[0].split(" | ")[4]
+    d = own["baseline"]["predcls/mR@50"] - last["grounded"]["predcls/mR@50"]
+    assert empty.startswith(f"{100 * d:.1f}")
