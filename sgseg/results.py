@@ -35,6 +35,7 @@ import math
 import re
 import statistics
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,9 +256,8 @@ class Run:
         under ``evaluate/``, of the checkpoint the tables read: ``best`` — the one the run's own test used — or
         ``last``), by mask source."""
         found: dict[str, dict[str, Any]] = {}
-        for info_path in sorted(self.path.glob("evaluate/*/evaluation.json"), key=_natural_key):
-            info = _load_json(info_path)
-            metrics = _load_json(info_path.parent / "metrics.json")
+        for folder, info in _evaluations(self.path):
+            metrics = _load_json(folder / "metrics.json")
             if (
                 info.get("task") != task
                 or not metrics
@@ -317,16 +317,23 @@ def find_job_dirs(paths: list[Path]) -> list[Path]:
     return unique
 
 
-def _final_weights_test(path: Path) -> Path | None:
-    """The folder of ``python -m sgseg.evaluate run_dir=PATH ckpt=last`` on the run's own masks, None when absent."""
+def _evaluations(path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(folder, evaluation.json) of every ``python -m sgseg.evaluate`` re-test under ``path/evaluate/``."""
     for info_path in sorted(path.glob("evaluate/*/evaluation.json"), key=_natural_key):
-        info = _load_json(info_path)
+        yield info_path.parent, _load_json(info_path)
+
+
+def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
+    """The folder of ``python -m sgseg.evaluate run_dir=PATH ckpt=last`` on the run's own masks in one of the
+    run's own ``tasks``, None when absent."""
+    for folder, info in _evaluations(path):
         if (
             Path(str(info.get("checkpoint"))).stem == "last"
+            and info.get("task") in tasks
             and info.get("mask_source") == info.get("trained_mask_source")
-            and (info_path.parent / "metrics.json").is_file()
+            and (folder / "metrics.json").is_file()
         ):
-            return info_path.parent
+            return folder
     return None
 
 
@@ -345,7 +352,7 @@ def load_run(path: Path, checkpoint: str = "best") -> Run:
     run.metrics = _load_json(path / "metrics.json")
     run.detector_metrics = _load_json(path / "detector" / "detector_metrics.json")
     if checkpoint == "last" and run.metrics:
-        run.test_dir = _final_weights_test(path)
+        run.test_dir = _final_weights_test(path, run.tasks)
         if run.test_dir is None:
             run.metrics = {}
             run.failure = f"no final-weights re-test; run python -m sgseg.evaluate run_dir={path} ckpt=last"

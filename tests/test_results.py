@@ -523,6 +523,12 @@ def test_tables_on_final_weights(tmp_path: Path) -> None:
     boot = cr.paired_bootstrap([(base.per_image("predcls"), run.per_image("predcls"))], 50, 20)
     want = last["grounded"]["predcls/mR@50"] - last["baseline"]["predcls/mR@50"]
     assert boot["mR@50"][0] == pytest.approx(want)
+    # a final-weights re-test in another task (sgseg.evaluate task=sgdet ckpt=last) is not this run's test
+    other = tmp_path / "grounded_1" / "evaluate" / "sgdet-last"
+    other.mkdir(parents=True)
+    (other / "metrics.json").write_text(json.dumps({"sgdet/mR@50": 0.5}))
+    (other / "evaluation.json").write_text(json.dumps({"task": "sgdet", "mask_source": "transfer",
+        "trained_mask_source": "transfer", "checkpoint": "last.ckpt"}))  # fmt: skip
     missing = cr.load_run(tmp_path / "grounded_1", "last")
     assert (
         not missing.metrics
