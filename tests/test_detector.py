@@ -573,11 +573,13 @@ def test_coco_head_loaded_from_torchvision_gives_torchvision_detections(tmp_path
         mine = ours.image_index == i
         assert int(mine.sum()) == int(used.sum())
         torch.testing.assert_close(ours.scores[mine], tv_out[i]["scores"][used])
-        torch.testing.assert_close(ours.boxes[mine], tv_out[i]["boxes"][used])
+        # our CPU RoIAlign sums in another order than torchvision's kernel (sgseg.ops.roi_align): boxes of
+        # up to 128 px (bbox_pred × 20 above) and mask probabilities differ by float32 rounding
+        torch.testing.assert_close(ours.boxes[mine], tv_out[i]["boxes"][used], rtol=1e-5, atol=2e-4)
         labels = torch.tensor([to_label[int(c)] for c in tv_out[i]["labels"][used]])
         assert torch.equal(ours.labels[mine], labels)
         own = probs[mine, ours.labels[mine] - 1]
-        torch.testing.assert_close(own, tv_heads[i]["masks"][used][:, 0])
+        torch.testing.assert_close(own, tv_heads[i]["masks"][used][:, 0], rtol=1e-4, atol=5e-5)
         total += int(mine.sum())
     assert total > 20
 
