@@ -92,9 +92,8 @@ def separable_roi_align(
     ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
     n, c, h, w = input.shape
     k = rois.shape[0]
-    out = input.new_zeros(k, c, ph, pw)
     if k == 0:
-        return out
+        return input.new_zeros(k, c, ph, pw)
     rois = rois.detach().to(input.dtype)
     offset = 0.5 if aligned else 0.0
     x1 = rois[:, 1] * spatial_scale - offset
@@ -113,20 +112,30 @@ def separable_roi_align(
     a = _axis_weights(y1, bin_h, gh, gh_max, ph, h)  # [K, P, H]
     b = _axis_weights(x1, bin_w, gw, gw_max, pw, w)  # [K, Q, W]
     image = rois[:, 0].long()
-    if image.numel() and (int(image.min()) < 0 or int(image.max()) >= n):
+    if int(image.min()) < 0 or int(image.max()) >= n:
         raise ValueError(f"separable_roi_align: rois[:, 0] must index the {n} images of input")
+    # RoIs by image (the poolers pass them sorted already: then no reordering at all)
+    order = None
+    if k > 1 and bool((image[1:] < image[:-1]).any()):
+        order = torch.argsort(image, stable=True)
+        image, a, b = image[order], a[order], b[order]
+    counts = torch.bincount(image, minlength=n).tolist()
     chunk = max(1, _MAX_INTERMEDIATE // max(ph * c * w, 1))
-    rows = []
-    for i in torch.unique(image).tolist():
-        idx = torch.nonzero(image == i).flatten()
+    rows, begin = [], 0
+    for i, count in enumerate(counts):
+        if not count:
+            continue
         fmap = input[i].transpose(0, 1).reshape(h, c * w)  # [H, C·W]
-        for part in idx.split(chunk):
-            m = part.numel()
-            t = (a[part].reshape(m * ph, h) @ fmap).view(m, ph, c, w)  # Σ_h A · F: [K_i, P, C, W]
-            t = t.transpose(1, 2).reshape(m, c * ph, w)  # [K_i, C·P, W]
-            rows.append((part, torch.bmm(t, b[part].transpose(1, 2)).view(m, c, ph, pw)))  # Σ_w · B
-    index = torch.cat([r[0] for r in rows])
-    return out.index_copy(0, index, torch.cat([r[1] for r in rows]))
+        for lo in range(begin, begin + count, chunk):
+            hi = min(lo + chunk, begin + count)
+            m = hi - lo
+            t = (a[lo:hi].reshape(m * ph, h) @ fmap).view(m, ph * c, w)  # Σ_h A · F: [K_i, P·C, W]
+            rows.append(torch.bmm(t, b[lo:hi].transpose(1, 2)))  # Σ_w · B: [K_i, P·C, Q]
+        begin += count
+    out = torch.cat(rows).view(k, ph, c, pw).transpose(1, 2)
+    if order is not None:
+        out = torch.empty_like(out).index_copy_(0, order, out)
+    return out.contiguous()
 
 
 def roi_align(
