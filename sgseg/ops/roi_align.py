@@ -178,9 +178,13 @@ class MultiScaleRoIAlign(torchvision.ops.MultiScaleRoIAlign):
             return roi_align(x_filtered[0], rois, size, self.scales[0], ratio)
         levels = self.map_levels(boxes)
         first = x_filtered[0]
+        used = torch.unique(levels).tolist()
+        if len(used) == 1:  # every box on one level: no scatter into the result
+            level = int(used[0])
+            return roi_align(x_filtered[level], rois, size, self.scales[level], ratio).to(first.dtype)
         result = first.new_zeros((rois.shape[0], first.shape[1], *size))
-        for level, (feature, scale) in enumerate(zip(x_filtered, self.scales)):
+        for level in used:
             idx = torch.where(levels == level)[0]
-            if idx.numel():
-                result[idx] = roi_align(feature, rois[idx], size, scale, ratio).to(result.dtype)
+            pooled = roi_align(x_filtered[level], rois[idx], size, self.scales[level], ratio)
+            result.index_copy_(0, idx, pooled.to(result.dtype))
         return result

@@ -315,15 +315,14 @@ class JointDetector(nn.Module):
     ) -> Tensor:  # fmt: skip
         """MultiScaleRoIAlign on flat boxes in any image order (it wants per-image lists)."""
         b = images.num_images
-        order = torch.argsort(image_index, stable=True)
         counts = torch.bincount(image_index, minlength=b).tolist()
-        per_image = list(boxes[order].float().split(counts))
         # every image shares the padded frame, which is what the level scales are relative to
         frame = (int(images.tensors.shape[-2]), int(images.tensors.shape[-1]))
-        pooled = pooler(features, per_image, [frame] * b)
-        out = torch.empty_like(pooled)
-        out[order] = pooled
-        return out
+        if image_index.numel() < 2 or bool((image_index[1:] >= image_index[:-1]).all()):
+            return pooler(features, list(boxes.float().split(counts)), [frame] * b)  # in image order already
+        order = torch.argsort(image_index, stable=True)
+        pooled = pooler(features, list(boxes[order].float().split(counts)), [frame] * b)
+        return torch.empty_like(pooled).index_copy_(0, order, pooled)
 
     def roi_features(
         self,
