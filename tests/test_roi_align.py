@@ -102,7 +102,9 @@ def test_multiscale_pooler_equals_torchvision(output_size, one_level):
     boxes = [torch.tensor([[2.0, 3.0, 20.0, 30.0], [0.0, 0.0, 190.0, 250.0], [5.0, 5.0, 120.0, 90.0]],
                           dtype=torch.float64), torch.tensor([[10.0, 40.0, 60.0, 100.0]], dtype=torch.float64)]  # fmt: skip
     if one_level:  # all small: every box on the finest level (the pooler's no-scatter path)
-        boxes = [b[:, :2].repeat(1, 2) + torch.tensor([0.0, 0.0, 20.0, 24.0], dtype=torch.float64) for b in boxes]
+        boxes = [
+            b[:, :2].repeat(1, 2) + torch.tensor([0.0, 0.0, 20.0, 24.0], dtype=torch.float64) for b in boxes
+        ]
     shapes = [(256, 192), (256, 192)]
     ours = MultiScaleRoIAlign(names, output_size, 2)(feats, boxes, shapes)
     ref = torchvision.ops.MultiScaleRoIAlign(names, output_size, 2)(feats, boxes, shapes)
