@@ -7,7 +7,8 @@ for each ``model.grounding.edge`` variant twice: ``before`` runs the plain code 
 pair, autograd's input gradient for all channels of the grounding heads' first conv, RoIAlign of every union
 box even when (j, j') and (j', j) repeat it, masks pasted into the union frame by ``grid_sample``), ``after``
 the current one (f_E once per unordered pair, mask-channel-only input gradient, repeated boxes pooled once,
-separable pasting by two matrix products, RoIAlign as two matrix products instead of torchvision's CPU kernel;
+separable pasting by two matrix products, RoIAlign as two matrix products instead of torchvision's CPU kernel,
+the grounding heads' first conv in channels-last layout;
 see ``sgseg/models/grounding/edge.py``, ``concat_conv.py``, ``JointDetector.roi_features`` and
 ``sgseg/ops/roi_align.py``). Both copies of a variant start from the same weights; all variants and both paths take
 their steps interleaved, batch by batch, so that load from other processes hits every row alike — the ratios
@@ -58,7 +59,7 @@ def code_path(path: str):
     """``before``: the plain implementation; ``after``: the current one."""
     flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
              (detector_mod, "POOL_REPEATED_BOXES_ONCE"), (edge_mod, "SEPARABLE_RESAMPLE"),
-             (roi_align_mod, "SEPARABLE")]  # fmt: skip
+             (roi_align_mod, "SEPARABLE"), (concat_conv, "CHANNELS_LAST")]  # fmt: skip
     old = [getattr(m, name) for m, name in flags]
     for m, name in flags:
         setattr(m, name, path == "after")

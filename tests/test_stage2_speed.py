@@ -32,12 +32,16 @@ from .test_scene_graph_module import _build, _first_batch, data_dir  # noqa: F40
 
 @contextlib.contextmanager
 def plain_path():
-    old = edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD, edge_mod.SEPARABLE_RESAMPLE
-    edge_mod.ONCE_PER_UNORDERED_PAIR = concat_conv.MASK_ONLY_INPUT_GRAD = edge_mod.SEPARABLE_RESAMPLE = False
+    flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
+             (edge_mod, "SEPARABLE_RESAMPLE"), (concat_conv, "CHANNELS_LAST")]  # fmt: skip
+    old = [getattr(m, n) for m, n in flags]
+    for m, n in flags:
+        setattr(m, n, False)
     try:
         yield
     finally:
-        edge_mod.ONCE_PER_UNORDERED_PAIR, concat_conv.MASK_ONLY_INPUT_GRAD, edge_mod.SEPARABLE_RESAMPLE = old
+        for (m, n), v in zip(flags, old):
+            setattr(m, n, v)
 
 
 # ------------------------------------------------------------------------------------------ concat_conv2d
@@ -61,21 +65,27 @@ def test_concat_conv_equals_plain_conv():
     m = torch.rand(6, 19, 14, 14, generator=g)
     grad_out = torch.randn(6, 64, 14, 14, generator=g)
 
-    def run(fast: bool):
+    def run(fast: bool, channels_last: bool = True):
         conv.zero_grad()
         mm = m.clone().requires_grad_()
-        concat_conv.MASK_ONLY_INPUT_GRAD = fast
+        concat_conv.MASK_ONLY_INPUT_GRAD, concat_conv.CHANNELS_LAST = fast, channels_last
         try:
             y = concat_conv2d(conv, f, mm)
         finally:
-            concat_conv.MASK_ONLY_INPUT_GRAD = True
+            concat_conv.MASK_ONLY_INPUT_GRAD = concat_conv.CHANNELS_LAST = True
         y.backward(grad_out)
         return y.detach(), mm.grad, conv.weight.grad.clone(), conv.bias.grad.clone()
 
-    fast, plain = run(True), run(False)
-    assert torch.equal(fast[0], plain[0])  # the same single conv2d call
-    for a, b in zip(fast[1:], plain[1:]):
+    fast, plain, nchw = run(True), run(False), run(True, channels_last=False)
+    assert torch.equal(nchw[0], plain[0])  # the same single conv2d call, in the same layout
+    for a, b in zip(fast, plain):  # channels-last (the CPU default): the same numbers up to rounding
+        # (the weight gradient sums 1,176 products of magnitude ~1: |Δ| ≤ 2e-4 is float32 rounding)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-4)
+    for a, b in zip(nchw[1:], plain[1:]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert (
+        fast[2].is_contiguous() and fast[1].is_contiguous()
+    )  # gradients in the parameter's / input's layout
     # and the mask gradient is the mask channels' slice of the full input gradient (by hand: conv transpose)
     w_m = conv.weight[:, 64:].detach()
     by_hand = torch.nn.functional.conv_transpose2d(grad_out, w_m, padding=1)
