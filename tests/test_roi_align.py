@@ -139,3 +139,20 @@ def test_detector_training_step_gradients_match_torchvision_kernel(monkeypatch, 
     for name in g0:
         scale = float(g0[name].abs().max()) + 1e-12
         torch.testing.assert_close(g1[name] / scale, g0[name] / scale, rtol=0, atol=1e-4, msg=name)
+
+
+def test_cpu_fast_kernels_config_switches_both_kernels(monkeypatch):
+    from omegaconf import OmegaConf
+
+    import sgseg.models.grounding.concat_conv as concat_conv
+    from sgseg.lit.build import ConfigError, configure_torch
+
+    monkeypatch.setattr(ra, "SEPARABLE", True)
+    monkeypatch.setattr(concat_conv, "CHANNELS_LAST", True)
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda on: True)  # keep the process's own setting
+    configure_torch(OmegaConf.create({"cpu_fast_kernels": False}))
+    assert ra.SEPARABLE is False and concat_conv.CHANNELS_LAST is False
+    configure_torch(OmegaConf.create({}))  # older runs' configs have no key: the default (fast)
+    assert ra.SEPARABLE is True and concat_conv.CHANNELS_LAST is True
+    with pytest.raises(ConfigError, match="cpu_fast_kernels"):
+        configure_torch(OmegaConf.create({"cpu_fast_kernels": "yes"}))

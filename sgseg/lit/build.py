@@ -374,8 +374,18 @@ def load_frozen_detector(path: str | Path) -> JointDetector:
 def configure_torch(cfg: DictConfig) -> None:
     """CPU threads (``num_threads``), and flush denormal floats to zero: the frozen detector's features
     and fresh LSTM/conv activations produce denormals that made CPU steps 10-20x slower (measured 12 s
-    vs 0.7 s per synthetic stage-2 step)."""
+    vs 0.7 s per synthetic stage-2 step). ``cpu_fast_kernels`` (default true) picks the CPU RoIAlign
+    (:mod:`sgseg.ops.roi_align`: matrix products vs torchvision's kernel) and the grounding heads' conv
+    layout (:mod:`sgseg.models.grounding.concat_conv`: channels-last vs NCHW) — the same arithmetic up to
+    float rounding; false is the route of earlier rounds (bit-reproducible stage 1 across processes)."""
+    import sgseg.models.grounding.concat_conv as concat_conv
+    import sgseg.ops.roi_align as roi_align
+
     n = cfg.get("num_threads")
     if n:
         torch.set_num_threads(int(n))
     torch.set_flush_denormal(True)
+    fast = cfg.get("cpu_fast_kernels", True)
+    if not isinstance(fast, bool):
+        raise ConfigError(f"cpu_fast_kernels={fast!r}: must be true or false")
+    roi_align.SEPARABLE = concat_conv.CHANNELS_LAST = fast
