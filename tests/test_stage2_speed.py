@@ -274,3 +274,26 @@ def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
     assert fast[1].keys() == plain[1].keys() and len(fast[1]) > 10
     for k in fast[1]:
         torch.testing.assert_close(fast[1][k], plain[1][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_refinement_head_channels_last_equals_nchw(monkeypatch):
+    """MaskRefinement on CPU runs its convs channels-last (CHANNELS_LAST): outputs and gradients equal the NCHW
+    route up to float rounding, and come back in NCHW."""
+    from sgseg.models.masks.refine import MaskRefinement
+
+    torch.manual_seed(0)
+    head = MaskRefinement(16, 12, 5, hidden=8, num_convs=2, roi_size=7)
+    torch.nn.init.normal_(head.predictor.weight, std=0.1)  # zero-initialised: give the output some signal
+    x, ctx = torch.randn(9, 16, 7, 7), torch.randn(9, 12, requires_grad=True)
+    runs = {}
+    for flag in (False, True):
+        monkeypatch.setattr(concat_conv, "CHANNELS_LAST", flag)
+        head.zero_grad()
+        ctx.grad = None
+        y = head(x, ctx)
+        y.sigmoid().sum().backward()
+        runs[flag] = (y.detach(), ctx.grad.clone(), head.convs[0].weight.grad.clone())
+        assert y.is_contiguous() and head.convs[0].weight.grad.is_contiguous()
+    for a, b in zip(runs[True], runs[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert runs[True][0].abs().sum() > 0

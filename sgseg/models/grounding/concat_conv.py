@@ -84,7 +84,8 @@ class _ConcatConv2d(torch.autograd.Function):
 
 # False: the plain ``conv(torch.cat(...))`` under autograd (kept for scripts/bench_stage2.py and tests)
 MASK_ONLY_INPUT_GRAD = True
-# True: on CPU the convolution (forward and backward) runs on channels-last copies of its input and weight
+# True: on CPU the convolution (forward and backward) runs on channels-last copies of its input and weight;
+# the refinement head (sgseg.models.masks.refine) reads the same switch for its convs
 CHANNELS_LAST = True
 
 

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+import sgseg.models.grounding.concat_conv as concat_conv
+
 
 class MaskRefinement(nn.Module):
     """f_M': [RoI features ⊕ broadcast context] → ``num_convs`` × (3 × 3 conv + ReLU) → 2 × 2 deconv + ReLU →
@@ -76,8 +78,11 @@ class MaskRefinement(nn.Module):
                 f"feature per RoI), got {tuple(context.shape)}"
             )
         ctx = context.to(roi_features.dtype)[:, :, None, None].expand(-1, -1, r, r)
-        x = self.convs(torch.cat([roi_features, ctx], dim=1))
-        return self.predictor(F.relu(self.deconv(x)))
+        x = torch.cat([roi_features, ctx], dim=1)
+        if concat_conv.CHANNELS_LAST and x.device.type == "cpu":  # oneDNN's fast layout (concat_conv)
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.predictor(F.relu(self.deconv(self.convs(x))))
+        return x.contiguous()
 
 
 def crop_masks_to_boxes(gt_masks: Tensor, boxes: Tensor, size: int) -> Tensor:
