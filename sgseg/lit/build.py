@@ -377,7 +377,7 @@ def configure_torch(cfg: DictConfig) -> None:
     vs 0.7 s per synthetic stage-2 step). ``cpu_fast_kernels`` (default true) picks the CPU RoIAlign
     (:mod:`sgseg.ops.roi_align`: matrix products vs torchvision's kernel) and the grounding heads' conv
     layout (:mod:`sgseg.models.grounding.concat_conv`: channels-last vs NCHW) — the same arithmetic up to
-    float rounding; false is the route of earlier rounds (bit-reproducible stage 1 across processes)."""
+    float rounding; false is the route of earlier rounds (README "Results": what the switch changes)."""
     import sgseg.models.grounding.concat_conv as concat_conv
     import sgseg.ops.roi_align as roi_align
 
