@@ -33,13 +33,6 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 ROWS = ("torchvision", "separable")
 
 
-def _optimizer(module: DetectorPretrainModule) -> torch.optim.Optimizer:
-    opt = module.configure_optimizers()
-    if isinstance(opt, dict):
-        return opt["optimizer"]
-    return opt[0][0] if isinstance(opt, tuple) else opt
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=20)
@@ -70,7 +63,7 @@ def main() -> None:
         )
         optim = OmegaConf.to_container(cfg.detector.optim, resolve=True)
         modules = {row: DetectorPretrainModule(copy.deepcopy(detector), **optim) for row in ROWS}
-        optimizers = {row: _optimizer(m) for row, m in modules.items()}
+        optimizers = {row: m.configure_optimizers()["optimizer"] for row, m in modules.items()}
         loader = iter(dm.train_dataloader())
         batches = [next(loader) for _ in range(args.warmup + args.repeats)]
         times: dict[str, list[float]] = {row: [] for row in ROWS}

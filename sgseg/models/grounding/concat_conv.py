@@ -35,10 +35,8 @@ def _conv_backward(grad: Tensor, x: Tensor, weight: Tensor, padding: int, mask: 
 class _ConcatConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features: Tensor, masks: Tensor, weight: Tensor, bias: Tensor, padding: int) -> Tensor:
-        x = torch.cat([features, masks.to(features.dtype)], dim=1)
-        if CHANNELS_LAST and x.device.type == "cpu":  # oneDNN's fast layout on CPU (module docstring)
-            x = x.contiguous(memory_format=torch.channels_last)
-            weight = weight.contiguous(memory_format=torch.channels_last)
+        x = cpu_channels_last(torch.cat([features, masks.to(features.dtype)], dim=1))
+        weight = cpu_channels_last(weight)
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
         ctx.split = features.shape[1]
@@ -52,12 +50,9 @@ class _ConcatConv2d(torch.autograd.Function):
         d, p = ctx.split, ctx.padding
         need_f, need_m, need_w, need_b = ctx.needs_input_grad[:4]
         grad_f = grad_m = grad_w = grad_b = None
-        layout = (
-            torch.channels_last
-            if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
-            else None
-        )
-        fmt = layout or torch.contiguous_format
+        # the layout the forward ran in (a 1-channel x is contiguous in both)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         grad_out = grad_out.contiguous(memory_format=fmt)
         if need_f:  # both parts wanted (not the case in sgseg, where the features are frozen): one call
             grad_x, grad_w, grad_b = _conv_backward(grad_out, x, weight, p, [True, need_w, need_b])
@@ -87,6 +82,13 @@ MASK_ONLY_INPUT_GRAD = True
 # True: on CPU the convolution (forward and backward) runs on channels-last copies of its input and weight;
 # the refinement head (sgseg.models.masks.refine) reads the same switch for its convs
 CHANNELS_LAST = True
+
+
+def cpu_channels_last(t: Tensor) -> Tensor:
+    """``t`` in channels-last layout when ``CHANNELS_LAST`` and on CPU (oneDNN's fast layout), else ``t``."""
+    if CHANNELS_LAST and t.device.type == "cpu":
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 def concat_conv2d(conv: torch.nn.Conv2d, features: Tensor, masks: Tensor) -> Tensor:

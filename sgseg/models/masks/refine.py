@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-import sgseg.models.grounding.concat_conv as concat_conv
+from sgseg.models.grounding.concat_conv import cpu_channels_last
 
 
 class MaskRefinement(nn.Module):
@@ -78,9 +78,7 @@ class MaskRefinement(nn.Module):
                 f"feature per RoI), got {tuple(context.shape)}"
             )
         ctx = context.to(roi_features.dtype)[:, :, None, None].expand(-1, -1, r, r)
-        x = torch.cat([roi_features, ctx], dim=1)
-        if concat_conv.CHANNELS_LAST and x.device.type == "cpu":  # oneDNN's fast layout (concat_conv)
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = cpu_channels_last(torch.cat([roi_features, ctx], dim=1))  # the convs follow its layout
         x = self.predictor(F.relu(self.deconv(self.convs(x))))
         return x.contiguous()
 
