@@ -297,3 +297,55 @@ def test_refinement_head_channels_last_equals_nchw(monkeypatch):
     for a, b in zip(runs[True], runs[False]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert runs[True][0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode,edge", [("predcls", "gaussian"), ("sgcls", "none")])
+def test_union_boxes_pooled_once_per_unordered_pair(data_dir, mode, edge, monkeypatch):  # noqa: F811
+    """SceneGraphModel pools each unordered pair's union box once and runs f_E on those rows only, gathering
+    f_E's output back to the ordered pairs: the same bits as pooling every ordered pair and letting the edge
+    grounding deduplicate (the previous route), with half the union-box rows."""
+    import sgseg.models.scene_graph as sg_mod
+    from sgseg.lit.scene_graph_module import SceneGraphModule
+
+    cfg, dm, model, inputs = _build(data_dir, f"model/grounding/edge={edge}")
+    module = SceneGraphModule(model, mode, len(inputs.object_classes) + 1, len(inputs.predicates) + 1)
+    batch = _first_batch(dm)
+    rows: list[int] = []
+    pool = model.detector.roi_features
+
+    def spy(features, images, boxes, image_index, size):
+        if size == model.roi_size and boxes.shape[0] != image_index.shape[0]:
+            raise AssertionError("boxes and image_index disagree")
+        rows.append(boxes.shape[0])
+        return pool(features, images, boxes, image_index, size)
+
+    monkeypatch.setattr(model.detector, "roi_features", spy)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step():
+        model.load_state_dict(initial)
+        rows.clear()
+        torch.manual_seed(0)
+        model.train()
+        model.zero_grad()
+        losses = module.losses(batch)
+        sum(losses.values()).backward()
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        model.eval()
+        rows.clear()
+        with torch.no_grad():
+            out = model(*batch["vg"], mode).predictions
+        return losses, grads, out.rel_logits, out.pair_index, list(rows)
+
+    once = step()
+    with monkeypatch.context() as m:  # every ordered pair pooled; f_E deduplicates inside
+        m.setattr(sg_mod, "unordered_pairs", lambda p: (torch.arange(p.shape[0]), torch.arange(p.shape[0])))
+        every = step()
+    assert {k: float(v) for k, v in once[0].items()} == {k: float(v) for k, v in every[0].items()}
+    assert once[1].keys() == every[1].keys() and all(torch.equal(once[1][k], every[1][k]) for k in once[1])
+    assert torch.equal(once[2], every[2]) and torch.equal(once[3], every[3])
+    # at test every ordered pair of an image is scored (one chunk here): each unordered pair's union box is
+    # pooled once instead of twice; the objects' own RoI calls are the same in both
+    n_pairs = once[3].shape[0]
+    assert n_pairs > 0 and n_pairs % 2 == 0
+    assert sum(every[4]) - sum(once[4]) == n_pairs // 2

@@ -42,7 +42,8 @@ from torchvision.ops import box_iou
 
 from sgseg.models.context.base import MODES, ContextOutput
 from sgseg.models.detector.detector import JointDetector
-from sgseg.models.grounding.edge import union_boxes
+import sgseg.models.grounding.edge as edge_mod
+from sgseg.models.grounding.edge import union_boxes, unordered_pairs
 from sgseg.models.masks.refine import MaskRefinement
 from sgseg.models.masks.transfer import MaskTransfer, true_mask_probs
 from sgseg.models.relation.postprocess import LATER_NMS_THRESHOLD, postprocess_objects
@@ -268,15 +269,26 @@ class SceneGraphModel(nn.Module):
         """Float[R, C_rel]: union features → edge grounding → predictor, over ``pairs`` in chunks.
         kernel_probs: Float[N, C_obj] the label distributions the Gaussian kernels are predicted from."""
         chunk = self.pair_chunk(next(iter(features.values())).shape[1], edge_probs.shape[1])
+        # f_E symmetric (ẑ_{j,j'} = ẑ_{j',j}): union box, its RoI feature and f_E once per unordered pair of
+        # the chunk, the result gathered back to the ordered pairs (the same numbers, bit for bit, as pooling
+        # every ordered pair and deduplicating inside the edge grounding; see forward_once_per_unordered_pair)
+        once = edge_mod.ONCE_PER_UNORDERED_PAIR and getattr(self.edge_grounding, "symmetric", False)
         out = []
         for start in range(0, max(pairs.shape[0], 1), chunk):  # one (empty) pass when there is no pair
-            p = pairs[start : start + chunk]
+            p = q = pairs[start : start + chunk]
+            inverse = None
+            if once and p.shape[0] > 1:
+                first, inv = unordered_pairs(p)
+                if first.numel() < p.shape[0]:
+                    q, inverse = p[first], inv
             with torch.no_grad():
-                ub = union_boxes(dets.boxes, p)
+                ub = union_boxes(dets.boxes, q)
                 union_feats = self.detector.roi_features(
-                    features, images, ub, dets.image_index[p[:, 0]], self.roi_size
+                    features, images, ub, dets.image_index[q[:, 0]], self.roi_size
                 )
-            edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, p, kernel_probs)
+            edge = self.edge_grounding(union_feats, edge_probs, dets.boxes, q, kernel_probs)
+            if inverse is not None:
+                edge = edge.index_select(0, inverse)
             out.append(self.predictor(ctx.edge_context, p, edge, ctx.obj_labels))
             del union_feats, edge
         return out[0] if len(out) == 1 else torch.cat(out)

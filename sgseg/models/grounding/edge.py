@@ -458,6 +458,11 @@ class NoEdgeGrounding(nn.Module):
     def out_dim(self) -> int:
         return self.head.out_dim
 
+    @property
+    def symmetric(self) -> bool:
+        """Always: the union box, hence its feature, is the same for both orders of a pair."""
+        return True
+
     def forward(
         self,
         union_features: Tensor,
