@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+import sgseg.models.grounding.edge as edge_mod
 from sgseg.models.context.base import MODES, ContextOutput
 from sgseg.models.detector.detector import JointDetector
-import sgseg.models.grounding.edge as edge_mod
 from sgseg.models.grounding.edge import union_boxes, unordered_pairs
 from sgseg.models.masks.refine import MaskRefinement
 from sgseg.models.masks.transfer import MaskTransfer, true_mask_probs
