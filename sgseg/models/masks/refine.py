@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from sgseg.models.grounding.concat_conv import cpu_channels_last
+from sgseg.models.grounding.concat_conv import cat_channels
 
 
 class MaskRefinement(nn.Module):
@@ -78,7 +78,7 @@ class MaskRefinement(nn.Module):
                 f"feature per RoI), got {tuple(context.shape)}"
             )
         ctx = context.to(roi_features.dtype)[:, :, None, None].expand(-1, -1, r, r)
-        x = cpu_channels_last(torch.cat([roi_features, ctx], dim=1))  # the convs follow its layout
+        x = cat_channels([roi_features, ctx])  # channels-last on CPU: the convs follow its layout
         x = self.predictor(F.relu(self.deconv(self.convs(x))))
         return x.contiguous()
 
