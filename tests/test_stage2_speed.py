@@ -349,3 +349,28 @@ def test_union_boxes_pooled_once_per_unordered_pair(data_dir, mode, edge, monkey
     n_pairs = once[3].shape[0]
     assert n_pairs > 0 and n_pairs % 2 == 0
     assert sum(every[4]) - sum(once[4]) == n_pairs // 2
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("side,size", [(28, 7), (28, 14), (28, 28), (14, 7), (28, 5)])
+def test_pool_to_equals_adaptive_avg_pool(side, size, channels_last):
+    """The grounding head's pooling: fixed windows when they tile the map, the same bits forward and back as
+    ``adaptive_avg_pool2d`` (and ``adaptive_avg_pool2d`` itself otherwise: 28 → 5)."""
+    from sgseg.models.grounding.node import pool_to
+
+    x0 = torch.randn(5, 6, side, side, generator=torch.Generator().manual_seed(side + size))
+    if channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(5, 6, size, size, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for name, fn in (("ours", pool_to), ("adaptive", torch.nn.functional.adaptive_avg_pool2d)):
+        x = x0.clone().requires_grad_()
+        y = fn(x, size)
+        y.backward(g)
+        out[name] = (y.detach(), x.grad)
+    assert out["ours"][0].shape == (5, 6, size, size)
+    assert torch.equal(out["ours"][0], out["adaptive"][0]) and torch.equal(out["ours"][1], out["adaptive"][1])
+    if side % size == 0:  # and it is the window average, by hand
+        k = side // size
+        by_hand = x0.reshape(5, 6, size, k, size, k).double().mean((3, 5))
+        torch.testing.assert_close(out["ours"][0].double(), by_hand, rtol=1e-6, atol=1e-6)

@@ -80,11 +80,21 @@ class GroundingHead(nn.Module):
         else:
             x = self.conv(features)
         if self.conv_relu:
-            x = F.relu(x)
+            x = F.relu(x, inplace=True)  # the conv's backward needs its input, not its output
         if self.pool_size != s:
-            x = F.adaptive_avg_pool2d(x, self.pool_size)
+            x = pool_to(x, self.pool_size)
         x = F.relu(self.fc1(x.flatten(1)))
         return F.relu(self.fc2(x))
+
+
+def pool_to(x: Tensor, size: int) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``; when ``size`` divides the map's side, as the fixed-window
+    ``F.avg_pool2d`` — the same windows and the same bits (tested), about twice as fast forward + backward on
+    CPU in channels-last layout."""
+    h, w = x.shape[-2:]
+    if h % size == 0 and w % size == 0:
+        return F.avg_pool2d(x, (h // size, w // size))
+    return F.adaptive_avg_pool2d(x, size)
 
 
 class NodeGrounding(nn.Module):
