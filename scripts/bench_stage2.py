@@ -6,11 +6,12 @@ MOTIF), on a small synthetic set written to a temporary folder, and times ``loss
 for each ``model.grounding.edge`` variant twice: ``before`` runs the plain code path (f_E on every ordered
 pair, autograd's input gradient for all channels of the grounding heads' first conv, RoIAlign of every union
 box even when (j, j') and (j', j) repeat it, masks pasted into the union frame by ``grid_sample``), ``after``
-the current one (f_E once per unordered pair, mask-channel-only input gradient, repeated boxes pooled once,
-separable pasting by two matrix products, RoIAlign as two matrix products instead of torchvision's CPU kernel,
-the grounding heads' first conv in channels-last layout;
-see ``sgseg/models/grounding/edge.py``, ``concat_conv.py``, ``JointDetector.roi_features`` and
-``sgseg/ops/roi_align.py``). Both copies of a variant start from the same weights; all variants and both paths take
+the current one (f_E once per unordered pair — its union box pooled once too —, mask-channel-only input
+gradient, repeated boxes pooled once, separable pasting by two matrix products, RoIAlign as two matrix products
+instead of torchvision's CPU kernel, the grounding heads' first conv and the refinement head in channels-last
+layout built in one copy, the heads' ReLU in place and their 28 → 7 pooling as fixed windows;
+see ``sgseg/models/grounding/edge.py``, ``concat_conv.py``, ``node.py``, ``SceneGraphModel._relation_logits``,
+``JointDetector.roi_features`` and ``sgseg/ops/roi_align.py``). Both copies of a variant start from the same weights; all variants and both paths take
 their steps interleaved, batch by batch, so that load from other processes hits every row alike — the ratios
 are robust to load, the absolute times are not. Interleaving step by step also makes every row's step run with
 the other rows' weights in the CPU caches, which overstates small differences; on a quiet machine ``--block 10``
@@ -40,6 +41,7 @@ from hydra import compose, initialize_config_dir
 import sgseg.models.detector.detector as detector_mod
 import sgseg.models.grounding.concat_conv as concat_conv
 import sgseg.models.grounding.edge as edge_mod
+import sgseg.models.grounding.node as node_mod
 import sgseg.ops.roi_align as roi_align_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.lit.build import (
@@ -59,7 +61,7 @@ def code_path(path: str):
     """``before``: the plain implementation; ``after``: the current one."""
     flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
              (detector_mod, "POOL_REPEATED_BOXES_ONCE"), (edge_mod, "SEPARABLE_RESAMPLE"),
-             (roi_align_mod, "SEPARABLE"), (concat_conv, "CHANNELS_LAST")]  # fmt: skip
+             (roi_align_mod, "SEPARABLE"), (concat_conv, "CHANNELS_LAST"), (node_mod, "WINDOW_POOL")]  # fmt: skip
     old = [getattr(m, name) for m, name in flags]
     for m, name in flags:
         setattr(m, name, path == "after")

@@ -16,6 +16,7 @@ import torch
 
 import sgseg.models.grounding.concat_conv as concat_conv
 import sgseg.models.grounding.edge as edge_mod
+import sgseg.models.grounding.node as node_mod
 from sgseg.models.grounding import (
     AvgEdgeGrounding,
     GaussianEdgeGrounding,
@@ -33,7 +34,7 @@ from .test_scene_graph_module import _build, _first_batch, data_dir  # noqa: F40
 @contextlib.contextmanager
 def plain_path():
     flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
-             (edge_mod, "SEPARABLE_RESAMPLE"), (concat_conv, "CHANNELS_LAST")]  # fmt: skip
+             (edge_mod, "SEPARABLE_RESAMPLE"), (concat_conv, "CHANNELS_LAST"), (node_mod, "WINDOW_POOL")]  # fmt: skip
     old = [getattr(m, n) for m, n in flags]
     for m, n in flags:
         setattr(m, n, False)
