@@ -79,7 +79,9 @@ def resample_weights(
     return weights.scatter_add_(2, i1[..., None], w1[..., None])
 
 
-def resample_to_frames(masks: Tensor, mask_boxes: Tensor, frames: Tensor, out_size: int) -> Tensor:
+def resample_to_frames(
+    masks: Tensor, mask_boxes: Tensor, frames: Tensor, out_size: int, index: Tensor | None = None
+) -> Tensor:
     """Resample box-relative masks into other boxes' grids: Float[B, C, S, S].
 
     masks: Float[B, C, m_h, m_w], each grid covering ``mask_boxes[b]`` (Float[B, 4] xyxy) exactly;
@@ -91,9 +93,16 @@ def resample_to_frames(masks: Tensor, mask_boxes: Tensor, frames: Tensor, out_si
 
     The sampling grid is separable (a cell's x depends on its column only, y on its row only), so the result is
     W_y · mask · W_xᵀ per channel with the 1-D matrices of :func:`resample_weights`: two batched matrix products
-    (``SEPARABLE_RESAMPLE``; equal to the ``grid_sample`` route to float tolerance, tested).
+    (``SEPARABLE_RESAMPLE``; equal to the ``grid_sample`` route to float tolerance, tested). The result is then a
+    view in [B, S, C, S] storage order (elementwise consumers and ``cat_channels`` take any layout; call
+    ``.contiguous()`` where NCHW storage matters).
+
+    index: Long[B], optional — resample ``masks[index]`` (``masks``: Float[N, C, m_h, m_w], ``mask_boxes`` and
+    ``frames`` then per output row): the separable route lays out the N masks once and gathers the B rows from
+    that, instead of gathering B copies and laying each out again.
     """
-    b, c, mh, mw = masks.shape
+    n, c, mh, mw = masks.shape
+    b = n if index is None else index.shape[0]
     s = out_size
     if b == 0:
         return masks.new_zeros(0, c, s, s)
@@ -103,9 +112,14 @@ def resample_to_frames(masks: Tensor, mask_boxes: Tensor, frames: Tensor, out_si
     if SEPARABLE_RESAMPLE:
         wy = resample_weights(own[:, 1], own[:, 3], frames[:, 1], frames[:, 3], mh, s).to(masks.dtype)
         wx = resample_weights(own[:, 0], own[:, 2], frames[:, 0], frames[:, 2], mw, s).to(masks.dtype)
-        rows = torch.bmm(wy, masks.transpose(1, 2).reshape(b, mh, c * mw))  # [B, S, C·mw]: rows resampled
+        src = masks.transpose(1, 2).reshape(n, mh, c * mw)  # [N, mh, C·mw]
+        if index is not None:
+            src = src.index_select(0, index)
+        rows = torch.bmm(wy, src)  # [B, S, C·mw]: rows resampled
         out = torch.bmm(rows.view(b, s * c, mw), wx.transpose(1, 2))  # [B, S·C, S]: then the columns
-        return out.view(b, s, c, s).transpose(1, 2).contiguous()
+        return out.view(b, s, c, s).transpose(1, 2)
+    if index is not None:
+        masks = masks[index]
     cells = (torch.arange(s, device=masks.device, dtype=dtype) + 0.5) / s  # [S]
     xs = frames[:, 0:1] + cells * (
         frames[:, 2:3] - frames[:, 0:1]
@@ -145,7 +159,7 @@ def paste_into_union(
     members = pair_index.t().reshape(-1)  # [2R], subjects then objects
     union = union_boxes(boxes, pair_index).repeat(2, 1)  # [2R, 4]
     grids = boxes if mask_boxes is None else mask_boxes
-    return resample_to_frames(mask_probs[members], grids[members], union, s).view(2, r, c, s, s)
+    return resample_to_frames(mask_probs, grids[members], union, s, index=members).view(2, r, c, s, s)
 
 
 def grow_boxes(boxes: Tensor, grid_size: int, cells: int) -> Tensor:
