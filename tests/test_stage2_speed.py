@@ -238,6 +238,23 @@ def test_roi_features_pool_repeated_boxes_once_with_the_same_result():
 
 
 # ------------------------------------------------------------------------------------- the whole stage-2 model
+def _step_and_test(model, module, batch, mode: str, before_test=None):
+    """One training forward + backward (seeded: the same sampled pairs and dropout) and a test forward:
+    (losses, parameter gradients, test predictions)."""
+    torch.manual_seed(0)
+    model.train()
+    model.zero_grad()
+    losses = module.losses(batch)
+    sum(losses.values()).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.eval()
+    if before_test is not None:
+        before_test()
+    with torch.no_grad():
+        predictions = model(*batch["vg"], mode).predictions
+    return {k: v.detach() for k, v in losses.items()}, grads, predictions
+
+
 @pytest.mark.parametrize("mode,edge", [("predcls", "gaussian"), ("sgcls", "gaussian"), ("sgcls", "none")])
 def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
     import sgseg.models.detector.detector as detector_mod
@@ -248,16 +265,8 @@ def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
     batch = _first_batch(dm)
 
     def step():
-        torch.manual_seed(0)  # the same sampled pairs and dropout
-        model.train()
-        model.zero_grad()
-        losses = module.losses(batch)
-        sum(losses.values()).backward()
-        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
-        model.eval()
-        with torch.no_grad():
-            rel = model(*batch["vg"], mode).predictions.rel_logits
-        return {k: v.detach() for k, v in losses.items()}, grads, rel
+        losses, grads, predictions = _step_and_test(model, module, batch, mode)
+        return losses, grads, predictions.rel_logits
 
     fast = step()
     old = detector_mod.POOL_REPEATED_BOXES_ONCE
@@ -325,17 +334,7 @@ def test_union_boxes_pooled_once_per_unordered_pair(data_dir, mode, edge, monkey
 
     def step():
         model.load_state_dict(initial)
-        rows.clear()
-        torch.manual_seed(0)
-        model.train()
-        model.zero_grad()
-        losses = module.losses(batch)
-        sum(losses.values()).backward()
-        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
-        model.eval()
-        rows.clear()
-        with torch.no_grad():
-            out = model(*batch["vg"], mode).predictions
+        losses, grads, out = _step_and_test(model, module, batch, mode, before_test=rows.clear)
         return losses, grads, out.rel_logits, out.pair_index, list(rows)
 
     once = step()
