@@ -5,6 +5,10 @@
 - f_E once per unordered pair vs every ordered pair: outputs and parameter gradients to float tolerance
   (the heads' conv over fewer rows may round differently), for every variant; the order-dependent reference variant (joint kernel parameters) and
   non-symmetric union features take the direct route.
+- The scene-graph model pools each unordered pair's union box once and gathers f_E's output: the same bits as
+  pooling every ordered pair (losses, gradients, test logits), half the union rows at test.
+- The grounding heads' fixed-window pooling = ``adaptive_avg_pool2d`` bit for bit (values and gradients).
+- The whole stage-2 step (losses, gradients, test logits) equals the plain path to float tolerance.
 """
 
 from __future__ import annotations
