@@ -286,10 +286,23 @@ class Run:
 def _is_job_dir(path: Path) -> bool:
     if (path / "evaluation.json").is_file():  # a re-test by sgseg.evaluate inside a run, not a run
         return False
+    if _is_old_retest(path):
+        return False
     return (
         (path / ".hydra" / "config.yaml").is_file()
         or (path / "metrics.json").is_file()
         or (path / "FAILED.txt").is_file()
+    )
+
+
+def _is_old_retest(path: Path) -> bool:
+    """``RUN/evaluate/<name>/`` with test metrics but no ``evaluation.json``: a re-test written by an older
+    ``sgseg.evaluate`` (before it recorded its settings) — neither a run nor a re-test this module can read."""
+    return (
+        path.parent.name == "evaluate"
+        and (path.parent.parent / ".hydra" / "config.yaml").is_file()
+        and not (path / "evaluation.json").is_file()
+        and (path / "metrics.json").is_file()
     )
 
 
@@ -309,6 +322,12 @@ def find_job_dirs(paths: list[Path]) -> list[Path]:
             continue
         markers = [*path.rglob(".hydra"), *path.rglob("metrics.json"), *path.rglob("FAILED.txt")]
         jobs = {m.parent for m in markers if _is_job_dir(m.parent)}
+        for old in sorted({m.parent for m in markers if _is_old_retest(m.parent)}, key=_natural_key):
+            print(
+                f"sgseg.results: {old} is a re-test without evaluation.json (written by an older sgseg.evaluate); "
+                f"left out — re-run `python -m sgseg.evaluate run_dir={old.parent.parent} ...` to include it",
+                file=sys.stderr,
+            )
         found += sorted(jobs, key=_natural_key)
     unique: list[Path] = []
     for p in found:

@@ -141,6 +141,22 @@ def test_finds_job_dirs_of_a_sweep_root(runs_root: Path) -> None:
     assert cr.find_job_dirs([sweep / "0_base_seed0", sweep / "0_base_seed0"]) == [sweep / "0_base_seed0"]
 
 
+def test_an_old_retest_without_evaluation_json_is_not_a_run(runs_root: Path, capsys) -> None:
+    sweep = runs_root / "multiruns" / "2026-11-25_10-00-00"
+    old = sweep / "4_refine_seed0" / "evaluate" / "predcls-best-step=9-empty-masks"  # older sgseg.evaluate
+    old.mkdir(parents=True)
+    (old / "metrics.json").write_text("{}")
+    jobs = cr.find_job_dirs([sweep])
+    assert len(jobs) == 6 and old not in jobs
+    err = capsys.readouterr().err
+    assert str(old) in err and "evaluation.json" in err and "run_dir=" in err
+    # an `evaluate` folder of something that is not a run stays what it looks like
+    other = runs_root / "loose" / "evaluate" / "x"
+    other.mkdir(parents=True)
+    (other / "metrics.json").write_text("{}")
+    assert cr.find_job_dirs([runs_root / "loose"]) == [other]
+
+
 def test_run_settings_from_config_and_overrides(runs_root: Path) -> None:
     run = cr.load_run(runs_root / "multiruns" / "2026-11-25_10-00-00" / "1_base_seed1")
     assert (run.model, run.detector, run.row, run.seed, run.tasks) == (
