@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
+from pytorch_lightning import seed_everything
 
 import sgseg.models.detector.detector as detector_mod
 import sgseg.models.grounding.concat_conv as concat_conv
@@ -163,6 +164,9 @@ def main() -> None:
             for v in args.variants
             for path in PATHS
         }
+        # the augmentations draw from Python's, NumPy's and torch's generators: seed all three, so that every
+        # run of the script times the same batches
+        seed_everything(0, workers=True, verbose=False)
         loader = iter(runners[(args.variants[0], "after")].dm.train_dataloader())
         batches = [next(loader) for _ in range(args.warmup + args.repeats)]
         times = {key: [] for key in runners}
