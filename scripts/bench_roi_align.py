@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from pytorch_lightning import seed_everything
 
 import sgseg.ops.roi_align as roi_align_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
@@ -64,6 +65,7 @@ def main() -> None:
         optim = OmegaConf.to_container(cfg.detector.optim, resolve=True)
         modules = {row: DetectorPretrainModule(copy.deepcopy(detector), **optim) for row in ROWS}
         optimizers = {row: m.configure_optimizers()["optimizer"] for row, m in modules.items()}
+        seed_everything(0, workers=True, verbose=False)  # the same batches (augmentations) in every run
         loader = iter(dm.train_dataloader())
         batches = [next(loader) for _ in range(args.warmup + args.repeats)]
         times: dict[str, list[float]] = {row: [] for row in ROWS}
