@@ -18,7 +18,9 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
   bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50;
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
   (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
-- the stage-1 detectors (VG mAP@50, COCO box / mask AP) and the failed or unfinished runs.
+- the stage-1 detectors (VG mAP@50, COCO box / mask AP),
+- the training wall time per study row / experiment and in all (``timing.json`` of each stage, written by
+  :class:`sgseg.lit.clock.RunClock`; Hydra's ``train.log`` for older runs), and the failed or unfinished runs.
 
 Numbers are percentages; a cell of Tables 1-4 averages the runs (seeds) that share its row, "a ± s" with the
 sample standard deviation (n - 1) when there are several; "—" when no run has the value (missing, NaN, or never
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import math
 import re
@@ -382,6 +385,134 @@ def load_run(path: Path, checkpoint: str = "best") -> Run:
         lines = [ln for ln in failed.read_text(errors="replace").splitlines() if ln.strip()]
         run.failure = lines[-1].strip() if lines else "failed"
     return run
+
+
+@dataclass
+class JobTime:
+    """How long a run trained: the sum of its fit segments (one per process that trained it)."""
+
+    seconds: float = 0.0  # the known training wall time, every segment and stage of the job together
+    segments: int = 0
+    unknown: int = 0  # segments whose time is not recorded (killed before the end, and no timing.json)
+    source: str = ""  # "timing.json", "train.log", or "" (nothing recorded)
+    start: datetime.datetime | None = None
+    end: datetime.datetime | None = None
+
+
+_LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[,.]\d+\]\[[^\]]*\]\[\w+\] - (.*)$")
+
+
+def job_time(path: Path) -> JobTime:
+    """The training wall time of the job in ``path``: from the ``timing.json`` files that
+    :class:`sgseg.lit.clock.RunClock` writes (the run directory and, for a job that trained stage 1,
+    ``detector/``), or, for runs older than that, from Hydra's ``train.log``: each process starts with
+    Lightning's "Seed set to" line and its time runs to its last "`Trainer.fit` stopped" line; a process killed
+    before one counts as ``unknown``."""
+    from sgseg.lit.clock import FILE, read_timing
+
+    files = [f for f in (path / "detector" / FILE, path / FILE) if f.is_file()]
+    if files:
+        out = JobTime(source=FILE)
+        for f in files:
+            for seg in read_timing(f):
+                out.seconds += float(seg["seconds"])
+                out.segments += 1
+                for key, pick in (("start", min), ("updated", max)):
+                    try:
+                        t = datetime.datetime.fromisoformat(str(seg.get(key)))
+                    except ValueError:
+                        continue
+                    attr = "start" if key == "start" else "end"
+                    old = getattr(out, attr)
+                    setattr(out, attr, t if old is None else pick(old, t))
+        return out
+    log = path / "train.log"
+    if not log.is_file():
+        return JobTime()
+    out = JobTime(source="train.log")
+    begin: datetime.datetime | None = None
+    stop: datetime.datetime | None = None
+
+    def close() -> None:
+        if begin is None:
+            return
+        out.segments += 1
+        if stop is None:
+            out.unknown += 1
+        else:
+            out.seconds += (stop - begin).total_seconds()
+            out.end = stop if out.end is None else max(out.end, stop)
+
+    for line in log.read_text(errors="replace").splitlines():
+        m = _LOG_LINE.match(line)
+        if m is None:
+            continue
+        t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+        if m.group(2).startswith("Seed set to"):
+            close()
+            begin, stop = t, None
+            out.start = t if out.start is None else min(out.start, t)
+        elif m.group(2).startswith("`Trainer.fit` stopped") and begin is not None:
+            stop = t
+    close()
+    return out
+
+
+def _hours(seconds: float) -> str:
+    minutes = int(round(seconds / 60))
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def table_job_time(runs: list[Run]) -> Table:
+    """Training wall time of the finished runs per study row (and per other experiment): jobs, the mean and the
+    total, and the span from the first job's start to the last one's end (what the whole set took on its
+    machine, with jobs run side by side)."""
+    groups: dict[str, list[tuple[Run, JobTime]]] = {}
+    for run in _finished(runs):
+        jt = job_time(run.path)
+        if jt.segments == 0:
+            continue
+        tasks = "/".join(TASK_NAMES.get(t, t) for t in run.tasks)
+        variant = run.study_variant
+        if variant is not None:
+            name = f"study {_label(run.model, MODEL_NAMES)} {tasks}: {variant}"
+        else:
+            name = f"{run.get('experiment_name', 'experiment') or '?'} {tasks}".strip()
+        groups.setdefault(name, []).append((run, jt))
+    header = ["Runs", "jobs", "mean h:mm per job", "total h:mm", "segments", "not recorded"]
+    rows = []
+    everything: list[JobTime] = []
+    for name in sorted(groups):
+        times = [jt for _, jt in groups[name]]
+        everything += times
+        total = sum(jt.seconds for jt in times)
+        known = [jt for jt in times if jt.unknown == 0]
+        mean = _hours(statistics.fmean(jt.seconds for jt in known)) if known else MISSING
+        rows.append([name, len(times), mean, _hours(total), sum(jt.segments for jt in times),
+                     sum(jt.unknown for jt in times)])  # fmt: skip
+    note = ""
+    if everything:
+        total = sum(jt.seconds for jt in everything)
+        starts = [jt.start for jt in everything if jt.start is not None]
+        ends = [jt.end for jt in everything if jt.end is not None]
+        span = (
+            f"{_hours((max(ends) - min(starts)).total_seconds())} from {min(starts):%Y-%m-%d %H:%M}"
+            if starts and ends
+            else MISSING
+        )
+        unknown = sum(jt.unknown for jt in everything)
+        note = (
+            f"Job time of all {len(everything)} runs: {_hours(total)} (h:mm); first start to last end: {span}."
+            + (
+                f" {unknown} killed segment(s) without a recorded time are not in the sums."
+                if unknown
+                else ""
+            )
+        )
+        rows.append(
+            ["all", len(everything), MISSING, _hours(total), sum(jt.segments for jt in everything), unknown]
+        )
+    return Table("Training wall time", header, rows, "job_time", note)
 
 
 # ------------------------------------------------------------------------------------------------ cells
@@ -1075,6 +1206,7 @@ def collect(
         *tables_ablation(runs),
         *tables_study(runs, bootstrap),
         table_detectors(runs),
+        table_job_time(runs),
     ]
     return runs, tables, failures(runs)
 
