@@ -1006,6 +1006,19 @@ def paired_bootstrap(
     return out
 
 
+def seed_t_test(diffs: Any) -> tuple[float, float, float]:
+    """Per-seed paired differences (fractions) → (mean, half-width of its 95 % t-interval, two-sided p of the
+    one-sample t-test against 0), the first two in fractions; NaN where fewer than two seeds."""
+    values = [float(x) for x in np.asarray(diffs, dtype=float).ravel()]
+    if len(values) < 2:
+        return (values[0] if values else math.nan), math.nan, math.nan
+    from scipy.stats import ttest_1samp
+
+    half = t_half_width(values)
+    p = float(ttest_1samp(values, 0.0).pvalue) if statistics.stdev(values) > 0 else math.nan
+    return statistics.fmean(values), (half / 100 if half is not None else math.nan), p
+
+
 def _signed(x: float) -> str:
     return f"{100 * x:+.1f}"
 
@@ -1015,7 +1028,18 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
     percentile interval of the paired bootstrap over test images (:func:`paired_bootstrap`)."""
     task = key[2]
     k = STUDY_K
-    header = ["Comparison", "seed", f"Δ mR@{k}", "low", "high", f"Δ R@{k}", "low", "high", "images"]
+    header = [
+        "Comparison",
+        "seed",
+        f"Δ mR@{k}",
+        "low",
+        "high",
+        f"Δ R@{k}",
+        "low",
+        "high",
+        "images",
+        f"p (mR@{k})",
+    ]
     rows: list[list[Any]] = []
     base = _by_seed(rows_runs.get("baseline", []))
     for variant in STUDY_ROWS[1:]:
@@ -1035,16 +1059,25 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
             rows.append([label, seed] + [
                 _signed(x) for m in (f"mR@{k}", f"R@{k}")
                 for x in (res[m][i], res[f"{m}_low"][i], res[f"{m}_high"][i])
-            ] + [res["images"]])  # fmt: skip
+            ] + [res["images"], ""])  # fmt: skip
         if len(pairs) > 1:
             rows.append([label, f"mean of {len(pairs)}"] + [
                 _signed(res[f"{m}{suffix}"]) for m in (f"mR@{k}", f"R@{k}")
                 for suffix in ("_mean", "_mean_low", "_mean_high")
-            ] + [res["images"]])  # fmt: skip
+            ] + [res["images"], ""])  # fmt: skip
+            # the spread the bootstrap does not see: the per-seed differences as a sample of training runs
+            cells: list[Any] = []
+            for m in (f"mR@{k}", f"R@{k}"):
+                mean, half, _ = seed_t_test(res[m])
+                cells += [_signed(mean), _signed(mean - half), _signed(mean + half)]
+            p_value = seed_t_test(res[f"mR@{k}"])[2]
+            rows.append([label, f"over {len(pairs)} seeds (t)", *cells, res["images"], f"{p_value:.3f}"])
     note = (
         f"Difference in points of recall; 'low'/'high': the 95 % percentile interval of {num} paired bootstrap "
         "resamples of the test images (the same resample for both runs of a pair, and for every seed in the "
-        "'mean' line). It measures test-set sampling only; the spread over seeds is in the table above."
+        "'mean' line). It measures test-set sampling only. The 'over n seeds (t)' line measures the spread over "
+        "training runs instead: the per-seed differences' mean with its 95 % Student-t interval, and p of the "
+        "two-sided paired t-test over seeds (H0: mean difference 0)."
     )
     name = f"study_bootstrap_{key[0]}_{task}_{key[1]}"
     return Table(f"Study: paired bootstrap, {_study_name(key)}", header, rows, name, note)

@@ -407,6 +407,17 @@ def test_study_tables_and_figure(tmp_path: Path) -> None:
     d0 = metrics[("oracle", 0)]["predcls/mR@50"] - metrics[("baseline", 0)]["predcls/mR@50"]
     assert f"| oracle − baseline | 0 | {100 * d0:+.1f} |" in text
     assert "| grounded − baseline | mean of 3 |" in text
+    # over seeds: the per-seed differences' mean, its t-interval and the paired t-test's p, worked out by hand
+    from scipy.stats import t as student_t
+
+    diffs = np.array([metrics[("grounded", s)]["predcls/mR@50"] - metrics[("baseline", s)]["predcls/mR@50"]
+                      for s in range(3)])  # fmt: skip
+    mean, sd = diffs.mean(), diffs.std(ddof=1)
+    half = student_t.ppf(0.975, 2) * sd / math.sqrt(3)
+    p = 2 * student_t.sf(abs(mean / (sd / math.sqrt(3))), 2)
+    line = text.split("| grounded − baseline | over 3 seeds (t) | ")[1].split("\n")[0].split(" | ")
+    assert line[:3] == [f"{100 * mean:+.1f}", f"{100 * (mean - half):+.1f}", f"{100 * (mean + half):+.1f}"]
+    assert line[-1].rstrip(" |") == f"{p:.3f}"
     with open(out / "study_motif_predcls_tiny.csv") as f:
         rows = {r["Row"]: r for r in csv.DictReader(f)}
     assert float(rows["grounded"]["mR@50 ci95"]) == pytest.approx(cr.t_half_width(grounded), abs=1e-4)
