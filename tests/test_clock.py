@@ -25,8 +25,12 @@ class _Clock:
         return self.t
 
 
-def _trainer(root: Path, step: int = 0, rank_zero: bool = True) -> SimpleNamespace:
-    return SimpleNamespace(default_root_dir=str(root), global_step=step, is_global_zero=rank_zero)
+def _trainer(
+    root: Path, step: int = 0, rank_zero: bool = True, ckpt_path: str | None = None
+) -> SimpleNamespace:
+    return SimpleNamespace(
+        default_root_dir=str(root), global_step=step, is_global_zero=rank_zero, ckpt_path=ckpt_path
+    )
 
 
 def test_run_clock_records_segments_across_a_resumption(tmp_path: Path, monkeypatch) -> None:
@@ -55,7 +59,7 @@ def test_run_clock_records_segments_across_a_resumption(tmp_path: Path, monkeypa
     # second process (ckpt_path=last): a new segment from the restored step; the first one is kept as it was
     now.t = 5.0
     cb2 = RunClock(every_s=60)
-    trainer2 = _trainer(tmp_path, step=100)  # resumed from the step-100 checkpoint
+    trainer2 = _trainer(tmp_path, step=100, ckpt_path="last.ckpt")  # resumed from the step-100 checkpoint
     cb2.on_train_start(trainer2, None)
     now.t += 200
     trainer2.global_step = 400
@@ -75,6 +79,19 @@ def test_run_clock_records_segments_across_a_resumption(tmp_path: Path, monkeypa
     jt = cr.job_time(tmp_path)
     assert (jt.source, jt.segments, jt.unknown, jt.seconds) == ("timing.json", 2, 0, pytest.approx(282.3))
     assert not list(tmp_path.glob("*.tmp"))
+    # resumed into a new folder (ckpt_path=last from a new Hydra run directory): the record continues from the
+    # checkpoint's folder; the earlier folder's file is left as it was
+    other = tmp_path / "next_run"
+    cb4 = RunClock()
+    cb4.on_train_start(_trainer(other, step=400, ckpt_path=str(tmp_path / "checkpoints" / "last.ckpt")), None)
+    assert [s["first_step"] for s in read_timing(other / "timing.json")] == [0, 100, 400]
+    assert len(read_timing(tmp_path / "timing.json")) == 2
+    # a fresh fit in the same folder (no ckpt_path) starts a new record, as it overwrites the checkpoints
+    now.t = 0.0
+    cb3 = RunClock()
+    cb3.on_train_start(_trainer(tmp_path), None)
+    (only,) = read_timing(tmp_path / "timing.json")
+    assert (only["seconds"], only["first_step"]) == (0.0, 0)
 
 
 def test_run_clock_writes_on_rank_zero_only_and_checks_its_arguments(tmp_path: Path) -> None:
@@ -90,7 +107,7 @@ def test_a_bad_timing_file_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "timing.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="timing.json.*delete it"):
-        RunClock().on_train_start(_trainer(tmp_path), None)
+        RunClock().on_train_start(_trainer(tmp_path, ckpt_path="last.ckpt"), None)
     bad.write_text(json.dumps({"segments": [{"start": "x"}]}))
     with pytest.raises(ValueError, match="expected"):
         read_timing(bad)

@@ -209,6 +209,13 @@ def test_ddp_killed_mid_epoch_resumes_with_the_same_batches(pipeline):
         before = [b for b in killed[rank] if b["step"] < at]
         assert len(before) == at
         assert before + resumed[rank] == reference[rank]
+    # the fit's wall time continues across the kill: the killed process's segment (its last update), then the
+    # resumed one from the checkpoint's step (sgseg.lit.clock.RunClock)
+    from sgseg.lit.clock import read_timing
+
+    first, second = read_timing(resumed_dir / "timing.json")
+    assert (first["first_step"], first["finished"], second["finished"]) == (0, False, True)
+    assert second["first_step"] == resumed[0][0]["step"] and second["last_step"] > second["first_step"]
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 
 Where this sits: a callback of every Trainer the runners build (``conf/callbacks/default.yaml``), so each
 stage's folder (the run directory for stage 2, ``<run>/detector`` for stage 1) records its own fit wall time.
-A run resumed with ``ckpt_path=last`` appends a segment; a segment of a killed process keeps the time of its
+A run resumed with ``ckpt_path=last`` appends a segment (a fresh fit starts a new record); a segment of a killed process keeps the time of its
 last update (every ``every_s`` seconds, each validation, the end of training), so its time is known to within
 ``every_s`` even though nothing ran at its end. ``python -m sgseg.results`` sums the segments into the job
 time of each run (the wall time of a study on a given machine).
@@ -69,7 +69,17 @@ class RunClock(Callback):
         if not trainer.is_global_zero:
             return
         self._path = Path(trainer.default_root_dir) / FILE
-        self._segments = read_timing(self._path) if self._path.is_file() else []
+        # a fit from a checkpoint continues the record; a fresh one (ckpt_path None) in a folder that holds an
+        # earlier run's record replaces it, as it replaces that run's checkpoints
+        ckpt = getattr(trainer, "ckpt_path", None)
+        self._segments = []
+        if ckpt is not None:
+            # ckpt_path=last may resume another folder's run (sgseg.lit.run: a new Hydra run directory that
+            # continues the previous one): its record, beside its checkpoints/, is where this one continues
+            for earlier in (self._path, Path(ckpt).parent.parent / FILE):
+                if earlier.is_file():
+                    self._segments = read_timing(earlier)
+                    break
         self._t0 = time.perf_counter()
         step = int(trainer.global_step)
         self._segments.append(
