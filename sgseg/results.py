@@ -74,7 +74,9 @@ STUDY_ROWS = ("baseline", "grounded", "oracle", "shuffled")
 STUDY_K = 50
 # the test-time mask swaps of sgseg.evaluate (mask_source=...), and the masks each study row trained on
 SWAP_SOURCES = ("transfer", "oracle", "shuffled", "empty")
-SWAP_NAMES = {"transfer": "transferred", "oracle": "true", "shuffled": "shuffled", "empty": "empty"}
+SWAP_NAMES = {"transfer": "transferred", "oracle": "true", "shuffled": "shuffled", "empty": "empty",
+              "unrefined": "own, unrefined"}  # fmt: skip
+UNREFINED = "unrefined"  # the swap-table column of the re-tests with refine_passes=0 on the run's own masks
 TRAINED_SOURCE = {"grounded": "transfer", "oracle": "oracle", "shuffled": "shuffled"}
 # synthetic predicates decided by the pixels (holes, contact, partial cover, surrounding) rather than the boxes
 MASK_PREDICATES = frozenset({"in hole of", "on", "touching", "near", "partly covering", "around"})
@@ -267,7 +269,7 @@ class Run:
                 or not Path(str(info.get("checkpoint"))).stem.startswith(self.checkpoint)
             ):
                 continue
-            found[str(info.get("mask_source"))] = metrics
+            found[_retest_key(info)] = metrics
         return found
 
     def per_image(self, task: str) -> dict[str, np.ndarray] | None:
@@ -345,6 +347,13 @@ def _evaluations(path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
         yield info_path.parent, _load_json(info_path)
 
 
+def _retest_key(info: dict[str, Any]) -> str:
+    """A re-test's kind: its mask source (``transfer``, ``oracle``, ...), with ``|passes<k>`` when it also set
+    ``refine_passes`` (the same weights with k refinement passes on the VG stream)."""
+    passes = info.get("refine_passes")
+    return str(info.get("mask_source")) + ("" if passes is None else f"|passes{passes}")
+
+
 def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
     """The folder of ``python -m sgseg.evaluate run_dir=PATH ckpt=last`` on the run's own masks in one of the
     run's own ``tasks``, None when absent."""
@@ -353,6 +362,7 @@ def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
             Path(str(info.get("checkpoint"))).stem == "last"
             and info.get("task") in tasks
             and info.get("mask_source") == info.get("trained_mask_source")
+            and info.get("refine_passes") is None
             and (folder / "metrics.json").is_file()
         ):
             return folder
@@ -910,20 +920,25 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
     rows = []
     for variant, trained in TRAINED_SOURCE.items():
         # runs with at least one swap (the ckpt=last re-test on the run's own masks is not one)
+        unrefined = f"{trained}|passes0"
+        columns = [*SWAP_SOURCES, UNREFINED]
         runs = [
-            r for r in rows_runs.get(variant, []) if set(r.retests(task)) & (set(SWAP_SOURCES) - {trained})
+            r
+            for r in rows_runs.get(variant, [])
+            if set(r.retests(task)) & (set(SWAP_SOURCES) - {trained} | {unrefined})
         ]
         if not runs:
             continue
         own = [IntervalCell() for _ in labels]
-        swaps = {src: [IntervalCell() for _ in labels] for src in SWAP_SOURCES}
+        swaps = {src: [IntervalCell() for _ in labels] for src in columns}
         for run in runs:
             mine = measures(run.metrics)
             for cell, x in zip(own, mine):
                 cell.add(x)
             for src, metrics in run.retests(task).items():
-                if src in swaps and src != trained:
-                    for cell, x, b in zip(swaps[src], measures(metrics), mine):
+                column = UNREFINED if src == unrefined else src
+                if column in swaps and src != trained:
+                    for cell, x, b in zip(swaps[column], measures(metrics), mine):
                         cell.add(None if x is None or b is None else x - b)
         for i, label in enumerate(labels):
             rows.append(
@@ -931,7 +946,7 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
                     f"{variant} ({SWAP_NAMES[trained]})",
                     label,
                     own[i],
-                    *(swaps[s][i] for s in SWAP_SOURCES),
+                    *(swaps[s][i] for s in columns),
                     len(runs),
                 ]
             )
@@ -943,9 +958,11 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         f"Each row's trained weights ({weights_name} checkpoint) re-tested with grounding fed other masks "
         "(`python -m sgseg.evaluate run_dir=RUN mask_source=SRC`): 'own' is the run's test, mean ± 95 % "
         "t-interval over seeds; each '→' column the change swap − own of the same run, mean ± t-interval over the "
-        "runs; empty = all-zero masks. A model that reads its masks changes when they do."
+        "runs; empty = all-zero masks. A model that reads its masks changes when they do. '→ own, unrefined': "
+        "its own masks without the refinement passes on the VG stream (`sgseg.evaluate refine_passes=0`)."
     )
-    header = ["Trained on", "measure", "own masks", *(f"→ {SWAP_NAMES[s]}" for s in SWAP_SOURCES), "runs"]
+    header = ["Trained on", "measure", "own masks", *(f"→ {SWAP_NAMES[s]}" for s in SWAP_SOURCES),
+              f"→ {SWAP_NAMES[UNREFINED]}", "runs"]  # fmt: skip
     name = f"study_swaps_{key[0]}_{task}_{key[1]}"
     return Table(f"Study: test-time mask swap, {_study_name(key)}", header, rows, name, note)
 

@@ -64,3 +64,18 @@ def test_evaluate_swaps_grounding_masks_at_test_time(tiny_sweep, tmp_path):
     base = _evaluate(f"run_dir={tiny_sweep.jobs['base']}", "mask_source=oracle", f"out={tmp_path / 'base'}")
     assert base.returncode == 1 and "Traceback" not in base.stderr
     assert "neither node nor edge grounding" in base.stderr
+
+
+def test_evaluate_without_refined_masks_on_the_vg_stream(tiny_sweep, tmp_path):
+    """``refine_passes=0`` re-tests the same weights with grounding on the unrefined transferred masks (the
+    refinement passes switched off on the VG stream), in its own folder; a value other than 0/1/2 is one line."""
+    job = tiny_sweep.jobs["refine"]
+    done = _evaluate(f"run_dir={job}", "refine_passes=0", "ckpt=last")
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = job / "evaluate" / "predcls-last-passes0"
+    what = json.loads((folder / "evaluation.json").read_text())
+    assert what["refine_passes"] == 0 and what["mask_source"] == what["trained_mask_source"] == "transfer"
+    assert 0.0 < json.loads((folder / "metrics.json").read_text())["predcls/R@50"] <= 1.0
+    assert "refine_passes=0 (trained with 2)" in done.stdout
+    bad = _evaluate(f"run_dir={job}", "refine_passes=3", f"out={tmp_path / 'bad'}")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "use 0, 1 or 2" in bad.stderr

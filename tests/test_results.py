@@ -462,11 +462,16 @@ def test_study_validation_curves(tmp_path: Path) -> None:
     assert cr.plot_study_curves(key, {"baseline": [bare]}, tmp_path / "none.png") is None
 
 
-def _retest(job: Path, source: str, metrics: dict, checkpoint: str = "best-step=9.ckpt") -> None:
-    out = job / "evaluate" / f"predcls-{Path(checkpoint).stem}-{source}-masks"
+def _retest(
+    job: Path, source: str, metrics: dict, checkpoint: str = "best-step=9.ckpt", passes: int | None = None
+) -> None:
+    suffix = ("" if source == "transfer" else f"-{source}-masks") + (
+        "" if passes is None else f"-passes{passes}"
+    )
+    out = job / "evaluate" / f"predcls-{Path(checkpoint).stem}{suffix}"
     out.mkdir(parents=True)
     (out / "metrics.json").write_text(json.dumps(metrics))
-    info = {"task": "predcls", "mask_source": source, "trained_mask_source": "transfer",
+    info = {"task": "predcls", "mask_source": source, "trained_mask_source": "transfer", "refine_passes": passes,
             "checkpoint": str(job / "checkpoints" / checkpoint), "run_dir": str(job)}  # fmt: skip
     (out / "evaluation.json").write_text(json.dumps(info))
 
@@ -474,7 +479,7 @@ def _retest(job: Path, source: str, metrics: dict, checkpoint: str = "best-step=
 def test_study_mask_swap_table(tmp_path: Path) -> None:
     """The swap table pairs each re-test with its own run: own mean over the runs, then swap − own per run."""
     ids = np.arange(20)
-    own, swapped = {}, {}
+    own, swapped, unrefined = {}, {}, {}
     for seed in (0, 1, 2):
         images = _random_images(np.random.default_rng([seed, 3]), 20, 0.0)
         own[seed] = _study_job(tmp_path / f"grounded_{seed}", "grounded", seed, images, ids)
@@ -483,8 +488,19 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
         _retest(tmp_path / f"grounded_{seed}", "oracle", swapped[seed])
         # a re-test of the last checkpoint is not the one the run's own test used: ignored
         _retest(tmp_path / f"grounded_{seed}", "empty", own[seed], checkpoint="last.ckpt")
+        if seed < 2:  # the own masks without refinement passes (sgseg.evaluate refine_passes=0), two runs
+            unrefined[seed] = _study_job(tmp_path / f"scratch2_{seed}", "baseline", seed,
+                                         _random_images(np.random.default_rng([seed, 5]), 20, 0.0), ids)  # fmt: skip
+            _retest(tmp_path / f"grounded_{seed}", "transfer", unrefined[seed], passes=0)
+            # ... also of the last checkpoint: not the run's final-weights test, which is on its own setting
+            _retest(
+                tmp_path / f"grounded_{seed}", "transfer", unrefined[seed], checkpoint="last.ckpt", passes=0
+            )
+            assert cr._final_weights_test(tmp_path / f"grounded_{seed}", ["predcls"]) is None
     runs = [cr.load_run(tmp_path / f"grounded_{s}") for s in (0, 1, 2)]
-    assert set(runs[0].retests("predcls")) == {"oracle"} and runs[0].retests("sgcls") == {}
+    assert (
+        set(runs[0].retests("predcls")) == {"oracle", "transfer|passes0"} and runs[0].retests("sgcls") == {}
+    )
     table = cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs})
     assert table is not None and table.header[-1] == "runs"
     by_measure = {row[1]: row for row in table.rows}
@@ -496,6 +512,9 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
         cr.t_half_width(d)
     )
     assert not row[3].values and not row[5].values and not row[6].values  # own source; none; only a last.ckpt
+    assert table.header[7] == "→ own, unrefined"
+    d = [unrefined[s]["predcls/mR@50"] - own[s]["predcls/mR@50"] for s in unrefined]
+    assert len(row[7].values) == 2 and row[7].mean == pytest.approx(100 * np.mean(d))
     mask_cols = [c for c, n in enumerate(PREDICATES) if n in cr.MASK_PREDICATES]
 
     def mask_mean(m):

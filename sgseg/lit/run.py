@@ -166,6 +166,15 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         _check_mask_swap(run_cfg, run_dir, source)
         run_cfg.model.mask_source = source
     suffix = "" if source == trained_source else f"-{source}-masks"
+    passes = cfg.get("refine_passes")
+    if passes is not None:
+        # a test-time ablation of the refined masks on the VG stream: the same weights, refine_passes=k
+        if passes not in (0, 1, 2):
+            raise ConfigError(f"refine_passes={passes!r}: use 0, 1 or 2 (or null for the run's own setting)")
+        trained = run_cfg.model.get("train_refine_passes")
+        run_cfg.model.train_refine_passes = run_cfg.model.get("refine_passes") if trained is None else trained
+        run_cfg.model.refine_passes = int(passes)
+        suffix += f"-passes{int(passes)}"
     out_dir = (
         Path(cfg.out)
         if cfg.get("out")
@@ -198,6 +207,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
                 "task": str(run_cfg.task.name),
                 "mask_source": source,
                 "trained_mask_source": trained_source,
+                # the built model's setting (None: the run's own)
+                "refine_passes": None if passes is None else int(module.model.refine_passes),
             },
             indent=2,
         )  # fmt: skip
@@ -208,6 +219,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(module, datamodule=dm)
     mode = str(run_cfg.task.name)
     swap = "" if source == trained_source else f", grounded on {source} masks (trained on {trained_source})"
+    if passes is not None:
+        swap += f", refine_passes={int(passes)} (trained with {run_cfg.model.train_refine_passes})"
     print(f"\n{run_cfg.model.name} / {mode}, {ckpt_path.name}{swap}  (recall in %)")
     print(results_table(module.test_metrics, mode))
     print(f"written to {out_dir}")
