@@ -13,8 +13,8 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
 - Table 2: COCO val mask AP of the transferred masks without and with refinement,
 - Table 3: zsR@20/100 per task, baseline vs. seg-grounded,
 - Table 4: the ablation rows (``row=``/``ablation_row``) as mean ± std over seeds of mR@20/50/100,
-- the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / shuffled (mask source
-  ``model.mask_source``) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
+- the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / oracle_amodal / shuffled
+  (mask source ``model.mask_source``; oracle_amodal: the oracle on an amodal ``data.true_masks`` file) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
   bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50;
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
   (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
@@ -70,14 +70,17 @@ VARIANTS = ("baseline", "seg-grounded")
 MISSING = "—"
 # the lab study's rows (model.mask_source of the seg-grounded model → row name), baseline first
 STUDY_SOURCES = {"transfer": "grounded", "oracle": "oracle", "shuffled": "shuffled"}
-STUDY_ROWS = ("baseline", "grounded", "oracle", "shuffled")
+STUDY_ROWS = ("baseline", "grounded", "oracle", "oracle_amodal", "shuffled")
+# the oracle on the objects' amodal masks (data.true_masks names an *amodal* file, e.g. the synthetic benchmark's
+# vg_{split}_amodal_masks.json) rather than the visible ones
+AMODAL_ORACLE = "oracle_amodal"
 STUDY_K = 50
 # the test-time mask swaps of sgseg.evaluate (mask_source=...), and the masks each study row trained on
 SWAP_SOURCES = ("transfer", "oracle", "shuffled", "empty")
 SWAP_NAMES = {"transfer": "transferred", "oracle": "true", "shuffled": "shuffled", "empty": "empty",
               "unrefined": "own, unrefined"}  # fmt: skip
 UNREFINED = "unrefined"  # the swap-table column of the re-tests with refine_passes=0 on the run's own masks
-TRAINED_SOURCE = {"grounded": "transfer", "oracle": "oracle", "shuffled": "shuffled"}
+TRAINED_SOURCE = {"grounded": "transfer", "oracle": "oracle", AMODAL_ORACLE: "oracle", "shuffled": "shuffled"}
 # synthetic predicates decided by the pixels (holes, contact, partial cover, surrounding) rather than the boxes
 MASK_PREDICATES = frozenset({"in hole of", "on", "touching", "near", "partly covering", "around"})
 
@@ -238,6 +241,8 @@ class Run:
         if self.node == "none" and self.edge == "none" and self.refine is False:
             return "baseline"
         if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
+            if self.mask_source == "oracle" and "amodal" in str(self.get("data.true_masks") or ""):
+                return AMODAL_ORACLE
             return STUDY_SOURCES.get(self.mask_source)
         return None
 
@@ -807,7 +812,8 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
         rows.append([variant, *cells, len(runs)])
     note = (
         "Recall (%), mean ± half-width of the 95 % Student-t interval over the runs (seeds) of each row. "
-        "grounded / oracle / shuffled: the seg-grounded model on transferred, true, or deranged-source masks."
+        "grounded / oracle / shuffled: the seg-grounded model on transferred, true (visible), or deranged-source "
+        "masks; oracle_amodal: on the objects' true amodal masks."
     )
     name = f"study_{key[0]}_{task}_{key[1]}"
     return Table(f"Study: {_study_name(key)}", ["Row", *metrics, "seeds"], rows, name, note)
@@ -1105,7 +1111,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
     t-interval as error bars; mask-decided predicates are marked (bold label, shaded). None without data."""
     task = key[2]
     count = _num_predicates(rows_runs, task)
-    shown = [v for v in ("baseline", "grounded", "oracle") if rows_runs.get(v)]
+    shown = [v for v in ("baseline", "grounded", "oracle", AMODAL_ORACLE) if rows_runs.get(v)]
     if count == 0 or not shown:
         return None
     import matplotlib
@@ -1115,7 +1121,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
     from matplotlib.patches import Patch
 
     names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
-    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868"}
+    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2"}
     width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * count + 2.0) + 2.5, 4.0))
     for c, n in enumerate(names):
@@ -1164,7 +1170,8 @@ def plot_study_curves(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", "shuffled": "#C44E52"}
+    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2",
+              "shuffled": "#C44E52"}  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.0))
     for ax, metric in zip(axes, ("mR", "R")):
         for variant, runs in curves.items():

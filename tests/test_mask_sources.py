@@ -106,6 +106,30 @@ def test_vg_dataset_reads_the_true_masks_of_every_split(data_dir) -> None:
     assert "masks" not in VisualGenome(root, split="train", num_val=4, check_label_space=False)[0]
 
 
+def test_amodal_masks_contain_the_visible_ones_and_span_the_boxes(data_dir) -> None:
+    """``vg_{split}_amodal_masks.json``: per object, the amodal mask holds its visible mask, the GT box is the
+    amodal mask's bounding box (the generator's definition), and occlusion makes some of them differ."""
+    root = data_dir / "synthetic" / "vg"
+    occluded = 0
+    for split in ("train", "test"):
+        visible = VisualGenome(root, split=split, num_val=0, check_label_space=False,
+                               true_masks="vg_{split}_masks.json")  # fmt: skip
+        amodal = VisualGenome(root, split=split, num_val=0, check_label_space=False,
+                              true_masks="vg_{split}_amodal_masks.json")  # fmt: skip
+        assert amodal.true_masks_path == root / f"vg_{split}_amodal_masks.json"
+        for i in range(len(amodal)):
+            a, v = amodal[i], visible[i]
+            full, seen = a["masks"].bool(), v["masks"].bool()
+            assert full.shape == seen.shape and not (seen & ~full).any()  # visible ⊆ amodal
+            occluded += int((full & ~seen).flatten(1).any(1).sum())
+            for k in range(full.shape[0]):
+                ys, xs = np.nonzero(full[k].numpy())
+                # pixel extent of the amodal mask vs the GT box (float xyxy; the h5 stores it in a 1024 frame)
+                extent = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=float)
+                assert np.abs(extent - a["boxes"][k].numpy()).max() <= 2.0, (split, i, k)
+    assert occluded > 0
+
+
 def test_missing_true_masks_name_the_file_and_the_fix(data_dir, tmp_path) -> None:
     with pytest.raises(DatasetError, match=r"vg_nope_masks\.json not found.*regenerate the benchmark"):
         VisualGenome(data_dir / "synthetic" / "vg", split="test", check_label_space=False, num_val=0,

@@ -353,10 +353,12 @@ def _study_job(path: Path, variant: str, seed: int, images, ids) -> dict:
         "grounded": ("masks", "gaussian", True, "transfer"),
         "oracle": ("masks", "gaussian", True, "oracle"),
         "shuffled": ("masks", "gaussian", True, "shuffled"),
+        "oracle_amodal": ("masks", "gaussian", True, "oracle"),
     }
     node, edge, refine, source = settings[variant]
     cfg = _config("motif", node, edge, refine, True, seed=seed, task="predcls", backbone="tiny")
     cfg["model"]["mask_source"] = source
+    cfg["data"] = {"true_masks": f"vg_{{split}}_{'amodal_' if variant == 'oracle_amodal' else ''}masks.json"}
     ev = _evaluate(images, ids)
     result = ev.compute()
     metrics = {f"predcls/{k}": v for k, v in result.items()}
@@ -423,6 +425,21 @@ def test_study_tables_and_figure(tmp_path: Path) -> None:
     assert float(rows["grounded"]["mR@50 ci95"]) == pytest.approx(cr.t_half_width(grounded), abs=1e-4)
     png = out / "study_per_predicate_motif_predcls_tiny.png"
     assert png.stat().st_size > 5000
+
+
+def test_the_amodal_oracle_is_a_row_of_its_own(tmp_path: Path) -> None:
+    """An oracle run on an amodal true-mask file (row oracle_amodal) is not pooled with the visible-mask oracle."""
+    ids = np.arange(10)
+    for variant in ("baseline", "oracle", "oracle_amodal"):
+        images = _random_images(np.random.default_rng([0, 9]), 10, 0.0)
+        _study_job(tmp_path / variant, variant, 0, images, ids)
+    runs = [cr.load_run(tmp_path / v) for v in ("baseline", "oracle", "oracle_amodal")]
+    assert [r.study_variant for r in runs] == ["baseline", "oracle", "oracle_amodal"]
+    (table,) = [t for t in cr.tables_study(runs, 20) if t.name.startswith("study_motif")]
+    assert [row[0] for row in table.rows][:4] == ["baseline", "grounded", "oracle", "oracle_amodal"]
+    assert table.rows[3][-1] == 1 and table.rows[2][-1] == 1
+    bootstrap = [t for t in cr.tables_study(runs, 20) if t.name.startswith("study_bootstrap")][0]
+    assert {row[0] for row in bootstrap.rows} == {"oracle − baseline", "oracle_amodal − baseline"}
 
 
 def _write_csv_log(path: Path, rows: list[dict]) -> None:

@@ -23,7 +23,10 @@ What makes it a test of the paper's idea:
   pipeline derives the zero-shot set from the splits, as for real VG;
 * ``vg/vg_test_masks.json`` (COCO format, hidden from training) holds the true masks of the VG-like test
   objects, so transferred masks can be scored on the target dataset; ``vg/vg_train_masks.json`` the same for
-  the train split (val included), for the oracle-mask upper bound (``model.mask_source=oracle``).
+  the train split (val included), for the oracle-mask upper bound (``model.mask_source=oracle``);
+  ``vg/vg_{train,test}_amodal_masks.json`` the same objects' amodal masks (occluded parts included: what *on*,
+  *partly covering* and *in hole of* are defined on), for an amodal oracle
+  (``data.true_masks=vg_{split}_amodal_masks.json``).
 
 Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
 
@@ -32,6 +35,7 @@ Layout written under ``out_dir`` (see :class:`SyntheticLayout`)::
     vg/VG-SGG-with-attri.h5  vg/VG-SGG-dicts-with-attri.json  vg/image_data.json  vg/VG_100K/<id>.jpg
     vg/vg_test_masks.json                  hidden true masks of the VG-like test objects
     vg/vg_train_masks.json                 hidden true masks of the VG-like train (and val) objects
+    vg/vg_{train,test}_amodal_masks.json   the same objects' amodal masks
     coco/annotations/instances_{train,val}2017.json  coco/{train,val}2017/<id:012d>.jpg
 
 Usage: ``python -m sgseg.data.synthetic out=DIR [seed=0 num_vg_train=2000 num_vg_test=500

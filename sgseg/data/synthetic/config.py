@@ -13,6 +13,10 @@ from pathlib import Path
 FORMAT_VERSION = 4
 #: The hidden true masks (COCO format) of the VG-like objects per part, under vg/; the train file also holds val.
 VG_TRUE_MASKS = {"vg_train": "vg_train_masks.json", "vg_test": "vg_test_masks.json"}
+#: The same objects' amodal masks (the whole shape, occluded parts included), which the predicates *on*, *partly
+#: covering* and *in hole of* are defined on (``data.true_masks=vg_{split}_amodal_masks.json``: the study's
+#: amodal oracle).
+VG_AMODAL_MASKS = {"vg_train": "vg_train_amodal_masks.json", "vg_test": "vg_test_amodal_masks.json"}
 #: The four parts, in the order of the per-image seeds ``(seed, part, index)``.
 _PARTS = ("vg_train", "vg_test", "coco_train", "coco_val")
 

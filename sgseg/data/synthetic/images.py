@@ -141,6 +141,7 @@ def _render_one(task: tuple[str, int, int, str]) -> dict[str, Any]:
         out["crowds"] = [(lab, _uncompressed_rle(m)) for lab, m in scene.crowds]
         return out
     out["masks"] = [_compressed_rle(v) for v in scene.visible]  # no RNG draw: the other files stay the same
+    out["amodal_masks"] = [_compressed_rle(o.full) for o in scene.objects]  # nor here
 
     true = pair_predicates(scene)
     held = _WORKER["held"]

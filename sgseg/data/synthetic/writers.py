@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from sgseg.data.synthetic.config import FORMAT_VERSION, VG_TRUE_MASKS, SyntheticConfig
+from sgseg.data.synthetic.config import FORMAT_VERSION, VG_AMODAL_MASKS, VG_TRUE_MASKS, SyntheticConfig
 from sgseg.data.synthetic.labels import (
     PREDICATES,
     SOURCE_CATEGORY_IDS,
@@ -73,7 +73,10 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
     image_data, split, first_box, last_box, first_rel, last_rel = [], [], [], [], [], []
     labels, b1024, b512, rel_rows, preds = [], [], [], [], []
     mask_images: dict[str, list] = {"vg_train": [], "vg_test": []}
-    mask_anns: dict[str, list] = {"vg_train": [], "vg_test": []}
+    # per kind of true mask (visible / amodal), per part
+    mask_anns: dict[str, dict[str, list]] = {
+        kind: {"vg_train": [], "vg_test": []} for kind in ("masks", "amodal_masks")
+    }
     n_boxes = n_rels = 0
     rid = config.first_vg_image_id
     for r in results:
@@ -101,20 +104,21 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
         mask_images[r["part"]].append(
             {"id": r["image_id"], "file_name": f"{r['image_id']}.jpg", "width": w, "height": h}
         )
-        for k, (lab, rle) in enumerate(zip(r["labels"], r["masks"])):
-            enc = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
-            mask_anns[r["part"]].append(
-                {
-                    "id": n_boxes + k + 1,
-                    "vg_box_index": n_boxes + k,
-                    "image_id": r["image_id"],
-                    "category_id": lab + 1,
-                    "segmentation": rle,
-                    "area": float(mask_utils.area(enc)),
-                    "bbox": [float(x) for x in mask_utils.toBbox(enc)],
-                    "iscrowd": 0,
-                }
-            )
+        for kind, anns in mask_anns.items():
+            for k, (lab, rle) in enumerate(zip(r["labels"], r[kind])):
+                enc = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+                anns[r["part"]].append(
+                    {
+                        "id": n_boxes + k + 1,
+                        "vg_box_index": n_boxes + k,
+                        "image_id": r["image_id"],
+                        "category_id": lab + 1,
+                        "segmentation": rle,
+                        "area": float(mask_utils.area(enc)),
+                        "bbox": [float(x) for x in mask_utils.toBbox(enc)],
+                        "iscrowd": 0,
+                    }
+                )
         n_boxes += nb
         n_rels += nr
 
@@ -151,19 +155,24 @@ def _write_vg(root: Path, results: list[dict[str, Any]], config: SyntheticConfig
     categories = [
         {"id": i, "name": n, "supercategory": TARGET_TO_SOURCE[n]} for i, n in enumerate(TARGET_CLASSES, 1)
     ]
-    for part, what in (("vg_test", "test"), ("vg_train", "train + val")):
-        _json_dump(
-            {
-                "info": {
-                    "description": f"sgseg synthetic: true masks of the VG-like {what} objects (hidden from training)"
+    for kind, files, adjective in (
+        ("masks", VG_TRUE_MASKS, "true"),
+        ("amodal_masks", VG_AMODAL_MASKS, "amodal"),
+    ):
+        for part, what in (("vg_test", "test"), ("vg_train", "train + val")):
+            _json_dump(
+                {
+                    "info": {
+                        "description": f"sgseg synthetic: {adjective} masks of the VG-like {what} objects "
+                        "(hidden from training)"
+                    },
+                    "licenses": [],
+                    "images": mask_images[part],
+                    "annotations": mask_anns[kind][part],
+                    "categories": categories,
                 },
-                "licenses": [],
-                "images": mask_images[part],
-                "annotations": mask_anns[part],
-                "categories": categories,
-            },
-            root / VG_TRUE_MASKS[part],
-        )
+                root / files[part],
+            )
     return _vg_stats(results)
 
 
