@@ -805,6 +805,8 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
     rows = []
     for variant in STUDY_ROWS:
         runs = rows_runs.get(variant, [])
+        if variant == AMODAL_ORACLE and not runs:
+            continue  # an optional fifth row: listed only when run (the four main rows show "—" when missing)
         cells = [IntervalCell() for _ in metrics]
         for run in runs:
             for cell, m in zip(cells, metrics):
