@@ -9,7 +9,7 @@ COCO classes) and for all classes, overall and per class (a markdown table). Con
 columns shuffled (``shuffled_sources``, the derangement that ``model.mask_source=shuffled`` trains with: every
 class draws on a wrong source) and the uniform S (every source weighted equally).
 
-    python scripts/eval_transfer.py DETECTOR.pt [--data data/synthetic] [--runs 3]
+    python scripts/eval_transfer.py DETECTOR.pt [--data data/synthetic] [--runs 3] [--truth visible|amodal]
 """
 
 from __future__ import annotations
@@ -74,12 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--max-size", type=int, default=256)
     p.add_argument("--seeds", type=int, default=3, help="shuffled-S controls to average")
+    p.add_argument(
+        "--truth",
+        choices=("visible", "amodal"),
+        default="visible",
+        help="score against the objects' visible true masks (vg_test_masks.json) or their amodal masks "
+        "(vg_test_amodal_masks.json, occluded parts included)",
+    )
     args = p.parse_args(argv)
     root = Path(args.data)
-    hidden = root / "vg" / "vg_test_masks.json"
+    hidden = root / "vg" / ("vg_test_masks.json" if args.truth == "visible" else "vg_test_amodal_masks.json")
     if not hidden.is_file():
         print(
-            f"eval_transfer: {hidden} not found; --data must be a synthetic benchmark root", file=sys.stderr
+            f"eval_transfer: {hidden} not found; --data must be a synthetic benchmark root (amodal masks: "
+            "generated since the amodal oracle row exists; regenerate with force=true)",
+            file=sys.stderr,
         )
         return 1
     t0 = time.time()

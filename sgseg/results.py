@@ -76,11 +76,17 @@ STUDY_ROWS = ("baseline", "grounded", "oracle", "oracle_amodal", "shuffled")
 AMODAL_ORACLE = "oracle_amodal"
 STUDY_K = 50
 # the test-time mask swaps of sgseg.evaluate (mask_source=...), and the masks each study row trained on
-SWAP_SOURCES = ("transfer", "oracle", "shuffled", "empty")
-SWAP_NAMES = {"transfer": "transferred", "oracle": "true", "shuffled": "shuffled", "empty": "empty",
+SWAP_SOURCES = ("transfer", "oracle", "oracle_amodal", "shuffled", "empty")
+SWAP_NAMES = {"transfer": "transferred", "oracle": "true", "oracle_amodal": "true amodal", "shuffled": "shuffled",
+              "empty": "empty",
               "unrefined": "own, unrefined"}  # fmt: skip
 UNREFINED = "unrefined"  # the swap-table column of the re-tests with refine_passes=0 on the run's own masks
-TRAINED_SOURCE = {"grounded": "transfer", "oracle": "oracle", AMODAL_ORACLE: "oracle", "shuffled": "shuffled"}
+TRAINED_SOURCE = {
+    "grounded": "transfer",
+    "oracle": "oracle",
+    AMODAL_ORACLE: AMODAL_ORACLE,
+    "shuffled": "shuffled",
+}
 # synthetic predicates decided by the pixels (holes, contact, partial cover, surrounding) rather than the boxes
 MASK_PREDICATES = frozenset({"in hole of", "on", "touching", "near", "partly covering", "around"})
 
@@ -356,7 +362,10 @@ def _retest_key(info: dict[str, Any]) -> str:
     """A re-test's kind: its mask source (``transfer``, ``oracle``, ...), with ``|passes<k>`` when it also set
     ``refine_passes`` (the same weights with k refinement passes on the VG stream)."""
     passes = info.get("refine_passes")
-    return str(info.get("mask_source")) + ("" if passes is None else f"|passes{passes}")
+    source = str(info.get("mask_source"))
+    if source == "oracle" and "amodal" in str(info.get("true_masks") or ""):
+        source = AMODAL_ORACLE  # the oracle on amodal masks is a source of its own
+    return source + ("" if passes is None else f"|passes{passes}")
 
 
 def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:

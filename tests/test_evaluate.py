@@ -60,6 +60,17 @@ def test_evaluate_swaps_grounding_masks_at_test_time(tiny_sweep, tmp_path):
     metrics = json.loads((tmp_path / "oracle" / "metrics.json").read_text())
     assert 0.0 < metrics["predcls/R@50"] <= 1.0
     assert "grounded on oracle masks (trained on transfer)" in done.stdout
+    # ... on the objects' amodal masks instead of the visible ones: its own folder, recorded in evaluation.json
+    amodal = _evaluate(
+        f"run_dir={job}", "mask_source=oracle", 'true_masks="vg_{split}_amodal_masks.json"', "ckpt=last"
+    )
+    assert amodal.returncode == 0, amodal.stderr[-3000:]
+    what = json.loads(
+        (job / "evaluate" / "predcls-last-oracle-masks-vg_split_amodal_masks" / "evaluation.json").read_text()
+    )
+    assert what["true_masks"] == "vg_{split}_amodal_masks.json" and what["mask_source"] == "oracle"
+    wrong = _evaluate(f"run_dir={job}", 'true_masks="vg_{split}_amodal_masks.json"', f"out={tmp_path / 'w'}")
+    assert wrong.returncode == 1 and "only with mask_source=oracle" in wrong.stderr
 
     base = _evaluate(f"run_dir={tiny_sweep.jobs['base']}", "mask_source=oracle", f"out={tmp_path / 'base'}")
     assert base.returncode == 1 and "Traceback" not in base.stderr

@@ -441,6 +441,10 @@ def test_the_amodal_oracle_is_a_row_of_its_own(tmp_path: Path) -> None:
     assert table.rows[3][-1] == 1 and table.rows[2][-1] == 1
     bootstrap = [t for t in cr.tables_study(runs, 20) if t.name.startswith("study_bootstrap")][0]
     assert {row[0] for row in bootstrap.rows} == {"oracle − baseline", "oracle_amodal − baseline"}
+    # a re-test on the amodal file (sgseg.evaluate mask_source=oracle true_masks=...) is that source, not the oracle's
+    amodal = {"mask_source": "oracle", "true_masks": "vg_{split}_amodal_masks.json", "refine_passes": None}
+    assert cr._retest_key(amodal) == "oracle_amodal"
+    assert cr._retest_key({**amodal, "true_masks": "vg_{split}_masks.json"}) == "oracle"
 
 
 def _write_csv_log(path: Path, rows: list[dict]) -> None:
@@ -529,10 +533,11 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
     assert row[4].mean == pytest.approx(100 * np.mean(d)) and row[4].spread == pytest.approx(
         cr.t_half_width(d)
     )
-    assert not row[3].values and not row[5].values and not row[6].values  # own source; none; only a last.ckpt
-    assert table.header[7] == "→ own, unrefined"
+    # own source; none; none; only a last.ckpt
+    assert not row[3].values and not row[5].values and not row[6].values and not row[7].values
+    assert table.header[5] == "→ true amodal" and table.header[8] == "→ own, unrefined"
     d = [unrefined[s]["predcls/mR@50"] - own[s]["predcls/mR@50"] for s in unrefined]
-    assert len(row[7].values) == 2 and row[7].mean == pytest.approx(100 * np.mean(d))
+    assert len(row[8].values) == 2 and row[8].mean == pytest.approx(100 * np.mean(d))
     mask_cols = [c for c, n in enumerate(PREDICATES) if n in cr.MASK_PREDICATES]
 
     def mask_mean(m):
@@ -612,6 +617,6 @@ def test_tables_on_final_weights(tmp_path: Path) -> None:
     # the swap table: the final weights' swap (empty) against the final weights' own test
     swaps = text.split("### Study: test-time mask swap")[1]
     assert "(final checkpoint)" in swaps
-    empty = swaps.split("| grounded (transferred) | mR@50 | ")[1].split("\n")[0].split(" | ")[4]
+    empty = swaps.split("| grounded (transferred) | mR@50 | ")[1].split("\n")[0].split(" | ")[5]
     d = own["baseline"]["predcls/mR@50"] - last["grounded"]["predcls/mR@50"]
     assert empty.startswith(f"{100 * d:.1f}")

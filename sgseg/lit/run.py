@@ -166,6 +166,16 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         _check_mask_swap(run_cfg, run_dir, source)
         run_cfg.model.mask_source = source
     suffix = "" if source == trained_source else f"-{source}-masks"
+    true_masks = cfg.get("true_masks")
+    if true_masks is not None:
+        # which true-mask file the oracle reads (e.g. the synthetic benchmark's amodal masks)
+        if source != "oracle":
+            raise ConfigError(
+                f"true_masks={true_masks}: only with mask_source=oracle (or a run trained on it)"
+            )
+        if str(true_masks) != str(run_cfg.data.get("true_masks")):
+            run_cfg.data.true_masks = str(true_masks)
+            suffix += "-" + Path(str(true_masks)).stem.replace("{split}", "split")
     passes = cfg.get("refine_passes")
     if passes is not None:
         # a test-time ablation of the refined masks on the VG stream: the same weights, refine_passes=k
@@ -207,6 +217,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
                 "task": str(run_cfg.task.name),
                 "mask_source": source,
                 "trained_mask_source": trained_source,
+                "true_masks": str(run_cfg.data.get("true_masks")) if source == "oracle" else None,
                 # the built model's setting (None: the run's own)
                 "refine_passes": None if passes is None else int(module.model.refine_passes),
             },
