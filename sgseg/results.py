@@ -280,6 +280,13 @@ class Run:
                 or not Path(str(info.get("checkpoint"))).stem.startswith(self.checkpoint)
             ):
                 continue
+            own = (
+                info.get("mask_source") == info.get("trained_mask_source")
+                and info.get("refine_passes") is None
+                and info.get("true_masks") in (None, self.get("data.true_masks"))
+            )
+            if own:
+                continue  # the run's own masks and settings: its final-weights test, not a swap
             found[_retest_key(info)] = metrics
         return found
 
