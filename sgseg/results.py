@@ -253,18 +253,26 @@ class Run:
         return None
 
     def val_curve(self, metric: str) -> list[tuple[int, float]]:
-        """(step, value) of ``val/<metric>`` at each validation, from the CSV logger's ``csv/version_*/metrics.csv``
-        (the last version: a resumed run appends a new one that repeats the earlier rows); [] when not logged."""
+        """(step, value) of ``val/<metric>`` at each validation, from the CSV logger's ``csv/version_*/metrics.csv``;
+        [] when not logged. A resumed run writes a new version from its checkpoint's step on: the versions are
+        joined in order, each later one replacing the earlier ones' points from its first step on (what the
+        killed process validated after its last checkpoint is redone by the resumed one)."""
         files = sorted(self.path.glob("csv/version_*/metrics.csv"), key=_natural_key)
-        if not files:
-            return []
         column = f"val/{metric}"
         points: dict[int, float] = {}
-        with files[-1].open(newline="") as f:
-            for row in csv.DictReader(f):
-                value, step = row.get(column), row.get("step")
-                if value not in (None, "") and step not in (None, ""):
-                    points[int(float(step))] = float(value)
+        for path in files:
+            mine: dict[int, float] = {}
+            first: int | None = None  # the first step this version logged anything at (a train row too)
+            with path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    value, step = row.get(column), row.get("step")
+                    if step in (None, ""):
+                        continue
+                    first = int(float(step)) if first is None else min(first, int(float(step)))
+                    if value not in (None, ""):
+                        mine[int(float(step))] = float(value)
+            if first is not None:
+                points = {k: v for k, v in points.items() if k < first} | mine
         return sorted(points.items())
 
     def retests(self, task: str) -> dict[str, dict[str, Any]]:

@@ -458,21 +458,23 @@ def _write_csv_log(path: Path, rows: list[dict]) -> None:
 
 
 def test_study_validation_curves(tmp_path: Path) -> None:
-    """val/mR@50 and val/R@50 are read from the CSV logger (the last version of a resumed run; training rows
-    without a val value skipped) and drawn per study row."""
+    """val/mR@50 and val/R@50 are read from the CSV logger (a resumed run's versions joined, the later one
+    replacing the earlier from its first step on; training rows without a val value skipped) and drawn per row."""
     images = _random_images(np.random.default_rng(5), 10, 0.0)
     ids = np.arange(10)
     for v in ("baseline", "grounded"):
         for seed in (0, 1):
             job = tmp_path / f"{v}_{seed}"
             _study_job(job, v, seed, images, ids)
-            # version_0: an interrupted first attempt; version_1: the resumed run (repeats and extends it)
-            _write_csv_log(job / "csv" / "version_0" / "metrics.csv", [{"step": 9, "val/mR@50": 0.99}])
+            # version_0: an interrupted first attempt (validated at 3, 9 and 12, killed after its step-5
+            # checkpoint); version_1: the resumed run, from step 5 on (redoes 9, no longer validates at 12)
+            _write_csv_log(job / "csv" / "version_0" / "metrics.csv",
+                           [{"step": s, "val/mR@50": 0.99} for s in (3, 9, 12)])  # fmt: skip
             rows = [{"step": 4, "train/loss": 1.0}]
             rows += [{"step": s, "val/mR@50": 0.1 * s + seed, "val/R@50": 0.2 * s} for s in (9, 19)]
             _write_csv_log(job / "csv" / "version_1" / "metrics.csv", rows)
     run = cr.load_run(tmp_path / "grounded_1")
-    assert run.val_curve("mR@50") == [(9, pytest.approx(1.9)), (19, pytest.approx(2.9))]
+    assert run.val_curve("mR@50") == [(3, 0.99), (9, pytest.approx(1.9)), (19, pytest.approx(2.9))]
     assert run.val_curve("R@50") == [(9, pytest.approx(1.8)), (19, pytest.approx(3.8))]
     assert run.val_curve("zsR@50") == []
     assert cr.main([str(tmp_path), "--out", str(tmp_path / "t"), "--bootstrap", "0"]) == 0
