@@ -69,7 +69,12 @@ ROW_LABELS = {
 VARIANTS = ("baseline", "seg-grounded")
 MISSING = "—"
 # the lab study's rows (model.mask_source of the seg-grounded model → row name), baseline first
-STUDY_SOURCES = {"transfer": "grounded", "oracle": "oracle", "shuffled": "shuffled"}
+STUDY_SOURCES = {
+    "transfer": "grounded",
+    "oracle": "oracle",
+    "oracle_amodal": "oracle_amodal",
+    "shuffled": "shuffled",
+}
 STUDY_ROWS = ("baseline", "grounded", "oracle", "oracle_amodal", "shuffled")
 # the oracle on the objects' amodal masks (data.true_masks names an *amodal* file, e.g. the synthetic benchmark's
 # vg_{split}_amodal_masks.json) rather than the visible ones
@@ -247,9 +252,7 @@ class Run:
         if self.node == "none" and self.edge == "none" and self.refine is False:
             return "baseline"
         if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
-            if self.mask_source == "oracle" and "amodal" in str(self.get("data.true_masks") or ""):
-                return AMODAL_ORACLE
-            return STUDY_SOURCES.get(self.mask_source)
+            return STUDY_SOURCES.get(_source_kind(self.mask_source, self.get("data.true_masks")))
         return None
 
     def val_curve(self, metric: str) -> list[tuple[int, float]]:
@@ -377,10 +380,16 @@ def _retest_key(info: dict[str, Any]) -> str:
     """A re-test's kind: its mask source (``transfer``, ``oracle``, ...), with ``|passes<k>`` when it also set
     ``refine_passes`` (the same weights with k refinement passes on the VG stream)."""
     passes = info.get("refine_passes")
-    source = str(info.get("mask_source"))
-    if source == "oracle" and "amodal" in str(info.get("true_masks") or ""):
-        source = AMODAL_ORACLE  # the oracle on amodal masks is a source of its own
+    source = _source_kind(str(info.get("mask_source")), info.get("true_masks"))
     return source + ("" if passes is None else f"|passes{passes}")
+
+
+def _source_kind(mask_source: str, true_masks: Any) -> str:
+    """The mask source as the study counts it: ``oracle`` on an *amodal* true-mask file is a source (and row)
+    of its own, :data:`AMODAL_ORACLE`."""
+    if mask_source == "oracle" and "amodal" in str(true_masks or ""):
+        return AMODAL_ORACLE
+    return mask_source
 
 
 def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
@@ -452,18 +461,12 @@ def job_time(path: Path) -> JobTime:
     files = [f for f in (path / "detector" / FILE, path / FILE) if f.is_file()]
     if files:
         out = JobTime(source=FILE)
-        for f in files:
-            for seg in read_timing(f):
-                out.seconds += float(seg["seconds"])
-                out.segments += 1
-                for key, pick in (("start", min), ("updated", max)):
-                    try:
-                        t = datetime.datetime.fromisoformat(str(seg.get(key)))
-                    except ValueError:
-                        continue
-                    attr = "start" if key == "start" else "end"
-                    old = getattr(out, attr)
-                    setattr(out, attr, t if old is None else pick(old, t))
+        segments = [seg for f in files for seg in read_timing(f)]
+        out.seconds = sum(float(seg["seconds"]) for seg in segments)
+        out.segments = len(segments)
+        starts = [t for t in (_timestamp(seg.get("start")) for seg in segments) if t is not None]
+        ends = [t for t in (_timestamp(seg.get("updated")) for seg in segments) if t is not None]
+        out.start, out.end = min(starts, default=None), max(ends, default=None)
         return out
     log = path / "train.log"
     if not log.is_file():
@@ -495,6 +498,13 @@ def job_time(path: Path) -> JobTime:
             stop = t
     close()
     return out
+
+
+def _timestamp(value: Any) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
 
 
 def _hours(seconds: float) -> str:
