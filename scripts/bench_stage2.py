@@ -29,7 +29,6 @@ must agree to float tolerance).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -39,11 +38,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from pytorch_lightning import seed_everything
 
-import sgseg.models.detector.detector as detector_mod
-import sgseg.models.grounding.concat_conv as concat_conv
-import sgseg.models.grounding.edge as edge_mod
-import sgseg.models.grounding.node as node_mod
-import sgseg.ops.roi_align as roi_align_mod
 from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.lit.build import (
     build_datamodule,
@@ -52,25 +46,10 @@ from sgseg.lit.build import (
     coco_class_count,
     load_frozen_detector,
 )
+from sgseg.models.speedups import code_path
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 PATHS = ("before", "after")
-
-
-@contextlib.contextmanager
-def code_path(path: str):
-    """``before``: the plain implementation; ``after``: the current one."""
-    flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
-             (detector_mod, "POOL_REPEATED_BOXES_ONCE"), (edge_mod, "SEPARABLE_RESAMPLE"),
-             (roi_align_mod, "SEPARABLE"), (concat_conv, "CHANNELS_LAST"), (node_mod, "WINDOW_POOL")]  # fmt: skip
-    old = [getattr(m, name) for m, name in flags]
-    for m, name in flags:
-        setattr(m, name, path == "after")
-    try:
-        yield
-    finally:
-        for (m, name), value in zip(flags, old):
-            setattr(m, name, value)
 
 
 class Runner:
@@ -177,7 +156,7 @@ def main() -> None:
             for (v, path), runner in runners.items():
                 for i in range(start, min(start + args.block, len(batches))):
                     torch.manual_seed(i)  # the same sampled pairs and dropout masks for every row
-                    with code_path(path):
+                    with code_path(path == "after"):
                         dt, edge_t, loss = runner.step(batches[i])
                     if i == 0:
                         first_loss[(v, path)] = loss
@@ -188,7 +167,7 @@ def main() -> None:
         eval_times = {key: [] for key in runners}
         for i in range(args.warmup + args.repeats):
             for key, runner in runners.items():
-                with code_path(key[1]):
+                with code_path(key[1] == "after"):
                     dt = runner.evaluate(val_batch)
                 if i >= args.warmup:
                     eval_times[key].append(dt)

@@ -13,14 +13,10 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 import sgseg.models.grounding.concat_conv as concat_conv
-import sgseg.models.grounding.edge as edge_mod
-import sgseg.models.grounding.node as node_mod
 from sgseg.models.grounding import (
     AvgEdgeGrounding,
     GaussianEdgeGrounding,
@@ -31,22 +27,23 @@ from sgseg.models.grounding import (
 from sgseg.models.grounding.concat_conv import _ConcatConv2d, concat_conv2d
 from sgseg.models.grounding.edge import forward_once_per_unordered_pair, unordered_pairs
 from sgseg.models.grounding.node import GroundingHead
+from sgseg.models.speedups import code_path
 
 from .test_scene_graph_module import _build, _first_batch, data_dir  # noqa: F401 (data_dir: a fixture)
 
+# the stage-2 speed-ups these tests compare (RoIAlign's SEPARABLE is tested against torchvision's kernel in
+# tests/test_roi_align.py; POOL_REPEATED_BOXES_ONCE joins them for the whole step below)
+GROUNDING_FLAGS = (
+    "ONCE_PER_UNORDERED_PAIR",
+    "MASK_ONLY_INPUT_GRAD",
+    "SEPARABLE_RESAMPLE",
+    "CHANNELS_LAST",
+    "WINDOW_POOL",
+)
 
-@contextlib.contextmanager
-def plain_path():
-    flags = [(edge_mod, "ONCE_PER_UNORDERED_PAIR"), (concat_conv, "MASK_ONLY_INPUT_GRAD"),
-             (edge_mod, "SEPARABLE_RESAMPLE"), (concat_conv, "CHANNELS_LAST"), (node_mod, "WINDOW_POOL")]  # fmt: skip
-    old = [getattr(m, n) for m, n in flags]
-    for m, n in flags:
-        setattr(m, n, False)
-    try:
-        yield
-    finally:
-        for (m, n), v in zip(flags, old):
-            setattr(m, n, v)
+
+def plain_path(*extra: str):
+    return code_path(False, GROUNDING_FLAGS + extra)
 
 
 # ------------------------------------------------------------------------------------------ concat_conv2d
@@ -261,7 +258,6 @@ def _step_and_test(model, module, batch, mode: str, before_test=None):
 
 @pytest.mark.parametrize("mode,edge", [("predcls", "gaussian"), ("sgcls", "gaussian"), ("sgcls", "none")])
 def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
-    import sgseg.models.detector.detector as detector_mod
     from sgseg.lit.scene_graph_module import SceneGraphModule
 
     cfg, dm, model, inputs = _build(data_dir, f"model/grounding/edge={edge}")
@@ -273,13 +269,8 @@ def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
         return losses, grads, predictions.rel_logits
 
     fast = step()
-    old = detector_mod.POOL_REPEATED_BOXES_ONCE
-    detector_mod.POOL_REPEATED_BOXES_ONCE = False
-    try:
-        with plain_path():
-            plain = step()
-    finally:
-        detector_mod.POOL_REPEATED_BOXES_ONCE = old
+    with plain_path("POOL_REPEATED_BOXES_ONCE"):
+        plain = step()
     assert fast[0].keys() == plain[0].keys()
     # a conv over U distinct pairs instead of R rows may round differently (oneDNN blocks by batch size)
     for k in fast[0]:
@@ -378,3 +369,25 @@ def test_pool_to_equals_adaptive_avg_pool(side, size, channels_last):
         k = side // size
         by_hand = x0.reshape(5, 6, size, k, size, k).double().mean((3, 5))
         torch.testing.assert_close(out["ours"][0].double(), by_hand, rtol=1e-6, atol=1e-6)
+
+
+def test_code_path_sets_the_named_flags_and_restores_them():
+    import importlib
+
+    from sgseg.models.speedups import FLAGS, SWITCHES
+
+    def values():
+        return {flag: getattr(importlib.import_module(mod), flag) for mod, flag in SWITCHES}
+
+    before = values()
+    assert set(before) == set(FLAGS) == set(GROUNDING_FLAGS) | {"POOL_REPEATED_BOXES_ONCE", "SEPARABLE"}
+    with plain_path("POOL_REPEATED_BOXES_ONCE"):
+        inside = values()
+    assert inside == {f: (False if f != "SEPARABLE" else before[f]) for f in FLAGS}
+    assert values() == before
+    with pytest.raises(RuntimeError), code_path(False):  # restored after an exception too
+        assert not any(values().values())
+        raise RuntimeError
+    assert values() == before
+    with pytest.raises(ValueError, match="NOT_A_FLAG"), code_path(True, ["NOT_A_FLAG"]):
+        pass
