@@ -924,6 +924,9 @@ def table_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Ta
     kinds = ["mask" if n in MASK_PREDICATES else "box" for n in names] + ["", ""]
     shown = [*present, *(f"Δ {v}" for v in deltas)]
     rows = [[line, kind, *(columns[c][i] for c in shown)] for i, (line, kind) in enumerate(zip(lines, kinds))]
+    # the mask-decided predicates first, then the box-decidable ones (each in the dataset's order), then the means
+    order = sorted(range(len(names)), key=lambda i: kinds[i] != "mask")
+    rows = [rows[i] for i in order] + rows[len(names) :]
     note = (
         f"R@{STUDY_K} (%) per predicate (graph constraint), mean ± 95 % t-interval over seeds; 'mask': a "
         "predicate the synthetic benchmark decides from the pixels, 'box': decidable from the boxes. The two "

@@ -393,6 +393,9 @@ def test_study_tables_and_figure(tmp_path: Path) -> None:
     assert "| oracle_amodal |" not in text  # the optional fifth row: only when run
     # per-predicate lines: mask-decided vs box-decided, their means per run, the paired Δ columns
     assert "| on | mask |" in text and "| left of | box |" in text
+    # mask-decided first, each kind in the dataset's order, then the two means
+    at = [text.index(f"| {n} | ") for n in ("on", "touching", "left of", "above", "mean, mask-decided")]
+    assert at == sorted(at)
     assert "| Predicate | decided by | baseline | grounded | oracle | Δ grounded | Δ oracle |" in text
     per_pred = {k: np.array(m["predcls/mR_per_predicate@50"], dtype=float) for k, m in metrics.items()}
     mask_cols = [c for c, n in enumerate(PREDICATES) if n in cr.MASK_PREDICATES]
