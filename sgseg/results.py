@@ -1,6 +1,7 @@
 """Result tables in the paper's layout, and the synthetic lab study's statistics, from sgseg run directories.
 
     python -m sgseg.results RUN_OR_SWEEP_DIR... [--out DIR] [--bootstrap 1000]
+    python -m sgseg.results RUN_OR_SWEEP_DIR... --archive DEST   # keep the runs' small files, e.g. in git
 
 Where this sits: after training. Each argument is a run directory (``python -m sgseg.train``), a Hydra
 multirun directory (its job subdirectories are found here) or any folder above them. A run is read from
@@ -36,6 +37,7 @@ import datetime
 import json
 import math
 import re
+import shutil
 import statistics
 import sys
 from collections.abc import Iterator
@@ -1327,6 +1329,57 @@ def render(runs: list[Run], tables: list[Table], failed: list[str]) -> str:
     return "\n".join(parts)
 
 
+# What a run directory holds that the tables, the bootstrap, the curves and the job times are computed from
+# (a few hundred KB a run, against ~165 MB with its checkpoints): ``--archive`` copies these and nothing else.
+ARCHIVE_FILES = (
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+    ".hydra/hydra.yaml",
+    "metrics.json",
+    "*_per_image.npz",
+    "*_per_predicate_recall.csv",
+    "timing.json",
+    "train.log",
+    "FAILED.txt",
+    "csv/version_*/metrics.csv",
+    "detector/detector_metrics.json",
+    "detector/timing.json",
+    "evaluate/*/evaluation.json",
+    "evaluate/*/metrics.json",
+    "evaluate/*/*_per_image.npz",
+    "evaluate/*/*_per_predicate_recall.csv",
+)
+
+
+def archive_runs(paths: list[Path], dest: Path) -> list[Path]:
+    """Copy the small files of every run at or below ``paths`` (:data:`ARCHIVE_FILES`) to ``dest``, keeping each
+    run's folder name and its place below the argument it was found under (``dest/<arg name>/<job subpath>``),
+    so that ``python -m sgseg.results dest ...`` gives the same tables on any machine — the run folders themselves
+    (checkpoints, pictures) stay where they are. Files already in the archive are replaced by the run's current
+    ones (a later re-test updates it); two arguments with the same folder name are refused, as they would mix.
+    Returns the archived run folders."""
+    names: dict[str, Path] = {}
+    for path in paths:
+        other = names.setdefault(path.resolve().name, path)
+        if other != path:
+            raise ValueError(
+                f"sgseg.results --archive: {other} and {path} have the same folder name and would be archived "
+                "into one folder; archive them in two calls with different destinations"
+            )
+    out: list[Path] = []
+    for path in paths:
+        jobs = find_job_dirs([path])
+        for job in jobs:
+            target = dest / path.resolve().name / job.relative_to(path)
+            files = sorted({f for pattern in ARCHIVE_FILES for f in job.glob(pattern) if f.is_file()})
+            for f in files:
+                to = target / f.relative_to(job)
+                to.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, to)
+            out.append(target)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -1348,10 +1401,27 @@ def main(argv: list[str] | None = None) -> int:
         help="best: each run's own test (best-validated weights); last: its final-weights re-test "
         "(python -m sgseg.evaluate run_dir=RUN ckpt=last), also for the mask-swap table",
     )
+    parser.add_argument(
+        "--archive",
+        type=Path,
+        default=None,
+        metavar="DEST",
+        help="instead of tables: copy the runs' small files (configs, metrics, per-image counts, re-tests, CSV "
+        "logs, timings; no checkpoints or pictures) to DEST/<dir name>/..., from which the tables can be made "
+        "again on any machine",
+    )
     args = parser.parse_args(argv)
+    none_found = f"sgseg.results: no run directories under {', '.join(map(str, args.dirs))}"
+    if args.archive is not None:
+        archived = archive_runs(args.dirs, args.archive)
+        if not archived:
+            print(none_found, file=sys.stderr)
+            return 1
+        print(f"archived {len(archived)} runs into {args.archive}")
+        return 0
     runs, tables, failed = collect(args.dirs, args.bootstrap, args.checkpoint)
     if not runs:
-        print(f"sgseg.results: no run directories under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        print(none_found, file=sys.stderr)
         return 1
     text = render(runs, tables, failed)
     print(text)

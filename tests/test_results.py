@@ -626,3 +626,57 @@ def test_tables_on_final_weights(tmp_path: Path) -> None:
     empty = swaps.split("| grounded (transferred) | mR@50 | ")[1].split("\n")[0].split(" | ")[5]
     d = own["baseline"]["predcls/mR@50"] - last["grounded"]["predcls/mR@50"]
     assert empty.startswith(f"{100 * d:.1f}")
+
+
+def test_archive_keeps_what_the_tables_need_and_nothing_else(tmp_path: Path) -> None:
+    """--archive copies configs, metrics, per-image counts, re-tests, CSV logs and timings (not checkpoints or
+    pictures); the study's tables computed from the archive are the ones computed from the runs."""
+    root = tmp_path / "study12"
+    ids = np.arange(25)
+    for v in ("baseline", "grounded"):
+        for seed in (0, 1):
+            job = root / f"{v}_s{seed}"
+            rng = np.random.default_rng([seed, len(v)])
+            _study_job(job, v, seed, _random_images(rng, 25, 0.0), ids)
+            _study_job(tmp_path / "scratch", v, seed, _random_images(rng, 25, 0.0), ids)
+            _final_weights_retest(job, tmp_path / "scratch")
+            shutil.rmtree(tmp_path / "scratch")
+            if v == "grounded":
+                _retest(job, "empty", {"predcls/mR@50": 0.1 + seed}, checkpoint="last.ckpt")
+            _write_csv_log(job / "csv" / "version_0" / "metrics.csv",
+                           [{"step": s, "val/mR@50": 0.1 * s + seed} for s in (3, 9)])  # fmt: skip
+            (job / "timing.json").write_text(json.dumps({"segments": [{"start": "2026-12-01T10:00:00",
+                "updated": "2026-12-01T11:00:00", "seconds": 3600.0 + seed, "finished": True}]}))  # fmt: skip
+            (job / "checkpoints").mkdir()
+            (job / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+            (job / "val_predictions").mkdir()
+            (job / "val_predictions" / "epoch0_0.png").write_bytes(b"png")
+    dest = tmp_path / "archive"
+    assert cr.main([str(root), "--archive", str(dest)]) == 0
+    copied = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    job = "study12/grounded_s1"
+    assert {f"{job}/.hydra/config.yaml", f"{job}/metrics.json", f"{job}/predcls_per_image.npz",
+            f"{job}/evaluate/predcls-last/predcls_per_image.npz", f"{job}/evaluate/predcls-last/evaluation.json",
+            f"{job}/evaluate/predcls-last-empty-masks/metrics.json", f"{job}/csv/version_0/metrics.csv",
+            f"{job}/timing.json"} <= copied  # fmt: skip
+    assert not any(p.endswith((".ckpt", ".png")) for p in copied)
+    assert len([p for p in copied if p.endswith("/.hydra/config.yaml")]) == 4
+
+    def tables(path: Path) -> list[str]:
+        runs, tabs, failed = cr.collect([path], bootstrap=200, checkpoint="last")
+        assert not failed and len(runs) == 4
+        return [t.markdown() for t in tabs]
+
+    original = tables(root)
+    assert tables(dest / "study12") == original
+    assert any("Study" in t or "study" in t for t in original)
+    # again, after a new re-test in one run: the archive is updated in place, nothing duplicated
+    _retest(root / "grounded_s0", "oracle", {"predcls/mR@50": 0.5}, checkpoint="last.ckpt")
+    assert cr.archive_runs([root], dest) == [dest / "study12" / f"{v}_s{s}" for v in ("baseline", "grounded")
+                                             for s in (0, 1)]  # fmt: skip
+    assert (dest / "study12/grounded_s0/evaluate/predcls-last-oracle-masks/metrics.json").is_file()
+    assert tables(dest / "study12") == tables(root)
+    # two folders of the same name would mix in the archive
+    (tmp_path / "other" / "study12").mkdir(parents=True)
+    with pytest.raises(ValueError, match="same folder name"):
+        cr.archive_runs([root, tmp_path / "other" / "study12"], dest)
