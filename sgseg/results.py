@@ -926,9 +926,7 @@ def table_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Ta
     kinds = ["mask" if n in MASK_PREDICATES else "box" for n in names] + ["", ""]
     shown = [*present, *(f"Δ {v}" for v in deltas)]
     rows = [[line, kind, *(columns[c][i] for c in shown)] for i, (line, kind) in enumerate(zip(lines, kinds))]
-    # the mask-decided predicates first, then the box-decidable ones (each in the dataset's order), then the means
-    order = sorted(range(len(names)), key=lambda i: kinds[i] != "mask")
-    rows = [rows[i] for i in order] + rows[len(names) :]
+    rows = [rows[i] for i in mask_decided_first(names)] + rows[len(names) :]
     note = (
         f"R@{STUDY_K} (%) per predicate (graph constraint), mean ± 95 % t-interval over seeds; 'mask': a "
         "predicate the synthetic benchmark decides from the pixels, 'box': decidable from the boxes. The two "
@@ -1147,9 +1145,15 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
     return Table(f"Study: paired bootstrap, {_study_name(key)}", header, rows, name, note)
 
 
+def mask_decided_first(names: list[str]) -> list[int]:
+    """The predicate indices with the mask-decided predicates (:data:`MASK_PREDICATES`) first, then the
+    box-decidable ones, each in the dataset's order — the order of the study's per-predicate table and figure."""
+    return sorted(range(len(names)), key=lambda i: names[i] not in MASK_PREDICATES)
+
+
 def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
     """Per-predicate R@50 bars: baseline vs. grounded vs. oracle (those present), mean over seeds with the 95 %
-    t-interval as error bars; mask-decided predicates are marked (bold label, shaded). None without data."""
+    t-interval as error bars; mask-decided predicates first and marked (bold label, shaded). None without data."""
     task = key[2]
     count = _num_predicates(rows_runs, task)
     shown = [v for v in ("baseline", "grounded", "oracle", AMODAL_ORACLE) if rows_runs.get(v)]
@@ -1162,6 +1166,8 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
     from matplotlib.patches import Patch
 
     names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
+    order = mask_decided_first(names)  # as the per-predicate table lists them
+    names = [names[i] for i in order]
     colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2"}
     width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * count + 2.0) + 2.5, 4.0))
@@ -1170,6 +1176,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
             ax.axvspan(c - 0.45, c + 0.45, color="#F2E2C4", zorder=0)
     for j, variant in enumerate(shown):
         cells = _per_predicate_cells(rows_runs[variant], task, count)
+        cells = [cells[i] for i in order]
         x = np.arange(count) + (j - (len(shown) - 1) / 2) * width
         means = [c.mean if c.mean is not None else 0.0 for c in cells]
         errs = [c.spread if c.spread is not None else 0.0 for c in cells]

@@ -680,3 +680,37 @@ def test_archive_keeps_what_the_tables_need_and_nothing_else(tmp_path: Path) -> 
     (tmp_path / "other" / "study12").mkdir(parents=True)
     with pytest.raises(ValueError, match="same folder name"):
         cr.archive_runs([root, tmp_path / "other" / "study12"], dest)
+
+
+def test_per_predicate_figure_and_table_share_the_mask_first_order(tmp_path: Path, monkeypatch) -> None:
+    """The figure's bars come in the table's order: mask-decided predicates first, each group in dataset order."""
+    from matplotlib.axes import Axes
+
+    names = ["on", "has", "near", "wearing", "around"]
+    assert cr.mask_decided_first(names) == [0, 2, 4, 1, 3]
+    ids = np.arange(12)
+    for v in ("baseline", "grounded"):
+        _study_job(tmp_path / v, v, 0, _random_images(np.random.default_rng([7, len(v)]), 12, 0.0), ids)
+    runs = {v: [cr.load_run(tmp_path / v)] for v in ("baseline", "grounded")}
+    key = ("motif", "tiny", "predcls")
+    table = cr.table_study_predicates(key, runs)
+    seen, bars = {}, {}
+    set_labels, bar = Axes.set_xticklabels, Axes.bar
+
+    def record_labels(ax, labels, **kw):
+        seen["labels"] = list(labels)
+        return set_labels(ax, labels, **kw)
+
+    def record_bar(ax, x, heights, *args, **kw):
+        bars[kw["label"].split()[0]] = list(heights)
+        return bar(ax, x, heights, *args, **kw)
+
+    monkeypatch.setattr(Axes, "set_xticklabels", record_labels)
+    monkeypatch.setattr(Axes, "bar", record_bar)
+    assert cr.plot_study_predicates(key, runs, tmp_path / "f.png") is not None
+    in_table = [row[0] for row in table.rows if row[1] in ("mask", "box")]
+    assert seen["labels"] == in_table
+    kinds = [row[1] for row in table.rows if row[1] in ("mask", "box")]
+    assert kinds == sorted(kinds, key=lambda k: k != "mask") and "box" in kinds and "mask" in kinds
+    baseline_column = [row[2].mean for row in table.rows if row[1] in ("mask", "box")]
+    assert bars["baseline"] == pytest.approx([0.0 if m is None else m for m in baseline_column])
