@@ -2,6 +2,7 @@
 
     python -m sgseg.results RUN_OR_SWEEP_DIR... [--out DIR] [--bootstrap 1000]
     python -m sgseg.results RUN_OR_SWEEP_DIR... --archive DEST   # keep the runs' small files, e.g. in git
+    python -m sgseg.results RUN_OR_SWEEP_DIR... --recorded CSV  # + per-seed values of study runs that are gone
 
 Where this sits: after training. Each argument is a run directory (``python -m sgseg.train``), a Hydra
 multirun directory (its job subdirectories are found here) or any folder above them. A run is read from
@@ -16,7 +17,8 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
 - Table 4: the ablation rows (``row=``/``ablation_row``) as mean ± std over seeds of mR@20/50/100,
 - the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / oracle_amodal / shuffled
   (mask source ``model.mask_source``; oracle_amodal: the oracle on an amodal ``data.true_masks`` file) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
-  bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50;
+  bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50
+  (with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs);
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
   (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
 - the stage-1 detectors (VG mAP@50, COCO box / mask AP),
@@ -1145,6 +1147,118 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
     return Table(f"Study: paired bootstrap, {_study_name(key)}", header, rows, name, note)
 
 
+# ------------------------------------------------------------------------------------------------ recorded values
+RECORDED_COLUMNS = ("model", "detector", "task", "row", "seed", f"mR@{STUDY_K}", "note")
+
+
+def load_recorded(path: Path) -> dict[StudyKey, dict[str, dict[int, float]]]:
+    """Per-seed mR@50 (in %) of study runs whose directories no longer exist, from a CSV with the columns
+    :data:`RECORDED_COLUMNS` (``note``: where the value comes from) → {(model, detector, task): {row: {seed:
+    fraction}}}. A missing column, an unknown row, a seed or value that is no number, or the same run twice is
+    an error naming the file and line."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in RECORDED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path}: recorded study values need the columns {', '.join(RECORDED_COLUMNS)}; "
+                f"missing {', '.join(missing)}"
+            )
+        out: dict[StudyKey, dict[str, dict[int, float]]] = {}
+        for line, rec in enumerate(reader, start=2):
+            where = f"{path}, line {line}"
+            if rec["row"] not in STUDY_ROWS:
+                raise ValueError(f"{where}: row {rec['row']!r} is not a study row ({', '.join(STUDY_ROWS)})")
+            try:
+                seed, value = int(rec["seed"]), float(rec[f"mR@{STUDY_K}"])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"{where}: seed must be an integer and mR@{STUDY_K} a number in %, got "
+                    f"{rec['seed']!r}, {rec[f'mR@{STUDY_K}']!r}"
+                ) from None
+            if not 0 <= value <= 100:
+                raise ValueError(f"{where}: mR@{STUDY_K} {value} is not a percentage (0-100)")
+            seeds = out.setdefault((rec["model"], rec["detector"], rec["task"]), {}).setdefault(
+                rec["row"], {}
+            )
+            if seed in seeds:
+                raise ValueError(f"{where}: {rec['row']} seed {seed} is listed twice")
+            seeds[seed] = value / 100
+    return out
+
+
+def table_study_over_seeds(
+    key: StudyKey, rows_runs: dict[str, list[Run]], recorded: dict[str, dict[int, float]], checkpoint: str
+) -> list[Table]:
+    """The study's over-seeds line with runs that are gone: per row, the recorded per-seed mR@50
+    (:func:`load_recorded`) together with the runs found, a recorded value taking the place of a run of the same
+    row and seed (the earlier runs were paired with the earlier baselines, so the pairs stay as they were).
+    Per row: the seeds, mR@50 mean ± 95 % t-interval, the per-seed differences from the baseline of the same
+    seed, their mean ± t-interval and the paired t-test's p. A second table sets each recorded value beside the
+    run found for the same row and seed (a re-run: how far two trainings of one seed land apart)."""
+    task, k = key[2], STUDY_K
+    merged: dict[str, dict[int, tuple[float, bool]]] = {}
+    reruns: list[list[Any]] = []
+    for variant in STUDY_ROWS:
+        values: dict[int, tuple[float, bool]] = {}
+        for run in rows_runs.get(variant, []):
+            v = run.value(task, f"mR@{k}")
+            if run.seed is not None and v is not None:
+                values.setdefault(int(run.seed), (v, False))
+        for seed, v in recorded.get(variant, {}).items():
+            if seed in values:
+                disk = values[seed][0]
+                reruns.append(
+                    [
+                        variant,
+                        seed,
+                        f"{100 * v:.2f}",
+                        f"{100 * disk:.2f}",
+                        f"{round(100 * (disk - v), 2) + 0.0:+.2f}",
+                    ]
+                )
+            values[seed] = (v, True)
+        if values:
+            merged[variant] = dict(sorted(values.items()))
+    base = merged.get("baseline", {})
+    rows: list[list[Any]] = []
+    for variant, values in merged.items():
+        cell = IntervalCell()
+        for v, _ in values.values():
+            cell.add(v)
+        seeds = " ".join(f"{s}{'*' if rec else ''}" for s, (_, rec) in values.items())
+        diffs = {s: v - base[s][0] for s, (v, _) in values.items() if variant != "baseline" and s in base}
+        if diffs:
+            mean, half, p = seed_t_test(list(diffs.values()))
+            per_seed = " / ".join(f"{s}: {_signed(d)}" for s, d in diffs.items())
+            over = (
+                _signed(mean)
+                if math.isnan(half)
+                else f"{_signed(mean)} [{_signed(mean - half)}, {_signed(mean + half)}]"
+            )
+            p_text = MISSING if math.isnan(p) else f"{p:.3f}"
+        else:
+            per_seed = over = p_text = MISSING
+        rows.append([variant, seeds, len(values), cell, per_seed, over, p_text])
+    note = (
+        f"mR@{k} (%) of the {checkpoint} weights per seed: the runs found and the recorded values (seeds marked *; "
+        "a recorded value replaces a run of the same row and seed). Mean ± 95 % t-interval over the seeds; Δ: "
+        "row − baseline of the same seed, over the seeds with both, with the two-sided paired t-test's p."
+    )
+    name = f"study_over_seeds_{key[0]}_{task}_{key[1]}"
+    header = ["Row", "seeds (* recorded)", "n", f"mR@{k}", f"per-seed Δ mR@{k}", "Δ over seeds (t)", "p"]
+    out = [Table(f"Study: over seeds with recorded values, {_study_name(key)}", header, rows, name, note)]
+    if reruns:
+        out.append(Table(
+            f"Study: recorded values and re-runs of the same seed, {_study_name(key)}",
+            ["Row", "seed", f"recorded mR@{k}", f"re-run mR@{k}", "re-run − recorded"], reruns,
+            f"study_reruns_{key[0]}_{task}_{key[1]}",
+            "Runs found for a row and seed that the recorded values also hold (the table above uses the recorded "
+            "value): the spread between two trainings of one seed on the same code.",
+        ))  # fmt: skip
+    return out
+
+
 def mask_decided_first(names: list[str]) -> list[int]:
     """The predicate indices with the mask-decided predicates (:data:`MASK_PREDICATES`) first, then the
     box-decidable ones, each in the dataset's order — the order of the study's per-predicate table and figure."""
@@ -1243,10 +1357,24 @@ def plot_study_curves(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path
     return path
 
 
-def tables_study(runs: list[Run], bootstrap: int) -> list[Table]:
+def tables_study(
+    runs: list[Run],
+    bootstrap: int,
+    recorded: dict[StudyKey, dict[str, dict[int, float]]] | None = None,
+    checkpoint: str = "best",
+) -> list[Table]:
+    """The study's tables per (model, detector, task); with ``recorded`` (:func:`load_recorded`) also the
+    over-seeds table that merges them with the runs (:func:`table_study_over_seeds`)."""
+    recorded = recorded or {}
+    groups = study_groups(runs)
     out = []
-    for key, rows_runs in study_groups(runs).items():
-        if not any(v != "baseline" for v in rows_runs) and "baseline" in rows_runs and len(rows_runs) == 1:
+    for key in sorted({*groups, *recorded}, key=_study_order):
+        rows_runs = groups.get(key, {})
+        if key in recorded:
+            out += table_study_over_seeds(key, rows_runs, recorded[key], checkpoint)
+        if not rows_runs or (
+            not any(v != "baseline" for v in rows_runs) and "baseline" in rows_runs and len(rows_runs) == 1
+        ):
             continue  # baselines alone are no study (Tables 1 and 4 show them)
         out += [table_study(key, rows_runs), table_study_predicates(key, rows_runs)]
         swaps = table_study_swaps(key, rows_runs)
@@ -1299,17 +1427,19 @@ def runs_table(runs: list[Run]) -> Table:
 
 
 def collect(
-    paths: list[Path], bootstrap: int = 1000, checkpoint: str = "best"
+    paths: list[Path], bootstrap: int = 1000, checkpoint: str = "best", recorded: Path | None = None
 ) -> tuple[list[Run], list[Table], list[str]]:
     """Every table of the runs at or below ``paths``; ``bootstrap``: resamples of the study's paired
-    bootstrap (0: none); ``checkpoint``: the runs' own tests (``best``) or their final-weights re-tests (``last``)."""
+    bootstrap (0: none); ``checkpoint``: the runs' own tests (``best``) or their final-weights re-tests (``last``);
+    ``recorded``: a CSV of per-seed study values of runs that are gone (:func:`load_recorded`)."""
+    recorded_values = load_recorded(recorded) if recorded is not None else None
     runs = [load_run(p, checkpoint) for p in find_job_dirs(paths)]
     tables = [
         table_recall(runs, "mR", KS, "Table 1: mean recall mR@K (%)", "table1_mean_recall"),
         table_mask_ap(runs),
         table_recall(runs, "zsR", (20, 100), "Table 3: zero-shot recall zsR@K (%)", "table3_zero_shot"),
         *tables_ablation(runs),
-        *tables_study(runs, bootstrap),
+        *tables_study(runs, bootstrap, recorded_values, checkpoint),
         table_detectors(runs),
         table_job_time(runs),
     ]
@@ -1417,6 +1547,14 @@ def main(argv: list[str] | None = None) -> int:
         "logs, timings; no checkpoints or pictures) to DEST/<dir name>/..., from which the tables can be made "
         "again on any machine",
     )
+    parser.add_argument(
+        "--recorded",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="per-seed study mR@50 of runs that are gone (columns model,detector,task,row,seed,mR@50,note), "
+        "merged with the runs into an over-seeds table",
+    )
     args = parser.parse_args(argv)
     none_found = f"sgseg.results: no run directories under {', '.join(map(str, args.dirs))}"
     if args.archive is not None:
@@ -1426,7 +1564,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"archived {len(archived)} runs into {args.archive}")
         return 0
-    runs, tables, failed = collect(args.dirs, args.bootstrap, args.checkpoint)
+    runs, tables, failed = collect(args.dirs, args.bootstrap, args.checkpoint, args.recorded)
     if not runs:
         print(none_found, file=sys.stderr)
         return 1

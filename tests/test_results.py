@@ -714,3 +714,73 @@ def test_per_predicate_figure_and_table_share_the_mask_first_order(tmp_path: Pat
     assert kinds == sorted(kinds, key=lambda k: k != "mask") and "box" in kinds and "mask" in kinds
     baseline_column = [row[2].mean for row in table.rows if row[1] in ("mask", "box")]
     assert bars["baseline"] == pytest.approx([0.0 if m is None else m for m in baseline_column])
+
+
+def _write_recorded(path: Path, lines: list[str]) -> Path:
+    path.write_text("model,detector,task,row,seed,mR@50,note\n" + "".join(f"{x}\n" for x in lines))
+    return path
+
+
+def test_recorded_values_of_lost_runs_merge_into_the_over_seeds_table(tmp_path: Path) -> None:
+    """Two runs on disk (baseline and grounded seed 2) + recorded values of seeds 0 and 1 (one recorded baseline
+    also re-run on disk): the over-seeds table uses the recorded value where both exist, and its means, paired
+    differences, t-interval and p are the ones worked out here by hand."""
+    ids = np.arange(10)
+    runs_dir = tmp_path / "runs"
+    disk = {}
+    for variant, seed in (("baseline", 1), ("baseline", 2), ("grounded", 2)):
+        images = _random_images(np.random.default_rng([seed, 3 + len(variant)]), 10, 0.0)
+        disk[(variant, seed)] = _study_job(runs_dir / f"{variant}_{seed}", variant, seed, images, ids)[
+            "predcls/mR@50"
+        ]
+    csv_path = _write_recorded(tmp_path / "earlier.csv", [
+        "motif,tiny,predcls,baseline,0,70.0,lost", "motif,tiny,predcls,baseline,1,71.0,lost",
+        "motif,tiny,predcls,grounded,0,74.0,lost", "motif,tiny,predcls,grounded,1,72.5,lost",
+        "motif,tiny,predcls,shuffled,0,75.0,lost",
+    ])  # fmt: skip
+    out = tmp_path / "tables"
+    assert cr.main([str(runs_dir), "--out", str(out), "--bootstrap", "0", "--recorded", str(csv_path)]) == 0
+    text = (out / "results.md").read_text()
+    base = [0.700, 0.710, disk[("baseline", 2)]]  # seed 1: the recorded 71.0, not the re-run on disk
+    grounded = [0.740, 0.725, disk[("grounded", 2)]]
+    line = text.split("| baseline | 0* 1* 2 | 3 | ")[1].split("\n")[0].split(" | ")
+    assert line[0] == f"{100 * np.mean(base):.1f} ± {cr.t_half_width(base):.1f}"
+    diffs = np.array(grounded) - np.array(base)
+    from scipy.stats import t as student_t
+
+    mean, sd = diffs.mean(), diffs.std(ddof=1)
+    half = student_t.ppf(0.975, 2) * sd / math.sqrt(3)
+    p = 2 * student_t.sf(abs(mean / (sd / math.sqrt(3))), 2)
+    line = text.split("| grounded | 0* 1* 2 | 3 | ")[1].split("\n")[0].split(" | ")
+    assert line[1] == " / ".join(f"{s}: {100 * d:+.1f}" for s, d in enumerate(diffs))
+    assert line[2] == f"{100 * mean:+.1f} [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
+    assert line[3].rstrip(" |") == f"{p:.3f}"
+    # one seed: its difference, no interval, no p
+    assert "| shuffled | 0* | 1 | 75.0 | 0: +5.0 | +5.0 | — |" in text
+    # the re-run beside its recorded value
+    rerun = 100 * disk[("baseline", 1)]
+    assert f"| baseline | 1 | 71.00 | {rerun:.2f} | {rerun - 71.0:+.2f} |" in text
+    # the run tables themselves still come from the runs alone
+    assert "### Study: MOTIF PredCls (tiny)" in text
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("motif,tiny,predcls,groundd,0,74.0,x", "row 'groundd' is not a study row"),
+        ("motif,tiny,predcls,grounded,zero,74.0,x", "seed must be an integer"),
+        (
+            "motif,tiny,predcls,grounded,0,0.74,x\nmotif,tiny,predcls,grounded,0,74.0,x",
+            "seed 0 is listed twice",
+        ),
+        ("motif,tiny,predcls,grounded,0,740,x", "is not a percentage"),
+    ],
+)
+def test_recorded_values_reject_bad_lines(tmp_path: Path, line: str, message: str) -> None:
+    path = _write_recorded(tmp_path / "bad.csv", [line])
+    with pytest.raises(ValueError, match=message) as err:
+        cr.load_recorded(path)
+    assert "bad.csv, line" in str(err.value)
+    (tmp_path / "nocol.csv").write_text("model,task,row,seed,mR@50\nmotif,predcls,baseline,0,70\n")
+    with pytest.raises(ValueError, match="missing detector, note"):
+        cr.load_recorded(tmp_path / "nocol.csv")
