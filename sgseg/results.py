@@ -1221,32 +1221,30 @@ def table_study_over_seeds(
         if values:
             merged[variant] = dict(sorted(values.items()))
     base = merged.get("baseline", {})
+    grounded = merged.get("grounded", {})
     rows: list[list[Any]] = []
     for variant, values in merged.items():
         cell = IntervalCell()
         for v, _ in values.values():
             cell.add(v)
         seeds = " ".join(f"{s}{'*' if rec else ''}" for s, (_, rec) in values.items())
-        diffs = {s: v - base[s][0] for s, (v, _) in values.items() if variant != "baseline" and s in base}
-        if diffs:
-            mean, half, p = seed_t_test(list(diffs.values()))
-            per_seed = " / ".join(f"{s}: {_signed(d)}" for s, d in diffs.items())
-            over = (
-                _signed(mean)
-                if math.isnan(half)
-                else f"{_signed(mean)} [{_signed(mean - half)}, {_signed(mean + half)}]"
-            )
-            p_text = MISSING if math.isnan(p) else f"{p:.3f}"
-        else:
-            per_seed = over = p_text = MISSING
-        rows.append([variant, seeds, len(values), cell, per_seed, over, p_text])
+        per_seed, over, p_text = _paired_over_seeds(values, base if variant != "baseline" else {})
+        _, over_g, p_g = _paired_over_seeds(
+            values, grounded if variant not in ("baseline", "grounded") else {}
+        )
+        rows.append([variant, seeds, len(values), cell, per_seed, over, p_text, over_g, p_g])
     note = (
         f"mR@{k} (%) of the {checkpoint} weights per seed: the runs found and the recorded values (seeds marked *; "
         "a recorded value replaces a run of the same row and seed). Mean ± 95 % t-interval over the seeds; Δ: "
-        "row − baseline of the same seed, over the seeds with both, with the two-sided paired t-test's p."
+        "row − baseline of the same seed, over the seeds with both, with the two-sided paired t-test's p; "
+        "'vs grounded': the same against the grounded (transferred-mask) run of the same seed — the gap between "
+        "transferred and true or wrong-source masks."
     )
     name = f"study_over_seeds_{key[0]}_{task}_{key[1]}"
-    header = ["Row", "seeds (* recorded)", "n", f"mR@{k}", f"per-seed Δ mR@{k}", "Δ over seeds (t)", "p"]
+    header = [
+        "Row", "seeds (* recorded)", "n", f"mR@{k}", f"per-seed Δ mR@{k}", "Δ over seeds (t)", "p",
+        "Δ vs grounded (t)", "p vs grounded",
+    ]  # fmt: skip
     out = [Table(f"Study: over seeds with recorded values, {_study_name(key)}", header, rows, name, note)]
     if reruns:
         out.append(Table(
@@ -1257,6 +1255,24 @@ def table_study_over_seeds(
             "value): the spread between two trainings of one seed on the same code.",
         ))  # fmt: skip
     return out
+
+
+def _paired_over_seeds(
+    values: dict[int, tuple[float, bool]], ref: dict[int, tuple[float, bool]]
+) -> tuple[str, str, str]:
+    """Per-seed differences ``values − ref`` (fractions) over the seeds both hold, as printed text: the per-seed
+    list, the mean with its 95 % t-interval, and the two-sided paired t-test's p; MISSING where no seed pairs."""
+    diffs = {s: v - ref[s][0] for s, (v, _) in values.items() if s in ref}
+    if not diffs:
+        return MISSING, MISSING, MISSING
+    mean, half, p = seed_t_test(list(diffs.values()))
+    per_seed = " / ".join(f"{s}: {_signed(d)}" for s, d in diffs.items())
+    over = (
+        _signed(mean)
+        if math.isnan(half)
+        else f"{_signed(mean)} [{_signed(mean - half)}, {_signed(mean + half)}]"
+    )
+    return per_seed, over, (MISSING if math.isnan(p) else f"{p:.3f}")
 
 
 def mask_decided_first(names: list[str]) -> list[int]:

@@ -754,9 +754,10 @@ def test_recorded_values_of_lost_runs_merge_into_the_over_seeds_table(tmp_path: 
     line = text.split("| grounded | 0* 1* 2 | 3 | ")[1].split("\n")[0].split(" | ")
     assert line[1] == " / ".join(f"{s}: {100 * d:+.1f}" for s, d in enumerate(diffs))
     assert line[2] == f"{100 * mean:+.1f} [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
-    assert line[3].rstrip(" |") == f"{p:.3f}"
-    # one seed: its difference, no interval, no p
-    assert "| shuffled | 0* | 1 | 75.0 | 0: +5.0 | +5.0 | — |" in text
+    assert line[3] == f"{p:.3f}"
+    assert line[4:] == ["—", "— |"]  # the grounded row has no 'vs grounded' comparison
+    # one seed: its difference, no interval, no p; against grounded seed 0 (74.0): +1.0
+    assert "| shuffled | 0* | 1 | 75.0 | 0: +5.0 | +5.0 | — | +1.0 | — |" in text
     # the re-run beside its recorded value
     rerun = 100 * disk[("baseline", 1)]
     assert f"| baseline | 1 | 71.00 | {rerun:.2f} | {rerun - 71.0:+.2f} |" in text
@@ -784,3 +785,27 @@ def test_recorded_values_reject_bad_lines(tmp_path: Path, line: str, message: st
     (tmp_path / "nocol.csv").write_text("model,task,row,seed,mR@50\nmotif,predcls,baseline,0,70\n")
     with pytest.raises(ValueError, match="missing detector, note"):
         cr.load_recorded(tmp_path / "nocol.csv")
+
+
+def test_over_seeds_table_compares_the_mask_rows_with_grounded_by_hand(tmp_path: Path) -> None:
+    """'Δ vs grounded (t)' and its p: the oracle row's per-seed differences from the grounded row of the same seed
+    (seeds 0 and 1 only; seed 2 has no grounded partner), worked out by hand."""
+    from scipy.stats import t as student_t
+
+    csv_path = _write_recorded(tmp_path / "earlier.csv", [
+        "motif,tiny,predcls,baseline,0,70.0,x", "motif,tiny,predcls,baseline,1,71.0,x",
+        "motif,tiny,predcls,baseline,2,72.0,x",
+        "motif,tiny,predcls,grounded,0,74.0,x", "motif,tiny,predcls,grounded,1,72.5,x",
+        "motif,tiny,predcls,oracle,0,73.0,x", "motif,tiny,predcls,oracle,1,73.5,x",
+        "motif,tiny,predcls,oracle,2,71.0,x",
+    ])  # fmt: skip
+    key = ("motif", "tiny", "predcls")
+    table = cr.table_study_over_seeds(key, {}, cr.load_recorded(csv_path)[key], "last")[0]
+    oracle = next(row for row in table.rows if row[0] == "oracle")
+    diffs = np.array([0.730 - 0.740, 0.735 - 0.725])  # -1.0, +1.0 points
+    mean, sd = diffs.mean(), diffs.std(ddof=1)
+    half = student_t.ppf(0.975, 1) * sd / math.sqrt(2)
+    assert oracle[7] == f"{100 * mean:+.1f} [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
+    assert oracle[7] == "+0.0 [-12.7, +12.7]"
+    assert oracle[8] == "1.000"  # mean difference 0 → p = 1
+    assert oracle[5].startswith("+1.5 [")  # vs baseline: 3.0, 2.5, -1.0 over all three seeds
