@@ -1311,7 +1311,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
         means = [c.mean if c.mean is not None else 0.0 for c in cells]
         errs = [c.spread if c.spread is not None else 0.0 for c in cells]
         n_runs = len(rows_runs[variant])
-        ax.bar(x, means, width, yerr=errs, capsize=2, color=colors[variant], zorder=2,
+        ax.bar(x, means, width, yerr=errs if n_runs > 1 else None, capsize=2, color=colors[variant], zorder=2,
                label=f"{variant} ({n_runs} run{'s' if n_runs != 1 else ''})")  # fmt: skip
     ax.set_xticks(range(count))
     ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
