@@ -809,3 +809,28 @@ def test_over_seeds_table_compares_the_mask_rows_with_grounded_by_hand(tmp_path:
     assert oracle[7] == "+0.0 [-12.7, +12.7]"
     assert oracle[8] == "1.000"  # mean difference 0 → p = 1
     assert oracle[5].startswith("+1.5 [")  # vs baseline: 3.0, 2.5, -1.0 over all three seeds
+
+
+def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
+    """The README's headline study table (*Where the study stands*) is what ``sgseg.results docs/runs/study12
+    --recorded docs/runs/study12/earlier_seeds.csv --checkpoint last`` computes from the files in this repository:
+    every cell from the seeds column on, row by row (the README's labels and bold aside)."""
+    root = Path(__file__).resolve().parents[1]
+    archive = root / "docs" / "runs" / "study12"
+    runs = [cr.load_run(path, "last") for path in cr.find_job_dirs([archive])]
+    key = ("motif", "tiny", "predcls")
+    recorded = cr.load_recorded(archive / "earlier_seeds.csv")[key]
+    table = cr.table_study_over_seeds(key, cr.study_groups(runs)[key], recorded, "last")[0]
+
+    def cells(line: str) -> list[str]:
+        return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
+
+    rows = [line for line in table.markdown().splitlines() if line.startswith("| ")][1:]  # no header
+    generated = {cells(line)[0]: cells(line)[1:] for line in rows if not line.startswith("| ---")}
+    readme = (root / "README.md").read_text()
+    section = readme.split("**Where the study stands**")[1].split("| Row | seed | recorded")[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and "(t)" not in line]
+    found = {cells(line)[0].split(" (")[0]: cells(line)[1:] for line in lines if not line.startswith("| ---")}
+    assert set(found) == set(generated) == {"baseline", "grounded", "oracle", "oracle_amodal", "shuffled"}
+    for variant, row in generated.items():
+        assert found[variant] == row, variant
