@@ -175,6 +175,16 @@ def sgdet_one_image(cfg, device, timer, args) -> tuple[float, float, int]:
     return t, mem, counts[-1]
 
 
+class _Rows(list):
+    """The table's rows, each also printed (flushed) the moment it is measured: a run cut off by a time limit
+    still shows the rows it finished."""
+
+    def append(self, row) -> None:
+        super().append(row)
+        what, t, m, r = row
+        print(f"measured: {what}: step {t:.3f} s, peak {m:.2f} GiB, ratio {r:.2f}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
@@ -193,7 +203,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # self.log outside a Trainer, etc.
     device = torch.device(args.device)
     timer = _Timer(device)
-    rows = []
+    rows = _Rows()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         (v1, c1), (v2, c2) = ((2, 2), (2, 2)) if args.smoke else ((8, 8), (16, 8))

@@ -35,3 +35,7 @@ def test_gpu_check_table_on_the_tiny_cpu_models():
         "SGDet test, 1 image, 40 detections",
     ]  # fmt: skip
     assert all(float(r.split("|")[2]) > 0 for r in rows)
+    # each row is also printed the moment it is measured (a run cut off by a time limit keeps what it finished)
+    measured = [line for line in out.stdout.splitlines() if line.startswith("measured: ")]
+    assert [m.split(": ")[1] for m in measured] == [r.split("|")[1].strip() for r in rows]
+    assert all(f"step {float(r.split('|')[2]):.3f} s" in m for m, r in zip(measured, rows, strict=True))
