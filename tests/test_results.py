@@ -427,6 +427,19 @@ def test_study_tables_and_figure(tmp_path: Path) -> None:
     with open(out / "study_motif_predcls_tiny.csv") as f:
         rows = {r["Row"]: r for r in csv.DictReader(f)}
     assert float(rows["grounded"]["mR@50 ci95"]) == pytest.approx(cr.t_half_width(grounded), abs=1e-4)
+    # the summary (one line per row, ahead of the detailed tables) repeats their numbers, worked out here again
+    summary = text.split("### Study summary: MOTIF PredCls (tiny)")[1].split("### ")[0]
+    assert text.index("### Study summary: MOTIF") < text.index("### Study: MOTIF PredCls (tiny)")
+    cells = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in summary.splitlines()
+             if line.startswith("| ") and not line.startswith(("| Row", "| ---"))}  # fmt: skip
+    assert set(cells) == {"baseline", "grounded", "oracle"}  # no shuffled run: no line
+    g = cells["grounded"]
+    assert g[1] == "3" and g[2] == cell
+    assert g[5].startswith(f"0: {100 * diffs[0]:+.1f} [") and f" / 2: {100 * diffs[2]:+.1f} [" in g[5]
+    assert g[6] == f"{100 * mean:+.1f} [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
+    assert g[7] == f"{p:.3f}"
+    assert cells["oracle"][8] == f"{100 * np.mean(d):+.1f} ± {cr.t_half_width(d):.1f}"  # Δ mask-decided
+    assert cells["baseline"][5:] == ["—"] * 6 and cells["oracle"][10] == "—"  # no swap re-tests here
     png = out / "study_per_predicate_motif_predcls_tiny.png"
     assert png.stat().st_size > 5000
 
@@ -832,5 +845,31 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
     lines = [line for line in section.splitlines() if line.startswith("| ") and "(t)" not in line]
     found = {cells(line)[0].split(" (")[0]: cells(line)[1:] for line in lines if not line.startswith("| ---")}
     assert set(found) == set(generated) == {"baseline", "grounded", "oracle", "oracle_amodal", "shuffled"}
+    for variant, row in generated.items():
+        assert found[variant] == row, variant
+
+
+def test_readme_vctree_table_is_what_the_archive_gives() -> None:
+    """The README's VCTree study table is the summary table (:func:`sgseg.results.table_study_summary`) that
+    ``sgseg.results docs/runs/study12/vctree_* --checkpoint last`` computes from the archived runs, cell for cell
+    from the seeds column on (the README's labels, bold and minus signs aside)."""
+    root = Path(__file__).resolve().parents[1]
+    archive = root / "docs" / "runs" / "study12"
+    runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(archive.glob("vctree_*")))]
+    assert runs
+    (summary,) = [
+        t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith("summary_study_vctree")
+    ]
+
+    def cells(line: str) -> list[str]:
+        return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
+
+    generated = {row[0]: cells("| " + " | ".join(str(c) for c in row[1:]) + " |") for row in summary.rows}
+    readme = (root / "README.md").read_text()
+    section = readme.split("**VCTree PredCls at the study's schedule")[1].split("\n\n")[1]
+    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert cells(lines[0])[1:] == summary.header[1:-1] + ["all-zero masks at test"]
+    found = {cells(line)[0].split(" (")[0]: cells(line)[1:] for line in lines[1:]}
+    assert set(found) == set(generated) == {"baseline", "grounded"}
     for variant, row in generated.items():
         assert found[variant] == row, variant
