@@ -256,7 +256,8 @@ class Run:
         if self.node == "none" and self.edge == "none" and self.refine is False:
             return "baseline"
         if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
-            return STUDY_SOURCES.get(_source_kind(self.mask_source, self.get("data.true_masks")))
+            kind = _source_kind(self.mask_source, self.get("data.true_masks"), self.get("model.oracle_blur"))
+            return STUDY_SOURCES.get(kind)  # a blurred oracle (``oracle|blur2``) is no study row yet
         return None
 
     def val_curve(self, metric: str) -> list[tuple[int, float]]:
@@ -299,6 +300,7 @@ class Run:
                 info.get("mask_source") == info.get("trained_mask_source")
                 and info.get("refine_passes") is None
                 and info.get("true_masks") in (None, self.get("data.true_masks"))
+                and (info.get("oracle_blur") or 0.0) == float(self.get("model.oracle_blur") or 0.0)
             )
             if own:
                 continue  # the run's own masks and settings: its final-weights test, not a swap
@@ -381,19 +383,30 @@ def _evaluations(path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def _retest_key(info: dict[str, Any]) -> str:
-    """A re-test's kind: its mask source (``transfer``, ``oracle``, ...), with ``|passes<k>`` when it also set
-    ``refine_passes`` (the same weights with k refinement passes on the VG stream)."""
+    """A re-test's kind: its mask source (``transfer``, ``oracle``, ...; ``oracle_amodal|blur2`` for true amodal
+    masks blurred by σ = 2), with ``|passes<k>`` when it also set ``refine_passes`` (the same weights with k
+    refinement passes on the VG stream)."""
     passes = info.get("refine_passes")
-    source = _source_kind(str(info.get("mask_source")), info.get("true_masks"))
+    source = _source_kind(str(info.get("mask_source")), info.get("true_masks"), info.get("oracle_blur"))
     return source + ("" if passes is None else f"|passes{passes}")
 
 
-def _source_kind(mask_source: str, true_masks: Any) -> str:
+def _source_kind(mask_source: str, true_masks: Any, blur: Any = None) -> str:
     """The mask source as the study counts it: ``oracle`` on an *amodal* true-mask file is a source (and row)
-    of its own, :data:`AMODAL_ORACLE`."""
+    of its own, :data:`AMODAL_ORACLE`; blurred true masks (``model.oracle_blur`` σ > 0) another,
+    ``<oracle kind>|blur<σ>``, which no study row pools with the sharp ones."""
+    kind = mask_source
     if mask_source == "oracle" and "amodal" in str(true_masks or ""):
-        return AMODAL_ORACLE
-    return mask_source
+        kind = AMODAL_ORACLE
+    if mask_source == "oracle" and blur:
+        kind += f"|blur{float(blur):g}"
+    return kind
+
+
+def _swap_name(key: str) -> str:
+    """The swap table's name of a re-test kind: ``true amodal, blurred σ=2`` for ``oracle_amodal|blur2``."""
+    source, _, blur = key.partition("|blur")
+    return SWAP_NAMES[source] + (f", blurred σ={blur}" if blur else "")
 
 
 def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
@@ -405,6 +418,7 @@ def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
             and info.get("task") in tasks
             and info.get("mask_source") == info.get("trained_mask_source")
             and info.get("refine_passes") is None
+            and not info.get("oracle_blur")
             and (folder / "metrics.json").is_file()
         ):
             return folder
@@ -965,14 +979,25 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
 
     labels = [f"mR@{STUDY_K}", *groups]
     rows = []
+    # blurred true masks (sgseg.evaluate oracle_blur=σ): a column of their own, after the sharp sources
+    blurred = sorted(
+        {
+            k
+            for rs in rows_runs.values()
+            for r in rs
+            for k in r.retests(task)
+            if "|blur" in k and "|passes" not in k
+        }
+    )
+    sources = [*SWAP_SOURCES, *blurred]
     for variant, trained in TRAINED_SOURCE.items():
         # runs with at least one swap (the ckpt=last re-test on the run's own masks is not one)
         unrefined = f"{trained}|passes0"
-        columns = [*SWAP_SOURCES, UNREFINED]
+        columns = [*sources, UNREFINED]
         runs = [
             r
             for r in rows_runs.get(variant, [])
-            if set(r.retests(task)) & (set(SWAP_SOURCES) - {trained} | {unrefined})
+            if set(r.retests(task)) & (set(sources) - {trained} | {unrefined})
         ]
         if not runs:
             continue
@@ -1008,7 +1033,7 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         "runs; empty = all-zero masks. A model that reads its masks changes when they do. '→ own, unrefined': "
         "its own masks without the refinement passes on the VG stream (`sgseg.evaluate refine_passes=0`)."
     )
-    header = ["Trained on", "measure", "own masks", *(f"→ {SWAP_NAMES[s]}" for s in SWAP_SOURCES),
+    header = ["Trained on", "measure", "own masks", *(f"→ {_swap_name(s)}" for s in sources),
               f"→ {SWAP_NAMES[UNREFINED]}", "runs"]  # fmt: skip
     name = f"study_swaps_{key[0]}_{task}_{key[1]}"
     return Table(f"Study: test-time mask swap, {_study_name(key)}", header, rows, name, note)

@@ -71,6 +71,16 @@ def test_evaluate_swaps_grounding_masks_at_test_time(tiny_sweep, tmp_path):
     assert what["true_masks"] == "vg_{split}_amodal_masks.json" and what["mask_source"] == "oracle"
     wrong = _evaluate(f"run_dir={job}", 'true_masks="vg_{split}_amodal_masks.json"', f"out={tmp_path / 'w'}")
     assert wrong.returncode == 1 and "only with mask_source=oracle" in wrong.stderr
+    # ... blurred (a soft oracle, oracle_blur=σ): a folder of its own, σ in evaluation.json
+    soft = _evaluate(f"run_dir={job}", "mask_source=oracle", 'true_masks="vg_{split}_amodal_masks.json"',
+                     "oracle_blur=2", "ckpt=last")  # fmt: skip
+    assert soft.returncode == 0, soft.stderr[-3000:]
+    folder = job / "evaluate" / "predcls-last-oracle-masks-vg_split_amodal_masks-blur2"
+    what = json.loads((folder / "evaluation.json").read_text())
+    assert what["oracle_blur"] == 2.0 and what["true_masks"] == "vg_{split}_amodal_masks.json"
+    assert "true masks blurred by σ=2" in soft.stdout and (folder / "metrics.json").is_file()
+    wrong = _evaluate(f"run_dir={job}", "oracle_blur=2", f"out={tmp_path / 'w2'}")
+    assert wrong.returncode == 1 and "oracle_blur=2: only with mask_source=oracle" in wrong.stderr
 
     base = _evaluate(f"run_dir={tiny_sweep.jobs['base']}", "mask_source=oracle", f"out={tmp_path / 'base'}")
     assert base.returncode == 1 and "Traceback" not in base.stderr

@@ -24,6 +24,7 @@ from sgseg.lit.build import (
 )
 from sgseg.models.detector.checkpoint import export_detector
 from sgseg.models.masks import derangement, shuffled_sources, true_mask_probs
+from sgseg.models.scene_graph import blur_masks
 
 from . import test_scene_graph_module as _sgm
 from .conftest import REPO
@@ -180,6 +181,51 @@ def test_oracle_model_grounds_on_the_true_masks(data_dir, mode) -> None:
     )
     with pytest.raises(ValueError, match="needs the GT boxes"):
         model(images, targets, "sgdet")
+
+
+def test_blur_masks_is_the_normalised_gaussian_by_hand() -> None:
+    """A single 1 in the middle of a 28 x 28 grid blurred by sigma = 1: the 7 x 7 separable kernel
+    g(i) g(j), g(k) = exp(-k^2 / 2) / sum_{|k| <= 3} exp(-k^2 / 2), around it and 0 elsewhere; the mass of an
+    interior mask is kept; sigma = 0 returns the masks themselves; every channel is blurred alike."""
+    masks = torch.zeros(2, 3, 28, 28)
+    masks[:, :, 14, 14] = 1
+    out = blur_masks(masks, 1.0)
+    k = torch.arange(-3, 4, dtype=torch.float32)
+    g = torch.exp(-(k**2) / 2)
+    g = g / g.sum()
+    expected = torch.zeros(28, 28)
+    expected[11:18, 11:18] = g[:, None] * g[None, :]
+    for n in range(2):
+        for c in range(3):
+            torch.testing.assert_close(out[n, c], expected, rtol=0, atol=1e-6)
+    square = torch.zeros(1, 1, 28, 28)
+    square[..., 8:20, 8:20] = 1
+    blurred = blur_masks(square, 2.0)
+    assert blurred.sum().item() == pytest.approx(144.0, abs=1e-3)
+    assert 0 < blurred[0, 0, 8, 8] < 0.5 < blurred[0, 0, 14, 14] < 1  # soft edges, a near-1 inside
+    assert blur_masks(square, 0.0) is square
+
+
+def test_oracle_blur_grounds_on_the_blurred_true_masks(data_dir) -> None:
+    """model.oracle_blur=2: the true masks of the oracle, blurred by sigma = 2 cells, are what grounding sees;
+    the option refuses a mask source other than the oracle and a negative sigma."""
+    cfg, dm, model, inputs = _build(
+        data_dir, "model.mask_source=oracle", "model.oracle_blur=2", "task=predcls", with_true_masks=True
+    )
+    assert model.oracle_blur == 2.0
+    seen = _spy_node_masks(model)
+    model.eval()
+    images, targets = next(iter(dm.test_dataloader()[0]))["vg"]
+    with torch.no_grad():
+        out = model(images, targets, "predcls")
+    size = out.vg_mask_probs.shape[-1]
+    sharp = true_mask_probs(targets.masks, targets.boxes, len(inputs.object_classes), size)
+    torch.testing.assert_close(seen[0], blur_masks(sharp, 2.0), rtol=0, atol=0)
+    assert not torch.equal(seen[0], sharp)
+    with pytest.raises(ConfigError, match="oracle_blur"):
+        _build(data_dir, "model.mask_source=transfer", "model.oracle_blur=2")
+    with pytest.raises(ConfigError, match="oracle_blur"):
+        _build(data_dir, "model.mask_source=oracle", "model.oracle_blur=-1", with_true_masks=True)
 
 
 def test_oracle_refuses_sgdet_at_build(data_dir) -> None:

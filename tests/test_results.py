@@ -569,6 +569,59 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
     assert all("evaluate" not in str(j) for j in cr.find_job_dirs([tmp_path]))
 
 
+def test_blurred_true_masks_are_a_swap_of_their_own(tmp_path: Path) -> None:
+    """A re-test on blurred true masks (``sgseg.evaluate mask_source=oracle oracle_blur=2``) gets a swap column of
+    its own, is never taken for the run's final-weights test, and a run trained on blurred true masks is no
+    oracle study row."""
+    ids = np.arange(20)
+    own, blurred = {}, {}
+    for seed in (0, 1):
+        own[seed] = _study_job(tmp_path / f"grounded_{seed}", "grounded", seed,
+                               _random_images(np.random.default_rng([seed, 3]), 20, 0.0), ids)  # fmt: skip
+        blurred[seed] = _study_job(tmp_path / f"scratch_{seed}", "baseline", seed,
+                                   _random_images(np.random.default_rng([seed, 6]), 20, 0.0), ids)  # fmt: skip
+        out = (
+            tmp_path
+            / f"grounded_{seed}"
+            / "evaluate"
+            / "predcls-last-oracle-masks-vg_split_amodal_masks-blur2"
+        )
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps(blurred[seed]))
+        info = {"task": "predcls", "mask_source": "oracle", "trained_mask_source": "transfer",
+                "true_masks": "vg_{split}_amodal_masks.json", "oracle_blur": 2.0, "refine_passes": None,
+                "checkpoint": str(tmp_path / f"grounded_{seed}" / "checkpoints" / "last.ckpt")}  # fmt: skip
+        (out / "evaluation.json").write_text(json.dumps(info))
+        # on an oracle-trained run (the own source), the blurred re-test is a swap, not its final-weights test
+        info_own = {**info, "trained_mask_source": "oracle"}
+        assert cr._retest_key(info_own) == "oracle_amodal|blur2"
+        assert cr._retest_key({**info_own, "oracle_blur": None}) == "oracle_amodal"
+        (out / "evaluation.json").write_text(json.dumps(info_own))
+        assert cr._final_weights_test(tmp_path / f"grounded_{seed}", ["predcls"]) is None
+        (out / "evaluation.json").write_text(json.dumps(info))
+    runs = [cr.load_run(tmp_path / f"grounded_{s}", "best") for s in (0, 1)]
+    runs[0].checkpoint = runs[1].checkpoint = (
+        "last"  # read the ckpt=last re-tests, keep the runs' own metrics
+    )
+    assert set(runs[0].retests("predcls")) == {"oracle_amodal|blur2"}
+    table = cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs})
+    assert table is not None
+    column = table.header.index("→ true amodal, blurred σ=2")
+    assert column == table.header.index("→ empty") + 1  # after the sharp sources
+    row = {r[1]: r for r in table.rows}["mR@50"]
+    d = [blurred[s]["predcls/mR@50"] - own[s]["predcls/mR@50"] for s in (0, 1)]
+    assert row[column].mean == pytest.approx(100 * np.mean(d)) and len(row[column].values) == 2
+    assert not row[table.header.index("→ true amodal")].values
+    # a run trained on blurred true masks is not pooled with the sharp oracle rows
+    cfg = yaml.safe_load((tmp_path / "grounded_0" / ".hydra" / "config.yaml").read_text())
+    cfg["model"]["mask_source"], cfg["model"]["oracle_blur"] = "oracle", 2.0
+    (tmp_path / "grounded_0" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert cr.load_run(tmp_path / "grounded_0").study_variant is None
+    cfg["model"]["oracle_blur"] = 0.0
+    (tmp_path / "grounded_0" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert cr.load_run(tmp_path / "grounded_0").study_variant == "oracle"
+
+
 def _final_weights_retest(job: Path, scratch: Path, source: str = "transfer") -> None:
     """Move a scratch job's metrics and per-image counts into ``job/evaluate/predcls-last`` as
     ``sgseg.evaluate ckpt=last`` writes them (the run's own mask source)."""

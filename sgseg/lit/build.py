@@ -312,10 +312,17 @@ def build_stage2(cfg: DictConfig, detector: JointDetector, inputs: StageTwoInput
         )
     elif source not in ("transfer", "oracle", "empty"):
         raise ConfigError(f"model.mask_source={source!r}: choose transfer | oracle | shuffled | empty")
+    blur = m.get("oracle_blur") or 0.0
+    if not isinstance(blur, (int, float)) or blur < 0 or (blur > 0 and source != "oracle"):
+        raise ConfigError(
+            f"model.oracle_blur={blur!r}: the σ (>= 0, cells of the mask grid) of the blur of the true masks, "
+            f"only with model.mask_source=oracle (here {source}); set model.oracle_blur=0 otherwise"
+        )
     return SceneGraphModel(
         detector=detector,
         transfer=MaskTransfer(similarity),
         mask_source="transfer" if source == "shuffled" else source,
+        oracle_blur=float(blur),
         node_grounding=node,
         edge_grounding=edge,
         context=context,

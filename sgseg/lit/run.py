@@ -176,6 +176,16 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         if str(true_masks) != str(run_cfg.data.get("true_masks")):
             run_cfg.data.true_masks = str(true_masks)
             suffix += "-" + Path(str(true_masks)).stem.replace("{split}", "split")
+    blur = cfg.get("oracle_blur")
+    if blur is not None:
+        # a soft oracle at test time: the true masks Gaussian-blurred by σ cells of the mask grid
+        if source != "oracle":
+            raise ConfigError(f"oracle_blur={blur}: only with mask_source=oracle (or a run trained on it)")
+        if not isinstance(blur, (int, float)) or blur < 0:
+            raise ConfigError(f"oracle_blur={blur!r}: a number >= 0 (cells of the mask grid)")
+        if float(blur) != float(run_cfg.model.get("oracle_blur") or 0.0):
+            run_cfg.model.oracle_blur = float(blur)
+            suffix += f"-blur{float(blur):g}"
     passes = cfg.get("refine_passes")
     if passes is not None:
         # a test-time ablation of the refined masks on the VG stream: the same weights, refine_passes=k
@@ -218,6 +228,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
                 "mask_source": source,
                 "trained_mask_source": trained_source,
                 "true_masks": str(run_cfg.data.get("true_masks")) if source == "oracle" else None,
+                # σ of the true masks' blur (None: not blurred)
+                "oracle_blur": float(run_cfg.model.get("oracle_blur") or 0.0) or None,
                 # the built model's setting (None: the run's own)
                 "refine_passes": None if passes is None else int(module.model.refine_passes),
             },
@@ -230,6 +242,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(module, datamodule=dm)
     mode = str(run_cfg.task.name)
     swap = "" if source == trained_source else f", grounded on {source} masks (trained on {trained_source})"
+    if blur is not None:
+        swap += f", true masks blurred by σ={float(blur):g}"
     if passes is not None:
         swap += f", refine_passes={int(passes)} (trained with {run_cfg.model.train_refine_passes})"
     print(f"\n{run_cfg.model.name} / {mode}, {ckpt_path.name}{swap}  (recall in %)")

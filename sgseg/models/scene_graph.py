@@ -33,12 +33,14 @@ passes through upstream of z^o — only the detector is frozen.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
+from torchvision.transforms.functional import gaussian_blur
 
 import sgseg.models.grounding.edge as edge_mod
 from sgseg.models.context.base import MODES, ContextOutput
@@ -61,6 +63,18 @@ AUTO_CHUNK_BYTES = 1 << 30
 # S = 28): 4.6 MB per pair with Gaussian grounding (estimate 5.2), 2.4 MB without masks (estimate 2.4).
 FEATURE_MAPS_PER_PAIR = 3
 MASK_TENSORS_PER_PAIR = 6
+
+
+def blur_masks(masks: Tensor, sigma: float) -> Tensor:
+    """Float[..., M, M] masks blurred by a Gaussian of standard deviation ``sigma`` (in cells of the M × M grid;
+    kernel 2·ceil(3σ) + 1, capped at the largest odd size ≤ M·2 - 1, edges reflected — torchvision's
+    ``gaussian_blur``); ``sigma == 0`` returns ``masks`` unchanged."""
+    if sigma == 0:
+        return masks
+    side = masks.shape[-1]
+    kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * side - 1)
+    flat = masks.reshape(-1, 1, *masks.shape[-2:])
+    return gaussian_blur(flat, [kernel, kernel], [sigma, sigma]).reshape(masks.shape)
 
 
 @dataclass
@@ -122,6 +136,10 @@ class SceneGraphModel(nn.Module):
         masks, ``targets.masks``, pasted into the same box frame: :func:`true_mask_probs`; PredCls/SGCls only;
         refinement then does not feed the VG stream, the true masks are used in every pass) or ``empty`` (all-zero
         masks: the grounded architecture with no shape information; a control for the masks' contribution).
+    oracle_blur: with ``mask_source='oracle'``, the standard deviation (in cells of the M × M mask grid) of a
+        Gaussian blur applied to the true masks (:func:`blur_masks`); 0 (default) keeps them as projected. A
+        soft oracle: the transferred masks are soft probabilities, the true ones near-binary, and this tells the
+        two differences apart.
     sgdet_nms_threshold: IoU of the SGDet-test label NMS of the post-processing (reference 0.3; None: keep the
         context's labels). detections_per_image: if set, the frozen detector's SGDet ``detections_per_img``
         for this model (reference SGDet recipe ``TEST.DETECTIONS_PER_IMAGE 40``); None keeps the detector's.
@@ -148,6 +166,7 @@ class SceneGraphModel(nn.Module):
         sgdet_nms_threshold: float | None = LATER_NMS_THRESHOLD,
         detections_per_image: int | None = None,
         mask_source: str = "transfer",
+        oracle_blur: float = 0.0,
     ) -> None:
         super().__init__()
         if mask_source not in ("transfer", "oracle", "empty"):
@@ -155,7 +174,18 @@ class SceneGraphModel(nn.Module):
                 f"SceneGraphModel: `mask_source` must be 'transfer', 'oracle' or 'empty', got {mask_source!r} (the shuffled "
                 "lower bound is 'transfer' with a deranged similarity); set model.mask_source"
             )
+        if not (isinstance(oracle_blur, (int, float)) and math.isfinite(oracle_blur) and oracle_blur >= 0):
+            raise ValueError(
+                f"SceneGraphModel: `oracle_blur` must be a finite number >= 0 (cells of the mask grid), got "
+                f"{oracle_blur!r}; set model.oracle_blur"
+            )
+        if oracle_blur > 0 and mask_source != "oracle":
+            raise ValueError(
+                f"SceneGraphModel: `oracle_blur` ({oracle_blur}) blurs the true masks of mask_source='oracle', but "
+                f"mask_source is {mask_source!r}; set model.oracle_blur=0 or model.mask_source=oracle"
+            )
         self.mask_source = mask_source
+        self.oracle_blur = float(oracle_blur)
         for name, passes in (("refine_passes", refine_passes), ("train_refine_passes", train_refine_passes)):
             if passes not in (0, 1, 2) and not (name == "train_refine_passes" and passes is None):
                 raise ValueError(f"SceneGraphModel: `{name}` must be 0, 1 or 2, got {passes!r}")
@@ -403,7 +433,8 @@ class SceneGraphModel(nn.Module):
             raise ValueError(
                 "SceneGraphModel: mask_source='oracle' expects the detections to be the GT boxes"
             )
-        return true_mask_probs(targets.masks, targets.boxes, self.transfer.num_target_classes, size)
+        probs = true_mask_probs(targets.masks, targets.boxes, self.transfer.num_target_classes, size)
+        return blur_masks(probs, self.oracle_blur)
 
     # ------------------------------------------------------------------ COCO forward (refinement)
     def coco_refinement_logits(
