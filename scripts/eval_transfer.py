@@ -10,6 +10,12 @@ columns shuffled (``shuffled_sources``, the derangement that ``model.mask_source
 class draws on a wrong source) and the uniform S (every source weighted equally).
 
     python scripts/eval_transfer.py DETECTOR.pt [--data data/synthetic] [--runs 3] [--truth visible|amodal]
+
+``--softness`` prints, instead of the AP, how soft the transferred masks are next to the true ones in the frame
+grounding reads them (each GT box's M × M grid): the mean of 2·min(m, 1 − m) over the grid (0 for a binary
+mask, 1 for one of 0.5 everywhere) of the transferred own-class masks and of the true masks blurred by a
+Gaussian of σ cells (``model.oracle_blur``: σ = 0, 1, 2, 3), and the mean |transferred − true| per σ — which
+σ of the soft oracle makes the true masks look most like the transferred ones.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from sgseg.data.transforms import Resize
 from sgseg.data.visual_genome import VisualGenome
 from sgseg.evaluation import coco_mask_ap
 from sgseg.models.detector.checkpoint import load_detector
-from sgseg.models.masks import MaskTransfer, build_similarity, shuffled_sources
+from sgseg.models.masks import MaskTransfer, build_similarity, shuffled_sources, true_mask_probs
 from sgseg.models.masks.similarity import load_word_vectors
+from sgseg.models.scene_graph import blur_masks
 
 
 @torch.no_grad()
@@ -47,6 +54,43 @@ def coco_logits_for_test(detector, vg: VisualGenome, size: int, max_size: int, b
             keep = targets.image_index == b
             out.append((int(it["image_id"]), vg[start + b]["boxes"], targets.labels[keep], logits[keep]))
     return out
+
+
+@torch.no_grad()
+def softness_table(
+    detector,
+    vg: VisualGenome,
+    similarity: torch.Tensor,
+    size: int,
+    max_size: int,
+    sigmas: tuple[float, ...],
+    batch: int = 16,
+) -> list[tuple[str, float, float]]:
+    """Rows (masks, softness, mean |transferred − these|) over every test object's M × M box grid; ``vg`` must
+    carry the true masks (``true_masks=``). Softness: mean of 2·min(m, 1 − m)."""
+    resize = Resize(size, max_size)
+    transfer = MaskTransfer(similarity)
+    soft = {sigma: [0.0, 0.0] for sigma in sigmas}  # σ → [sum softness, sum |transferred − true|]
+    transferred, cells = 0.0, 0
+    for start in range(0, len(vg), batch):
+        items = [resize(vg[i]) for i in range(start, min(start + batch, len(vg)))]
+        images, targets = collate(items)
+        logits = detector.mask_logits(
+            detector.features(images), images, targets.boxes, targets.image_index
+        ).logits
+        n = targets.labels.numel()
+        probs = transfer(logits).sigmoid()[torch.arange(n), targets.labels - 1]  # [N, M, M] own class
+        true = true_mask_probs(targets.masks, targets.boxes, 1, probs.shape[-1])[:, 0]
+        transferred += float((2 * torch.minimum(probs, 1 - probs)).sum())
+        cells += probs.numel()
+        for sigma in sigmas:
+            t = blur_masks(true, sigma)
+            soft[sigma][0] += float((2 * torch.minimum(t, 1 - t)).sum())
+            soft[sigma][1] += float((probs - t).abs().sum())
+    rows = [("transferred (own class)", transferred / cells, 0.0)]
+    for sigma, (sm, l1) in soft.items():
+        rows.append((f"true, blurred σ={sigma:g}" if sigma else "true (sharp)", sm / cells, l1 / cells))
+    return rows
 
 
 def mask_ap(per_image, similarity: torch.Tensor, gt: dict, categories: set[int]) -> dict[str, Any]:
@@ -81,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         help="score against the objects' visible true masks (vg_test_masks.json) or their amodal masks "
         "(vg_test_amodal_masks.json, occluded parts included)",
     )
+    p.add_argument(
+        "--softness", action="store_true", help="print the masks' softness table instead of the AP"
+    )
     args = p.parse_args(argv)
     root = Path(args.data)
     hidden = root / "vg" / ("vg_test_masks.json" if args.truth == "visible" else "vg_test_amodal_masks.json")
@@ -100,6 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     real = build_similarity(targets, sources, vectors, aliases={})
     novel = {i + 1 for i, n in enumerate(targets) if n not in sources}
     every = set(range(1, len(targets) + 1))
+    if args.softness:
+        with_masks = VisualGenome(root / "vg", split="test", check_label_space=False, num_val=0,
+                                  true_masks=hidden.name.replace("test", "{split}"))  # fmt: skip
+        rows = softness_table(detector, with_masks, real, args.size, args.max_size, (0.0, 1.0, 2.0, 3.0))
+        print(f"softness of the masks grounding reads, {len(vg)} synthetic VG test images, {args.truth} truth "
+              f"({time.time() - t0:.0f} s)")  # fmt: skip
+        print("| masks | softness 2·min(m, 1 − m) | mean abs(transferred − these) |\n| --- | ---: | ---: |")
+        for name, softness, l1 in rows:
+            print(f"| {name} | {softness:.3f} | {l1:.3f} |")
+        return 0
     gt = json.loads(hidden.read_text())
     per_image = coco_logits_for_test(detector, vg, args.size, args.max_size)
     rows = {"real S": real, "uniform S": torch.full_like(real, 1.0 / real.shape[1])}

@@ -326,3 +326,25 @@ def test_eval_transfer_prints_a_per_class_table(data_dir, tmp_path) -> None:
     ]
     assert [r.split(" | ")[0][2:] for r in rows] == sorted(names, key=names.get)
     assert sum(" | yes | " in r for r in rows) == 14  # the 14 novel classes
+
+
+@pytest.mark.slow
+def test_eval_transfer_softness_table(data_dir, tmp_path) -> None:
+    """--softness: the transferred masks' softness, then the true masks' at σ = 0, 1, 2, 3 with their mean
+    distance to the transferred ones; a binary mask has softness 0, blurring makes the true masks softer."""
+    detector = build_detector(_cfg(data_dir), 19, 5)
+    det_path = export_detector(detector, tmp_path / "detector.pt")
+    out = subprocess.run(
+        [sys.executable, "scripts/eval_transfer.py", str(det_path), "--data", str(data_dir / "synthetic"),
+         "--size", "128", "--max-size", "160", "--softness", "--truth", "amodal"],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [ln.strip("| ").split(" | ") for ln in out.stdout.splitlines() if ln.startswith("| ")][2:]
+    assert [r[0] for r in rows] == ["transferred (own class)", "true (sharp)", "true, blurred σ=1",
+                                    "true, blurred σ=2", "true, blurred σ=3"]  # fmt: skip
+    soft = [float(r[1]) for r in rows]
+    dist = [float(r[2]) for r in rows]
+    assert all(0.0 <= x <= 1.0 for x in soft + dist) and dist[0] == 0.0
+    assert soft[1] < 0.2  # near-binary: only the bilinear edge of each projected mask is soft
+    assert soft[1] < soft[2] < soft[3] < soft[4]
