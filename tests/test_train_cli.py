@@ -230,7 +230,8 @@ def test_study_sweep_on_one_detector_and_its_tables(tmp_path):
     for row in ("baseline", "grounded", "oracle", "shuffled"):
         mr50 = json.loads((tmp_path / "sweep" / jobs[["baseline", "grounded", "oracle", "shuffled"].index(row)]
                            / "metrics.json").read_text())["predcls/mR@50"]  # fmt: skip
-        line = next(ln for ln in table.stdout.splitlines() if ln.startswith(f"| {row} | "))
+        study = table.stdout.split("### Study: MOTIF PredCls (tiny)")[1]  # (the summary table comes first)
+        line = next(ln for ln in study.splitlines() if ln.startswith(f"| {row} | "))
         assert line.split(" | ")[2] == f"{100 * mr50:.1f}" and line.endswith("| 1 |")  # one seed: no interval
     for other in ("grounded", "oracle", "shuffled"):
         assert f"| {other} − baseline | 0 |" in table.stdout
