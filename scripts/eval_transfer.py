@@ -35,21 +35,33 @@ from sgseg.data.transforms import Resize
 from sgseg.data.visual_genome import VisualGenome
 from sgseg.evaluation import coco_mask_ap
 from sgseg.models.detector.checkpoint import load_detector
-from sgseg.models.masks import MaskTransfer, build_similarity, shuffled_sources, true_mask_probs
+from sgseg.models.masks import (
+    MaskTransfer,
+    blur_masks,
+    build_similarity,
+    shuffled_sources,
+    true_mask_probs,
+)
 from sgseg.models.masks.similarity import load_word_vectors
-from sgseg.models.scene_graph import blur_masks
 
 
 @torch.no_grad()
-def coco_logits_for_test(detector, vg: VisualGenome, size: int, max_size: int, batch: int = 16):
-    """Per test image: (image id, GT labels, GT boxes in original pixels, COCO mask logits [N, S, M, M])."""
+def _mask_logits_batches(detector, vg: VisualGenome, size: int, max_size: int, batch: int):
+    """Per batch of test images (resized for the detector): (first index, items, targets, COCO mask logits of the
+    GT boxes [N, S, M, M])."""
     resize = Resize(size, max_size)
-    out = []
     for start in range(0, len(vg), batch):
         items = [resize(vg[i]) for i in range(start, min(start + batch, len(vg)))]
         images, targets = collate(items)
         feats = detector.features(images)
         logits = detector.mask_logits(feats, images, targets.boxes, targets.image_index).logits
+        yield start, items, targets, logits
+
+
+def coco_logits_for_test(detector, vg: VisualGenome, size: int, max_size: int, batch: int = 16):
+    """Per test image: (image id, GT labels, GT boxes in original pixels, COCO mask logits [N, S, M, M])."""
+    out = []
+    for start, items, targets, logits in _mask_logits_batches(detector, vg, size, max_size, batch):
         for b, it in enumerate(items):
             keep = targets.image_index == b
             out.append((int(it["image_id"]), vg[start + b]["boxes"], targets.labels[keep], logits[keep]))
@@ -68,16 +80,10 @@ def softness_table(
 ) -> list[tuple[str, float, float]]:
     """Rows (masks, softness, mean |transferred − these|) over every test object's M × M box grid; ``vg`` must
     carry the true masks (``true_masks=``). Softness: mean of 2·min(m, 1 − m)."""
-    resize = Resize(size, max_size)
     transfer = MaskTransfer(similarity)
     soft = {sigma: [0.0, 0.0] for sigma in sigmas}  # σ → [sum softness, sum |transferred − true|]
     transferred, cells = 0.0, 0
-    for start in range(0, len(vg), batch):
-        items = [resize(vg[i]) for i in range(start, min(start + batch, len(vg)))]
-        images, targets = collate(items)
-        logits = detector.mask_logits(
-            detector.features(images), images, targets.boxes, targets.image_index
-        ).logits
+    for _, _, targets, logits in _mask_logits_batches(detector, vg, size, max_size, batch):
         n = targets.labels.numel()
         probs = transfer(logits).sigmoid()[torch.arange(n), targets.labels - 1]  # [N, M, M] own class
         true = true_mask_probs(targets.masks, targets.boxes, 1, probs.shape[-1])[:, 0]

@@ -979,16 +979,11 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
 
     labels = [f"mR@{STUDY_K}", *groups]
     rows = []
+    retests = {
+        id(r): r.retests(task) for rs in rows_runs.values() for r in rs
+    }  # read each run's re-tests once
     # blurred true masks (sgseg.evaluate oracle_blur=σ): a column of their own, after the sharp sources
-    blurred = sorted(
-        {
-            k
-            for rs in rows_runs.values()
-            for r in rs
-            for k in r.retests(task)
-            if "|blur" in k and "|passes" not in k
-        }
-    )
+    blurred = sorted({k for found in retests.values() for k in found if "|blur" in k and "|passes" not in k})
     sources = [*SWAP_SOURCES, *blurred]
     for variant, trained in TRAINED_SOURCE.items():
         # runs with at least one swap (the ckpt=last re-test on the run's own masks is not one)
@@ -997,7 +992,7 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         runs = [
             r
             for r in rows_runs.get(variant, [])
-            if set(r.retests(task)) & (set(sources) - {trained} | {unrefined})
+            if set(retests[id(r)]) & (set(sources) - {trained} | {unrefined})
         ]
         if not runs:
             continue
@@ -1007,7 +1002,7 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
             mine = measures(run.metrics)
             for cell, x in zip(own, mine):
                 cell.add(x)
-            for src, metrics in run.retests(task).items():
+            for src, metrics in retests[id(run)].items():
                 column = UNREFINED if src == unrefined else src
                 if column in swaps and src != trained:
                     for cell, x, b in zip(swaps[column], measures(metrics), mine):

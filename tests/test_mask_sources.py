@@ -23,8 +23,7 @@ from sgseg.lit.build import (
     stage_two_inputs,
 )
 from sgseg.models.detector.checkpoint import export_detector
-from sgseg.models.masks import derangement, shuffled_sources, true_mask_probs
-from sgseg.models.scene_graph import blur_masks
+from sgseg.models.masks import blur_masks, derangement, shuffled_sources, true_mask_probs
 
 from . import test_scene_graph_module as _sgm
 from .conftest import REPO

@@ -229,7 +229,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
                 "trained_mask_source": trained_source,
                 "true_masks": str(run_cfg.data.get("true_masks")) if source == "oracle" else None,
                 # σ of the true masks' blur (None: not blurred)
-                "oracle_blur": float(run_cfg.model.get("oracle_blur") or 0.0) or None,
+                "oracle_blur": module.model.oracle_blur or None,
                 # the built model's setting (None: the run's own)
                 "refine_passes": None if passes is None else int(module.model.refine_passes),
             },

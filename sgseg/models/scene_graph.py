@@ -40,14 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
-from torchvision.transforms.functional import gaussian_blur
 
 import sgseg.models.grounding.edge as edge_mod
 from sgseg.models.context.base import MODES, ContextOutput
 from sgseg.models.detector.detector import JointDetector
 from sgseg.models.grounding.edge import union_boxes, unordered_pairs
 from sgseg.models.masks.refine import MaskRefinement
-from sgseg.models.masks.transfer import MaskTransfer, true_mask_probs
+from sgseg.models.masks.transfer import MaskTransfer, blur_masks, true_mask_probs
 from sgseg.models.relation.postprocess import LATER_NMS_THRESHOLD, postprocess_objects
 from sgseg.models.relation.predictor import RelationPredictor
 from sgseg.models.relation.sampling import all_pairs, overlapping_pairs, sample_gt_pairs, sample_sgdet_pairs
@@ -63,18 +62,6 @@ AUTO_CHUNK_BYTES = 1 << 30
 # S = 28): 4.6 MB per pair with Gaussian grounding (estimate 5.2), 2.4 MB without masks (estimate 2.4).
 FEATURE_MAPS_PER_PAIR = 3
 MASK_TENSORS_PER_PAIR = 6
-
-
-def blur_masks(masks: Tensor, sigma: float) -> Tensor:
-    """Float[..., M, M] masks blurred by a Gaussian of standard deviation ``sigma`` (in cells of the M × M grid;
-    kernel 2·ceil(3σ) + 1, capped at the largest odd size ≤ M·2 - 1, edges reflected — torchvision's
-    ``gaussian_blur``); ``sigma == 0`` returns ``masks`` unchanged."""
-    if sigma == 0:
-        return masks
-    side = masks.shape[-1]
-    kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * side - 1)
-    flat = masks.reshape(-1, 1, *masks.shape[-2:])
-    return gaussian_blur(flat, [kernel, kernel], [sigma, sigma]).reshape(masks.shape)
 
 
 @dataclass

@@ -14,12 +14,13 @@ from sgseg.models.masks.similarity import (
     one_to_one_sources,
     shuffled_sources,
 )
-from sgseg.models.masks.transfer import MaskTransfer, own_mask_probs, true_mask_probs
+from sgseg.models.masks.transfer import MaskTransfer, blur_masks, own_mask_probs, true_mask_probs
 
 __all__ = [
     "DEFAULT_ALIASES",
     "MaskRefinement",
     "MaskTransfer",
+    "blur_masks",
     "build_similarity",
     "class_vectors",
     "crop_masks_to_boxes",

@@ -7,8 +7,11 @@ Where this sits: after the (frozen) detector's COCO mask head — optionally aft
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
+from torchvision.transforms.functional import gaussian_blur
 
 from sgseg.models.losses import project_masks_on_boxes
 
@@ -89,3 +92,15 @@ def true_mask_probs(gt_masks: Tensor, boxes: Tensor, num_classes: int, size: int
     index = torch.arange(boxes.shape[0], device=boxes.device)
     masks = project_masks_on_boxes(gt_masks, boxes, index, size)
     return masks[:, None].expand(-1, num_classes, -1, -1).contiguous()
+
+
+def blur_masks(masks: Tensor, sigma: float) -> Tensor:
+    """Float[..., M, M] masks blurred by a Gaussian of standard deviation ``sigma`` (in cells of the M × M grid;
+    kernel 2·ceil(3σ) + 1, capped at the largest odd size ≤ M·2 - 1, edges reflected — torchvision's
+    ``gaussian_blur``); ``sigma == 0`` returns ``masks`` unchanged."""
+    if sigma == 0:
+        return masks
+    side = masks.shape[-1]
+    kernel = min(2 * math.ceil(3 * sigma) + 1, 2 * side - 1)
+    flat = masks.reshape(-1, 1, *masks.shape[-2:])
+    return gaussian_blur(flat, [kernel, kernel], [sigma, sigma]).reshape(masks.shape)
