@@ -17,7 +17,8 @@ are robust to load, the absolute times are not. Interleaving step by step also m
 the other rows' weights in the CPU caches, which overstates small differences; on a quiet machine ``--block 10``
 (each row 10 steps in a row) times each model as a training run sees it. Each row: median over ``--repeats`` steps (after
 ``--warmup``), the speed-up, the ratio against ``none`` on the same path, and the share of the step spent in
-the edge grounding's forward (timed with hooks). The first step's losses of the two paths are compared (they
+the edge grounding's forward (timed with hooks) and in the frozen detector (every call into it timed: what
+a cache of its outputs could save at most). The first step's losses of the two paths are compared (they
 must agree to float tolerance).
 
     python scripts/bench_stage2.py [overrides ...] [--repeats 8] [--threads 2]   # e.g. task=sgcls (before --variants)
@@ -80,7 +81,23 @@ class Runner:
             lambda *_: self.edge_time.append(time.perf_counter())
         )
         self.model.edge_grounding.register_forward_hook(self._post)
+        # the frozen detector's share of a step: every call into it (backbone, box head on the given boxes, COCO
+        # mask head, RoIAlign of node / union / refinement boxes) is timed — what a cache of its outputs could
+        # save at most
+        self.detector_time = [0.0]
+        for name in ("features", "detect", "mask_logits", "roi_features"):
+            setattr(self.model.detector, name, self._timed(getattr(self.model.detector, name)))
         self.model.train()
+
+    def _timed(self, fn):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.detector_time[0] += time.perf_counter() - t
+
+        return call
 
     def _post(self, *_) -> None:
         self.edge_time[0] += time.perf_counter() - self.edge_time.pop()
@@ -96,15 +113,15 @@ class Runner:
         self.model.train()
         return dt
 
-    def step(self, batch) -> tuple[float, float, float]:
-        """(step seconds, edge-grounding forward seconds, loss)."""
-        self.edge_time[0] = 0.0
+    def step(self, batch) -> tuple[float, float, float, float]:
+        """(step seconds, edge-grounding forward seconds, loss, frozen-detector seconds)."""
+        self.edge_time[0] = self.detector_time[0] = 0.0
         t = time.perf_counter()
         loss = sum(self.module.losses(batch).values())
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        return time.perf_counter() - t, self.edge_time[0], float(loss)
+        return time.perf_counter() - t, self.edge_time[0], float(loss), self.detector_time[0]
 
 
 def main() -> None:
@@ -150,6 +167,7 @@ def main() -> None:
         batches = [next(loader) for _ in range(args.warmup + args.repeats)]
         times = {key: [] for key in runners}
         shares = {key: [] for key in runners}
+        det_shares = {key: [] for key in runners}
         first_loss: dict[tuple[str, str], float] = {}
         # every row takes ``--block`` consecutive steps, then the next row (1: interleaved step by step)
         for start in range(0, len(batches), args.block):
@@ -157,12 +175,13 @@ def main() -> None:
                 for i in range(start, min(start + args.block, len(batches))):
                     torch.manual_seed(i)  # the same sampled pairs and dropout masks for every row
                     with code_path(path == "after"):
-                        dt, edge_t, loss = runner.step(batches[i])
+                        dt, edge_t, loss, det_t = runner.step(batches[i])
                     if i == 0:
                         first_loss[(v, path)] = loss
                     if i >= args.warmup:
                         times[(v, path)].append(dt)
                         shares[(v, path)].append(edge_t / dt)
+                        det_shares[(v, path)].append(det_t / dt)
         val_batch = next(iter(runners[(args.variants[0], "after")].dm.val_dataloader()[0]))
         eval_times = {key: [] for key in runners}
         for i in range(args.warmup + args.repeats):
@@ -178,14 +197,15 @@ def main() -> None:
     print(f"stage-2 training step, synthetic CPU config, {task}, {args.threads} threads, median of {args.repeats}, "
           f"all rows {order} (ratios hold under load; absolute times only for this machine now)")  # fmt: skip
     print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'before × none':>15}"
-          f"{'after × none':>14}{'f_E fwd share':>15}{'|Δ loss| step 1':>17}")  # fmt: skip
+          f"{'after × none':>14}{'f_E fwd share':>15}{'detector share':>16}{'|Δ loss| step 1':>17}")  # fmt: skip
     for v in args.variants:
         b, a = med[(v, "before")], med[(v, "after")]
         nb, na = med.get(("none", "before"), float("nan")), med.get(("none", "after"), float("nan"))
         share = statistics.median(shares[(v, "after")])
+        det_share = statistics.median(det_shares[(v, "after")])
         dloss = abs(first_loss[(v, "before")] - first_loss[(v, "after")])
         print(f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{b / nb:>15.2f}{a / na:>14.2f}{100 * share:>14.1f}%"
-              f"{dloss:>17.2e}")  # fmt: skip
+              f"{100 * det_share:>15.1f}%{dloss:>17.2e}")  # fmt: skip
     n_val = val_batch["vg"][0].num_images
     print(f"\nevaluation forward, {n_val} val images, all ordered pairs")
     print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'after × none':>14}")

@@ -158,6 +158,8 @@ class Run:
     overrides: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     detector_metrics: dict[str, Any] = field(default_factory=dict)
+    # the frozen detector a stage-2 run trained on (``detector_source.json``: path, SHA-256, its metrics)
+    detector_source: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None
     # the config-group options the job was composed with (.hydra/hydra.yaml hydra.runtime.choices)
     choices: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +184,13 @@ class Run:
     def detector(self) -> str | None:
         value = self.get("detector.backbone.name")
         return str(value) if value is not None else None
+
+    @property
+    def detector_id(self) -> str | None:
+        """The first 8 hex digits of the frozen detector file's SHA-256 (None: not recorded — runs from before
+        ``detector_source.json``)."""
+        digest = self.detector_source.get("sha256")
+        return str(digest)[:8] if digest else None
 
     @property
     def node(self) -> str | None:
@@ -439,6 +448,7 @@ def load_run(path: Path, checkpoint: str = "best") -> Run:
     run.choices = choices if isinstance(choices, dict) else {}
     run.metrics = _load_json(path / "metrics.json")
     run.detector_metrics = _load_json(path / "detector" / "detector_metrics.json")
+    run.detector_source = _load_json(path / "detector_source.json")
     if checkpoint == "last" and run.metrics:
         run.test_dir = _final_weights_test(path, run.tasks)
         if run.test_dir is None:
@@ -850,6 +860,52 @@ def predicate_names(runs: list[Run], task: str, count: int) -> list[str]:
     return [str(i + 1) for i in range(count)]
 
 
+def _seed_text(seeds: set[Any]) -> str:
+    return ", ".join(sorted((str(x) for x in seeds), key=lambda x: (len(x), x)))
+
+
+def mixed_detector_seeds(rows_runs: dict[str, list[Run]]) -> set[Any]:
+    """Seeds whose runs (over the rows) were trained on more than one known detector file."""
+    ids: dict[Any, set[str]] = {}
+    for runs in rows_runs.values():
+        for run in runs:
+            if run.detector_id is not None:
+                ids.setdefault(run.seed, set()).add(run.detector_id)
+    return {seed for seed, found in ids.items() if len(found) > 1}
+
+
+def detector_note(rows_runs: dict[str, list[Run]]) -> str:
+    """Which frozen detector file (:attr:`Run.detector_id`) the runs of a study group used, by seed; "" when
+    no run recorded it. A study's paired differences assume one detector per seed; seeds that mix are named."""
+    by_id: dict[str | None, set[Any]] = {}
+    scores: dict[str, float] = {}
+    for runs in rows_runs.values():
+        for run in runs:
+            by_id.setdefault(run.detector_id, set()).add(run.seed)
+            value = (run.detector_source.get("metrics") or {}).get("val/vg_map50")
+            if run.detector_id is not None and isinstance(value, (int, float)):
+                scores[run.detector_id] = float(value)
+    if set(by_id) <= {None}:
+        return ""
+    parts = []
+    for det in sorted(by_id, key=lambda d: (d is None, d or "")):
+        name = "not recorded" if det is None else f"detector {det}"
+        if det in scores:
+            name += f" (VG mAP@50 {100 * scores[det]:.1f})"
+        parts.append(f"{name}: seeds {_seed_text(by_id[det])}")
+    text = (
+        "Frozen detectors (first digits of detector.pt's SHA-256, detector_source.json): "
+        + "; ".join(parts)
+        + "."
+    )
+    mixed = mixed_detector_seeds(rows_runs)
+    if mixed:
+        one = len(mixed) == 1
+        which = f"Seed {_seed_text(mixed)} has" if one else f"Seeds {_seed_text(mixed)} have"
+        text += f" {which} rows on different detectors: {'its' if one else 'their'} differences are not paired on one detector."
+    return text
+
+
 def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
     """The study's headline table: one row per study row, mean ± 95 % t-interval over its runs (seeds)."""
     task = key[2]
@@ -869,6 +925,8 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
         "grounded / oracle / shuffled: the seg-grounded model on transferred, true (visible), or deranged-source "
         "masks; oracle_amodal: on the objects' true amodal masks."
     )
+    if detectors := detector_note(rows_runs):
+        note += " " + detectors
     name = f"study_{key[0]}_{task}_{key[1]}"
     return Table(f"Study: {_study_name(key)}", ["Row", *metrics, "seeds"], rows, name, note)
 
@@ -1140,7 +1198,9 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
         res = paired_bootstrap(pairs, k, num)
         label = f"{variant} − baseline"
         for i, seed in enumerate(used):
-            rows.append([label, seed] + [
+            a, b = base[seed].detector_id, other[seed].detector_id
+            shown = f"{seed} (detectors differ)" if a is not None and b is not None and a != b else seed
+            rows.append([label, shown] + [
                 _signed(x) for m in (f"mR@{k}", f"R@{k}")
                 for x in (res[m][i], res[f"{m}_low"][i], res[f"{m}_high"][i])
             ] + [res["images"], ""])  # fmt: skip
@@ -1175,7 +1235,12 @@ def _signed_cell(cell: Any) -> str:
 
 
 def table_study_summary(
-    key: StudyKey, study: Table, predicates: Table, swaps: Table | None, bootstrap: Table
+    key: StudyKey,
+    study: Table,
+    predicates: Table,
+    swaps: Table | None,
+    bootstrap: Table,
+    detectors: str = "",
 ) -> Table:
     """One line per study row, gathered from the study's other tables (so every number is theirs): seeds,
     mR@50 / R@50 / zsR@50 (mean ± 95 % t-interval), the per-seed Δ mR@50 with its paired-bootstrap interval, the
@@ -1218,6 +1283,8 @@ def table_study_summary(
         f"box-decided predicates' mean R@{k} minus the baseline's; the change of mR@{k} when the row's trained "
         "weights are tested with all-zero masks."
     )
+    if detectors:  # detector_note: which frozen detector each seed's runs used
+        note += " " + detectors
     name = f"summary_study_{key[0]}_{key[2]}_{key[1]}"
     return Table(f"Study summary: {_study_name(key)}", header, rows, name, note)
 
@@ -1472,7 +1539,7 @@ def tables_study(
         boot = table_study_bootstrap(key, rows_runs, bootstrap) if bootstrap > 0 else None
         # the one-line-per-row summary first; it needs the bootstrap's per-seed intervals
         if boot is not None:
-            out.append(table_study_summary(key, study, predicates, swaps, boot))
+            out.append(table_study_summary(key, study, predicates, swaps, boot, detector_note(rows_runs)))
         out += [study, predicates]
         if swaps is not None:
             out.append(swaps)
@@ -1499,6 +1566,7 @@ def runs_table(runs: list[Run]) -> Table:
         "experiment",
         "model",
         "detector",
+        "detector file",
         "joint",
         "node",
         "edge",
@@ -1511,7 +1579,7 @@ def runs_table(runs: list[Run]) -> Table:
     for run in runs:
         status = "failed" if run.failure else ("done" if run.metrics else "no metrics")
         settings = [str(run.path), status, run.get("experiment_name", "experiment"), run.model, run.detector,
-                    run.joint, run.node, run.edge, run.refine, run.row, run.seed]  # fmt: skip
+                    run.detector_id, run.joint, run.node, run.edge, run.refine, run.row, run.seed]  # fmt: skip
         settings = ["" if v is None else v for v in settings]
         for task in run.tasks or [None]:
             cells = [Cell() for _ in metrics]
@@ -1572,6 +1640,7 @@ ARCHIVE_FILES = (
     "*_per_image.npz",
     "*_per_predicate_recall.csv",
     "timing.json",
+    "detector_source.json",
     "train.log",
     "FAILED.txt",
     "csv/version_*/metrics.csv",

@@ -926,3 +926,40 @@ def test_readme_vctree_table_is_what_the_archive_gives() -> None:
     assert set(found) == set(generated) == {"baseline", "grounded"}
     for variant, row in generated.items():
         assert found[variant] == row, variant
+
+
+def test_study_notes_which_detector_each_seed_used(tmp_path: Path) -> None:
+    """detector_source.json (written by stage 2) names each run's frozen detector: the study tables say which
+    seeds ran on which file, flag a seed whose rows ran on different files, and runs.csv carries the id."""
+    ids = np.arange(20)
+    sources = {  # (variant, seed) → detector file content hash, None: not recorded (runs from before the file)
+        ("baseline", 3): "a" * 64, ("grounded", 3): "b" * 64,
+        ("baseline", 2): "a" * 64, ("grounded", 2): "a" * 64,
+    }  # fmt: skip
+    for v in ("baseline", "grounded"):
+        for seed in (0, 1, 2, 3):
+            job = tmp_path / "runs" / f"{v}_s{seed}"
+            _study_job(job, v, seed, _random_images(np.random.default_rng([seed, len(v)]), 20, 0.5), ids)
+            if (v, seed) in sources:
+                metrics = {"val/vg_map50": 0.8261} if sources[(v, seed)][0] == "a" else None
+                (job / "detector_source.json").write_text(json.dumps(
+                    {"checkpoint": "/x/detector.pt", "sha256": sources[(v, seed)], "metrics": metrics}))  # fmt: skip
+    runs, tables, _ = cr.collect([tmp_path / "runs"], bootstrap=50)
+    by_name = {t.name: t for t in tables}
+    study = by_name["study_motif_predcls_tiny"]
+    expected = ("Frozen detectors (first digits of detector.pt's SHA-256, detector_source.json): detector aaaaaaaa "
+                "(VG mAP@50 82.6): seeds 2, 3; detector bbbbbbbb: seeds 3; not recorded: seeds 0, 1. Seed 3 has rows "
+                "on different detectors: its differences are not paired on one detector.")  # fmt: skip
+    assert study.note.endswith(expected)
+    assert by_name["summary_study_motif_predcls_tiny"].note.endswith(expected)
+    seeds = [row[1] for row in by_name["study_bootstrap_motif_predcls_tiny"].rows]
+    assert seeds[:4] == [0, 1, 2, "3 (detectors differ)"]  # seed 2: one detector for both rows, no flag
+    assert {r.path.name: r.detector_id for r in runs}["grounded_s3"] == "bbbbbbbb"
+    table = cr.runs_table(runs)
+    col = table.header.index("detector file")
+    assert sorted(str(row[col]) for row in table.rows) == [""] * 4 + ["aaaaaaaa"] * 3 + ["bbbbbbbb"]
+    # runs without the file: no note at all (the archived studies from before it read as they did)
+    for job in (tmp_path / "runs").iterdir():
+        (job / "detector_source.json").unlink(missing_ok=True)
+    _, tables, _ = cr.collect([tmp_path / "runs"], bootstrap=50)
+    assert "Frozen detectors" not in next(t for t in tables if t.name == "study_motif_predcls_tiny").note

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -221,6 +222,12 @@ def test_study_sweep_on_one_detector_and_its_tables(tmp_path):
     assert jobs == ["0_joint_seed0", "1_refine_seed0", "2_oracle_seed0", "3_shuffled_seed0"]
     assert not list((tmp_path / "sweep").glob("*/FAILED.txt"))
     assert all((tmp_path / "sweep" / j / "predcls_per_image.npz").is_file() for j in jobs)
+    # every job recorded the detector it was trained on, by content
+    digest = hashlib.sha256(det.read_bytes()).hexdigest()
+    for j in jobs:
+        source = json.loads((tmp_path / "sweep" / j / "detector_source.json").read_text())
+        assert source["sha256"] == digest and source["checkpoint"] == str(det.resolve())
+        assert source["metrics"] == json.loads((det.parent / "detector_metrics.json").read_text())
     table = subprocess.run(
         [sys.executable, "-m", "sgseg.results", str(tmp_path / "sweep"), "--out", str(tmp_path / "tables"),
          "--bootstrap", "50"],
@@ -233,6 +240,8 @@ def test_study_sweep_on_one_detector_and_its_tables(tmp_path):
         study = table.stdout.split("### Study: MOTIF PredCls (tiny)")[1]  # (the summary table comes first)
         line = next(ln for ln in study.splitlines() if ln.startswith(f"| {row} | "))
         assert line.split(" | ")[2] == f"{100 * mr50:.1f}" and line.endswith("| 1 |")  # one seed: no interval
+    vg_map = 100 * source["metrics"]["val/vg_map50"]
+    assert f"detector {digest[:8]} (VG mAP@50 {vg_map:.1f}): seeds 0." in table.stdout
     for other in ("grounded", "oracle", "shuffled"):
         assert f"| {other} − baseline | 0 |" in table.stdout
     assert (tmp_path / "tables" / "study_per_predicate_motif_predcls_tiny.png").is_file()

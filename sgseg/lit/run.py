@@ -45,7 +45,7 @@ from sgseg.lit.factory import (
     finish_wandb,
     overrides_without_resume,
 )
-from sgseg.models.detector.checkpoint import export_detector
+from sgseg.models.detector.checkpoint import PROVENANCE_FILE, detector_provenance, export_detector
 
 STAGES = ("detector", "scene_graph", "pipeline")
 
@@ -114,6 +114,30 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     return path
 
 
+def record_detector(detector_path: str | Path, out_dir: Path, prev_dir: Path | None = None) -> dict[str, Any]:
+    """Write the frozen detector's identity (:func:`~sgseg.models.detector.checkpoint.detector_provenance`:
+    path, size, SHA-256, its stage-1 metrics) to ``<run dir>/detector_source.json``, which ``sgseg.results``
+    uses to tell runs on different detectors apart. A run resumed (here or from ``prev_dir``) on a detector
+    whose content differs from the one it started on is refused: its steps would mix two detectors."""
+    info = detector_provenance(detector_path)
+    for d in (out_dir, prev_dir):
+        earlier = d / PROVENANCE_FILE if d is not None else None
+        if earlier is None or not earlier.is_file():
+            continue
+        try:
+            old = json.loads(earlier.read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        if old is not None and old != info["sha256"]:
+            raise ConfigError(
+                f"detector.checkpoint={detector_path} (sha256 {info['sha256'][:12]}) is not the detector this run "
+                f"started on ({earlier}: sha256 {old[:12]}); resume with that file, or start a new run directory"
+            )
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:
+        (out_dir / PROVENANCE_FILE).write_text(json.dumps(info, indent=2))
+    return info
+
+
 def run_scene_graph(
     cfg: DictConfig, out_dir: Path, detector_path: str | Path, prev_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -127,6 +151,7 @@ def run_scene_graph(
     dm.prepare_data()
     check_data_paths(cfg)
     detector = load_frozen_detector(detector_path)
+    record_detector(detector_path, out_dir, prev_dir)
     module, _ = build_scene_graph_module(cfg, dm, detector)
     if cfg.get("compile"):
         module.model.detector.backbone.compile(dynamic=True)
