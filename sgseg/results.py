@@ -892,7 +892,7 @@ def detector_note(rows_runs: dict[str, list[Run]]) -> str:
         name = "not recorded" if det is None else f"detector {det}"
         if det in scores:
             name += f" (VG mAP@50 {100 * scores[det]:.1f})"
-        parts.append(f"{name}: seeds {_seed_text(by_id[det])}")
+        parts.append(f"{name}: seed{'s' if len(by_id[det]) > 1 else ''} {_seed_text(by_id[det])}")
     text = (
         "Frozen detectors (first digits of detector.pt's SHA-256, detector_source.json): "
         + "; ".join(parts)

@@ -948,7 +948,7 @@ def test_study_notes_which_detector_each_seed_used(tmp_path: Path) -> None:
     by_name = {t.name: t for t in tables}
     study = by_name["study_motif_predcls_tiny"]
     expected = ("Frozen detectors (first digits of detector.pt's SHA-256, detector_source.json): detector aaaaaaaa "
-                "(VG mAP@50 82.6): seeds 2, 3; detector bbbbbbbb: seeds 3; not recorded: seeds 0, 1. Seed 3 has rows "
+                "(VG mAP@50 82.6): seeds 2, 3; detector bbbbbbbb: seed 3; not recorded: seeds 0, 1. Seed 3 has rows "
                 "on different detectors: its differences are not paired on one detector.")  # fmt: skip
     assert study.note.endswith(expected)
     assert by_name["summary_study_motif_predcls_tiny"].note.endswith(expected)

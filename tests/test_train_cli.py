@@ -241,7 +241,7 @@ def test_study_sweep_on_one_detector_and_its_tables(tmp_path):
         line = next(ln for ln in study.splitlines() if ln.startswith(f"| {row} | "))
         assert line.split(" | ")[2] == f"{100 * mr50:.1f}" and line.endswith("| 1 |")  # one seed: no interval
     vg_map = 100 * source["metrics"]["val/vg_map50"]
-    assert f"detector {digest[:8]} (VG mAP@50 {vg_map:.1f}): seeds 0." in table.stdout
+    assert f"detector {digest[:8]} (VG mAP@50 {vg_map:.1f}): seed 0." in table.stdout
     for other in ("grounded", "oracle", "shuffled"):
         assert f"| {other} − baseline | 0 |" in table.stdout
     assert (tmp_path / "tables" / "study_per_predicate_motif_predcls_tiny.png").is_file()
