@@ -902,25 +902,31 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
         assert found[variant] == row, variant
 
 
-def test_readme_vctree_table_is_what_the_archive_gives() -> None:
-    """The README's VCTree study table is the summary table (:func:`sgseg.results.table_study_summary`) that
-    ``sgseg.results docs/runs/study12/vctree_* --checkpoint last`` computes from the archived runs, cell for cell
-    from the seeds column on (the README's labels, bold and minus signs aside)."""
+@pytest.mark.parametrize(
+    "section, pattern, table",
+    [
+        ("**VCTree PredCls at the study's schedule", "vctree_*", "summary_study_vctree_predcls"),
+        ("**MOTIF SGCls at the study's schedule", "sgcls_*", "summary_study_motif_sgcls"),
+    ],
+)
+def test_readme_summary_tables_are_what_the_archive_gives(section: str, pattern: str, table: str) -> None:
+    """The README's VCTree PredCls and MOTIF SGCls study tables are the summary tables
+    (:func:`sgseg.results.table_study_summary`) that ``sgseg.results docs/runs/study12/<pattern> --checkpoint last``
+    computes from the archived runs, cell for cell from the seeds column on (the README's labels, bold and minus
+    signs aside)."""
     root = Path(__file__).resolve().parents[1]
     archive = root / "docs" / "runs" / "study12"
-    runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(archive.glob("vctree_*")))]
+    runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(archive.glob(pattern)))]
     assert runs
-    (summary,) = [
-        t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith("summary_study_vctree")
-    ]
+    (summary,) = [t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith(table)]
 
     def cells(line: str) -> list[str]:
         return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
 
     generated = {row[0]: cells("| " + " | ".join(str(c) for c in row[1:]) + " |") for row in summary.rows}
     readme = (root / "README.md").read_text()
-    section = readme.split("**VCTree PredCls at the study's schedule")[1].split("\n\n")[1]
-    lines = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    part = readme.split(section)[1].split("\n\n")[1]
+    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert cells(lines[0])[1:] == summary.header[1:-1] + ["all-zero masks at test"]
     found = {cells(line)[0].split(" (")[0]: cells(line)[1:] for line in lines[1:]}
     assert set(found) == set(generated) == {"baseline", "grounded"}
