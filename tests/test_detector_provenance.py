@@ -61,3 +61,7 @@ def test_record_detector_writes_it_and_refuses_to_resume_on_another(tmp_path: Pa
         record_detector(second, new, prev_dir=run)
     assert not (new / PROVENANCE_FILE).exists()
     assert record_detector(first, new, prev_dir=run)["sha256"] == info["sha256"]
+    # a damaged record is an error naming the file, not silently replaced
+    (new / PROVENANCE_FILE).write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not a readable detector record"):
+        record_detector(first, new)

@@ -125,10 +125,13 @@ def record_detector(detector_path: str | Path, out_dir: Path, prev_dir: Path | N
         if earlier is None or not earlier.is_file():
             continue
         try:
-            old = json.loads(earlier.read_text()).get("sha256")
-        except (OSError, ValueError, AttributeError):
-            old = None
-        if old is not None and old != info["sha256"]:
+            old = json.loads(earlier.read_text())["sha256"]
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ConfigError(
+                f"{earlier} is not a readable detector record ({err!r}); it says which detector this run "
+                "started on — restore it, or delete it if you are sure the run used detector.checkpoint"
+            ) from err
+        if old != info["sha256"]:
             raise ConfigError(
                 f"detector.checkpoint={detector_path} (sha256 {info['sha256'][:12]}) is not the detector this run "
                 f"started on ({earlier}: sha256 {old[:12]}); resume with that file, or start a new run directory"
