@@ -864,16 +864,6 @@ def _seed_text(seeds: set[Any]) -> str:
     return ", ".join(sorted((str(x) for x in seeds), key=lambda x: (len(x), x)))
 
 
-def mixed_detector_seeds(rows_runs: dict[str, list[Run]]) -> set[Any]:
-    """Seeds whose runs (over the rows) were trained on more than one known detector file."""
-    ids: dict[Any, set[str]] = {}
-    for runs in rows_runs.values():
-        for run in runs:
-            if run.detector_id is not None:
-                ids.setdefault(run.seed, set()).add(run.detector_id)
-    return {seed for seed, found in ids.items() if len(found) > 1}
-
-
 def detector_note(rows_runs: dict[str, list[Run]]) -> str:
     """Which frozen detector file (:attr:`Run.detector_id`) the runs of a study group used, by seed; "" when
     no run recorded it. A study's paired differences assume one detector per seed; seeds that mix are named."""
@@ -898,7 +888,8 @@ def detector_note(rows_runs: dict[str, list[Run]]) -> str:
         + "; ".join(parts)
         + "."
     )
-    mixed = mixed_detector_seeds(rows_runs)
+    known = [seeds for det, seeds in by_id.items() if det is not None]
+    mixed = {seed for seeds in known for seed in seeds if sum(seed in other for other in known) > 1}
     if mixed:
         one = len(mixed) == 1
         which = f"Seed {_seed_text(mixed)} has" if one else f"Seeds {_seed_text(mixed)} have"

@@ -114,11 +114,14 @@ def run_detector(cfg: DictConfig, out_dir: Path, prev_dir: Path | None = None) -
     return path
 
 
-def record_detector(detector_path: str | Path, out_dir: Path, prev_dir: Path | None = None) -> dict[str, Any]:
+def record_detector(
+    detector_path: str | Path, out_dir: Path, prev_dir: Path | None = None, write: bool = True
+) -> dict[str, Any]:
     """Write the frozen detector's identity (:func:`~sgseg.models.detector.checkpoint.detector_provenance`:
     path, size, SHA-256, its stage-1 metrics) to ``<run dir>/detector_source.json``, which ``sgseg.results``
-    uses to tell runs on different detectors apart. A run resumed (here or from ``prev_dir``) on a detector
-    whose content differs from the one it started on is refused: its steps would mix two detectors."""
+    uses to tell runs on different detectors apart (``write``: false on the other DDP ranks, which only check).
+    A run resumed (here or from ``prev_dir``) on a detector whose content differs from the one it started on
+    is refused: its steps would mix two detectors."""
     info = detector_provenance(detector_path)
     for d in (out_dir, prev_dir):
         earlier = d / PROVENANCE_FILE if d is not None else None
@@ -136,7 +139,7 @@ def record_detector(detector_path: str | Path, out_dir: Path, prev_dir: Path | N
                 f"detector.checkpoint={detector_path} (sha256 {info['sha256'][:12]}) is not the detector this run "
                 f"started on ({earlier}: sha256 {old[:12]}); resume with that file, or start a new run directory"
             )
-    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:
+    if write:
         (out_dir / PROVENANCE_FILE).write_text(json.dumps(info, indent=2))
     return info
 
@@ -154,7 +157,6 @@ def run_scene_graph(
     dm.prepare_data()
     check_data_paths(cfg)
     detector = load_frozen_detector(detector_path)
-    record_detector(detector_path, out_dir, prev_dir)
     module, _ = build_scene_graph_module(cfg, dm, detector)
     if cfg.get("compile"):
         module.model.detector.backbone.compile(dynamic=True)
@@ -163,6 +165,9 @@ def run_scene_graph(
     # the data (PredCls: the context's object decoder; SGDet: edge grounding when no pair is sampled), so
     # DDP looks for them in every row of the ablation (tests/test_ddp.py trains the full and the base row)
     trainer = build_trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
+    record_detector(
+        detector_path, out_dir, prev_dir, write=trainer.is_global_zero
+    )  # every rank checks, one writes
     trainer.fit(module, datamodule=dm, ckpt_path=_resume(cfg, out_dir, prev_dir))
     trainer.test(module, datamodule=dm, ckpt_path=best_checkpoint(trainer) or None, weights_only=False)
     return module.test_metrics

@@ -22,7 +22,9 @@ detector is COCO initialised), in any of three forms:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import pickle
 import re
@@ -110,14 +112,9 @@ def detector_provenance(path: str | os.PathLike) -> dict[str, Any]:
     detector they were trained on by content, not by path: a detector re-trained with the same command on a
     machine with other CPU kernels is a different file (measured: VG mAP@0.5 84.4 on one machine, 82.6 on
     another, from the same command and seed), and paired comparisons need both runs on the same one."""
-    import hashlib
-    import json
-
     path = Path(path)
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+        digest = hashlib.file_digest(f, "sha256")
     metrics_file = path.parent / "detector_metrics.json"
     metrics = None
     if metrics_file.is_file():
