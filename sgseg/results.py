@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import hashlib
 import json
 import math
 import re
@@ -799,13 +800,36 @@ def tables_ablation(runs: list[Run]) -> list[Table]:
     return tables
 
 
-def table_detectors(runs: list[Run]) -> Table:
-    """Stage 1: VG box mAP@50 and COCO box/mask AP of the detectors these runs trained.
+def _file_id(path: Path) -> str | None:
+    """The first 8 hex digits of a file's SHA-256 (as :attr:`Run.detector_id`); None when there is no file."""
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:8]
 
+
+def _cell(values: list[float | None]) -> Cell:
+    cell = Cell()
+    for v in values:
+        cell.add(v)
+    return cell
+
+
+def table_detectors(runs: list[Run]) -> Table:
+    """Stage 1: VG box mAP@50 and COCO box/mask AP, one row per stage-1 run (each detector is its own file:
+    averaging two of them would hide which one a stage-2 row froze), then the mean of each (backbone, data)
+    group with two or more runs.
+
+    "File" is the first digits of the run's ``detector/detector.pt`` SHA-256 ("—" when the weights were not
+    kept); "Frozen by" counts the given stage-2 runs whose ``detector_source.json`` names that file.
     "Trained on" comes from the metrics; a config that says otherwise is shown next to it.
     """
     keys = ("vg_map50", "coco_box_ap", "coco_mask_ap")
-    groups: dict[tuple[str, str], dict[str, Cell]] = {}
+    used: dict[str, int] = {}
+    for run in runs:
+        if run.detector_id is not None:
+            used[run.detector_id] = used.get(run.detector_id, 0) + 1
+    entries = []
     for run in runs:
         if not run.detector_metrics:
             continue
@@ -814,15 +838,40 @@ def table_detectors(runs: list[Run]) -> Table:
         trained_on = "VG + COCO" if saw_coco else "VG only"
         if run.joint is not None and run.joint != saw_coco:
             trained_on += f" (config: detector.joint={str(run.joint).lower()})"
-        cells = groups.setdefault((run.detector or "?", trained_on), {})
+        values = []
         for k in keys:
             v = run.detector_metrics.get(f"val/{k}")
-            cells.setdefault(k, Cell()).add(
-                float(v) if isinstance(v, (int, float)) and not math.isnan(v) else None
+            values.append(float(v) if isinstance(v, (int, float)) and not math.isnan(v) else None)
+        entries.append(
+            (
+                run.detector or "?",
+                trained_on,
+                run.path.name,
+                _file_id(run.path / "detector" / "detector.pt"),
+                values,
             )
-    header = ["Detector", "Trained on", "VG mAP@50", "COCO box AP", "COCO mask AP"]
-    rows = [[d, j] + [groups[(d, j)][k] for k in keys] for d, j in sorted(groups)]
-    return Table("Stage 1: detectors (validation)", header, rows, "detectors")
+        )
+    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    header = [
+        "Detector",
+        "Trained on",
+        "Run",
+        "File",
+        "Frozen by",
+        "VG mAP@50",
+        "COCO box AP",
+        "COCO mask AP",
+    ]
+    rows: list[list[Any]] = []
+    for i, (det, trained_on, name, file_id, values) in enumerate(entries):
+        frozen = f"{used.get(file_id, 0)} runs" if file_id is not None else "—"
+        rows.append([det, trained_on, name, file_id or "—", frozen] + [_cell([v]) for v in values])
+        group = [e for e in entries if e[:2] == (det, trained_on)]
+        if len(group) > 1 and (i + 1 == len(entries) or entries[i + 1][:2] != (det, trained_on)):
+            means = [_cell([e[4][j] for e in group]) for j in range(len(keys))]
+            rows.append([det, trained_on, f"mean of {len(group)}", "", ""] + means)
+    note = "One row per stage-1 run; a group of runs also gets its mean ± std." if rows else ""
+    return Table("Stage 1: detectors (validation)", header, rows, "detectors", note)
 
 
 # ------------------------------------------------------------------------------------------------ the study

@@ -217,7 +217,7 @@ def test_tables_hold_hand_computed_values(runs_root: Path) -> None:
         "| resnext101_32x8d_fpn | VCTree + refinement | — | — | — | 54.6 ± 0.8 | — | — | — | — | — |" in text
     )
     # stage 1
-    assert "| resnext101_32x8d_fpn | VG + COCO | 28.3 | 37.1 | 33.5 |" in text
+    assert "| resnext101_32x8d_fpn | VG + COCO | detector_resnext | — | — | 28.3 | 37.1 | 33.5 |" in text
     # the failed job is listed with the last line of its traceback
     assert any("2_joint_seed0: FAILED (RuntimeError: CUDA out of memory)" in line for line in failed)
 
@@ -234,8 +234,9 @@ def test_detector_table_flags_a_config_that_disagrees_with_the_metrics(tmp_path:
         (tmp_path / name / "detector").mkdir()
         (tmp_path / name / "detector" / "detector_metrics.json").write_text(json.dumps(metrics))
     text = cr.render(*cr.collect([tmp_path]))
-    assert "| tiny | VG + COCO (config: detector.joint=false) | 10.0 | — | 5.0 |" in text
-    assert "| tiny | VG only | 25.0 ± 7.1 | — | — |" in text
+    assert "| tiny | VG + COCO (config: detector.joint=false) | a | — | — | 10.0 | — | 5.0 |" in text
+    assert "| tiny | VG only | b | — | — | 30.0 | — | — |" in text
+    assert "| tiny | VG only | mean of 2 |  |  | 25.0 ± 7.1 | — | — |" in text
 
 
 def test_cli_writes_markdown_and_csv(runs_root: Path, tmp_path: Path, capsys) -> None:
@@ -969,3 +970,37 @@ def test_study_notes_which_detector_each_seed_used(tmp_path: Path) -> None:
         (job / "detector_source.json").unlink(missing_ok=True)
     _, tables, _ = cr.collect([tmp_path / "runs"], bootstrap=50)
     assert "Frozen detectors" not in next(t for t in tables if t.name == "study_motif_predcls_tiny").note
+
+
+def test_detector_table_lists_each_stage1_run_and_which_runs_froze_it(tmp_path: Path) -> None:
+    """Two stage-1 runs of one backbone are two files: each gets its own row (its weights' id, how many given
+    stage-2 runs froze it, its own metrics), then their mean ± std; a run without kept weights shows "—"."""
+    import hashlib
+
+    for name, vg, weights in (("det_a", 0.8436, None), ("det_b", 0.8261, b"weights b" * 1000)):
+        job = tmp_path / "runs" / name
+        _job(
+            job,
+            {"stage": "detector", "seed": 0, "detector": {"backbone": {"name": "tiny"}, "joint": True}},
+            [],
+        )
+        (job / "detector").mkdir()
+        metrics = {"val/vg_map50": vg, "val/coco_box_ap": 0.60, "val/coco_mask_ap": 0.50}
+        (job / "detector" / "detector_metrics.json").write_text(json.dumps(metrics))
+        if weights is not None:
+            (job / "detector" / "detector.pt").write_bytes(weights)
+    digest = hashlib.sha256(b"weights b" * 1000).hexdigest()
+    for i, sha in enumerate((digest, digest, "c" * 64)):  # two stage-2 runs froze det_b, one another file
+        job = tmp_path / "runs" / f"sg_{i}"
+        _job(job, _config("motif", "none", "none", False, True, seed=i, backbone="tiny"), [])
+        (job / "detector_source.json").write_text(json.dumps({"sha256": sha}))
+    runs = [cr.load_run(p) for p in sorted((tmp_path / "runs").iterdir())]
+    table = cr.table_detectors(runs)
+    rows = [[str(c) for c in row] for row in table.rows]
+    assert rows == [
+        ["tiny", "VG + COCO", "det_a", "—", "—", "84.4", "60.0", "50.0"],
+        ["tiny", "VG + COCO", "det_b", digest[:8], "2 runs", "82.6", "60.0", "50.0"],
+        ["tiny", "VG + COCO", "mean of 2", "", "", f"{100 * (0.8436 + 0.8261) / 2:.1f} ± 1.2", "60.0 ± 0.0",
+         "50.0 ± 0.0"],
+    ]  # fmt: skip
+    assert math.isclose(table.rows[2][5].std, 100 * abs(0.8436 - 0.8261) / math.sqrt(2))
