@@ -43,8 +43,10 @@ import re
 import shutil
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -825,10 +827,7 @@ def table_detectors(runs: list[Run]) -> Table:
     "Trained on" comes from the metrics; a config that says otherwise is shown next to it.
     """
     keys = ("vg_map50", "coco_box_ap", "coco_mask_ap")
-    used: dict[str, int] = {}
-    for run in runs:
-        if run.detector_id is not None:
-            used[run.detector_id] = used.get(run.detector_id, 0) + 1
+    used = Counter(run.detector_id for run in runs if run.detector_id is not None)
     entries = []
     for run in runs:
         if not run.detector_metrics:
@@ -863,11 +862,12 @@ def table_detectors(runs: list[Run]) -> Table:
         "COCO mask AP",
     ]
     rows: list[list[Any]] = []
-    for i, (det, trained_on, name, file_id, values) in enumerate(entries):
-        frozen = f"{used.get(file_id, 0)} runs" if file_id is not None else "—"
-        rows.append([det, trained_on, name, file_id or "—", frozen] + [_cell([v]) for v in values])
-        group = [e for e in entries if e[:2] == (det, trained_on)]
-        if len(group) > 1 and (i + 1 == len(entries) or entries[i + 1][:2] != (det, trained_on)):
+    for (det, trained_on), group in groupby(entries, key=lambda e: e[:2]):
+        group = list(group)
+        for _, _, name, file_id, values in group:
+            frozen = f"{used[file_id]} runs" if file_id is not None else "—"
+            rows.append([det, trained_on, name, file_id or "—", frozen] + [_cell([v]) for v in values])
+        if len(group) > 1:
             means = [_cell([e[4][j] for e in group]) for j in range(len(keys))]
             rows.append([det, trained_on, f"mean of {len(group)}", "", ""] + means)
     note = "One row per stage-1 run; a group of runs also gets its mean ± std." if rows else ""
