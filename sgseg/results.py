@@ -1731,7 +1731,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="where results.md and the CSVs go (default: the first directory)",
+        help="where results.md, the CSVs and the figures go (default: the one directory given, when it is a "
+        "sweep or a folder of runs; required with several directories or a single run directory)",
     )
     parser.add_argument(
         "--bootstrap", type=int, default=1000, help="paired bootstrap resamples of the study tables (0: off)"
@@ -1761,6 +1762,14 @@ def main(argv: list[str] | None = None) -> int:
         "merged with the runs into an over-seeds table",
     )
     args = parser.parse_args(argv)
+    if args.out is None and args.archive is None:
+        if len(args.dirs) > 1 or _is_job_dir(args.dirs[0]):
+            parser.error(
+                f"--out DIR is needed with {'several directories' if len(args.dirs) > 1 else 'a run directory'}: "
+                f"the tables would otherwise be written into {args.dirs[0]}, a run's own folder or an arbitrary "
+                "one of the given folders (e.g. an archived run under docs/runs)"
+            )
+        args.out = args.dirs[0]
     none_found = f"sgseg.results: no run directories under {', '.join(map(str, args.dirs))}"
     if args.archive is not None:
         archived = archive_runs(args.dirs, args.archive)
@@ -1775,7 +1784,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     text = render(runs, tables, failed)
     print(text)
-    out = args.out if args.out is not None else args.dirs[0]
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     for table in [*tables, runs_table(runs)]:

@@ -261,6 +261,22 @@ def test_cli_writes_markdown_and_csv(runs_root: Path, tmp_path: Path, capsys) ->
     assert cr.main([str(empty)]) == 1
 
 
+def test_cli_default_out_is_only_a_single_sweep_folder(runs_root: Path, capsys) -> None:
+    """Without --out the tables go into the one sweep folder given; with several folders, or one run's own folder
+    (e.g. an archived run), the CLI refuses before writing anything instead of filling the first of them."""
+    sweep = runs_root / "multiruns" / "2026-11-25_10-00-00"
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    before = {p: sorted(q.name for q in p.iterdir()) for p in [sweep, *jobs]}
+    for argv in ([str(jobs[0]), str(jobs[1])], [str(jobs[0])]):
+        with pytest.raises(SystemExit) as exc:
+            cr.main(argv)
+        assert exc.value.code == 2
+        assert "--out DIR is needed" in capsys.readouterr().err
+    assert {p: sorted(q.name for q in p.iterdir()) for p in [sweep, *jobs]} == before
+    assert cr.main([str(sweep), "--bootstrap", "0"]) == 0
+    assert (sweep / "results.md").is_file() and (sweep / "runs.csv").is_file()
+
+
 # ------------------------------------------------------------------------------------------------ the study
 PREDICATES = ("left of", "on", "touching", "above")  # 2 box-decided, 2 mask-decided (cr.MASK_PREDICATES)
 
