@@ -44,7 +44,7 @@ import shutil
 import statistics
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -260,6 +260,26 @@ class Run:
         """Where grounding's masks come from: transfer (default) | oracle | shuffled (``model.mask_source``)."""
         value = self.get("model.mask_source")
         return str(value) if value is not None else "transfer"
+
+    @property
+    def schedule(self) -> str:
+        """Stage 2's training length and LR steps, e.g. ``12 epochs; LR x0.1 at 4000`` ("" when the config does not
+        say): runs of one study row trained for different lengths are different rows, not more seeds."""
+        parts = []
+        epochs, steps = self.get("model.trainer.max_epochs"), self.get("model.trainer.max_steps")
+        if epochs not in (None, -1, ""):
+            parts.append(f"{epochs} epochs")
+        if steps not in (None, -1, ""):
+            parts.append(f"{steps} steps")
+        if not parts:
+            return ""
+        text = " / ".join(parts)
+        milestones = self.get("model.optim.milestones")
+        if isinstance(milestones, (list, tuple)) and milestones:
+            gamma = self.get("model.optim.gamma")
+            factor = f"x{gamma:g}" if isinstance(gamma, (int, float)) else "drop"
+            text += f"; LR {factor} at {'+'.join(str(m) for m in milestones)}"
+        return text
 
     @property
     def study_variant(self) -> str | None:
@@ -707,13 +727,29 @@ def _finished(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.metrics and r.failure is None]
 
 
+def detector_labels(runs: list[Run]) -> dict[Path, str]:
+    """Run path → the Detector cell of Tables 1, 3 and 4: the backbone, plus the run's schedule
+    (:attr:`Run.schedule`) where runs of its model and backbone trained for different lengths — so that they are
+    not averaged into one cell."""
+    lengths: dict[tuple[str, str], set[str]] = {}
+    for run in runs:
+        lengths.setdefault((run.model or "?", run.detector or "?"), set()).add(run.schedule)
+    return {
+        run.path: (run.detector or "?")
+        + (f", {run.schedule}" if len(lengths[(run.model or "?", run.detector or "?")]) > 1 else "")
+        for run in runs
+    }
+
+
 def table_recall(runs: list[Run], metric: str, ks: tuple[int, ...], title: str, name: str) -> Table:
-    """Tables 1 and 3: one row per (model, detector, variant), columns task × K."""
+    """Tables 1 and 3: one row per (model, detector, variant), columns task × K (the detector cell names the
+    schedule where one model trained for several lengths, :func:`detector_labels`)."""
     groups: dict[tuple[str, str, str], dict[str, Cell]] = {}
+    labels = detector_labels(runs)
     for run in _finished(runs):
         if run.variant is None:
             continue
-        key = (run.model or "?", run.detector or "?", run.variant)
+        key = (run.model or "?", labels[run.path], run.variant)
         cells = groups.setdefault(key, {})
         for task in run.tasks:
             for k in ks:
@@ -772,11 +808,12 @@ def tables_ablation(runs: list[Run]) -> list[Table]:
     """Table 4: one table per (model, detector, task) swept, rows in the paper's order."""
     groups: dict[tuple[str, str, str], dict[str, dict[str, Cell]]] = {}
     seeds: dict[tuple[str, str, str, str], set] = {}
+    labels = detector_labels(runs)
     for run in _finished(runs):
         if run.row is None:
             continue
         for task in run.tasks:
-            key = (run.model or "?", run.detector or "?", task)
+            key = (run.model or "?", labels[run.path], task)
             cells = groups.setdefault(key, {}).setdefault(run.row, {})
             for k in KS:
                 cells.setdefault(f"mR@{k}", Cell()).add(run.value(task, f"mR@{k}"))
@@ -793,7 +830,7 @@ def tables_ablation(runs: list[Run]) -> list[Table]:
             rows.append([ROW_LABELS.get(row, row)] + [cells.get(f"mR@{k}", Cell()) for k in KS] + [n])
         title = f"Table 4: ablation, {_label(model, MODEL_NAMES)} {TASK_NAMES.get(task, task)} ({det})"
         note = "mR@K (%), mean ± std over seeds (sample std)."
-        name = f"table4_ablation_{model}_{task}_{det}"
+        name = f"table4_ablation_{model}_{task}_{re.sub(r'[^0-9A-Za-z._-]+', '_', det)}"
         tables.append(Table(title, ["Row"] + [f"mR@{k}" for k in KS] + ["seeds"], rows, name, note))
     if not tables:
         tables.append(
@@ -875,29 +912,67 @@ def table_detectors(runs: list[Run]) -> Table:
 
 
 # ------------------------------------------------------------------------------------------------ the study
-StudyKey = tuple[str, str, str]  # (model, detector, task)
+# (model, detector, task, schedule); the schedule (:attr:`Run.schedule`) is "" when every run of that model,
+# detector and task trained for the same length, and names the length where they differ
+StudyKey = tuple[str, str, str, str]
 
 
 def study_groups(runs: list[Run]) -> dict[StudyKey, dict[str, list[Run]]]:
-    """The finished runs of the study's rows, by (model, detector, task) and then row (:attr:`Run.study_variant`)."""
-    groups: dict[StudyKey, dict[str, list[Run]]] = {}
+    """The finished runs of the study's rows, by (model, detector, task, schedule) and then row
+    (:attr:`Run.study_variant`). Runs of one model, detector and task trained for different lengths (epochs, steps,
+    LR milestones) are separate groups — the longer runs of a seed are no extra seeds, and no pair of the
+    shorter ones — whose key carries the schedule; with one length, the key's schedule is ""."""
+    found = _study_groups_by_schedule(runs)
+    shown = _shown_keys(found)
+    return {shown[k]: found[k] for k in sorted(found, key=lambda k: _study_order(shown[k]))}
+
+
+def _study_groups_by_schedule(runs: list[Run]) -> dict[StudyKey, dict[str, list[Run]]]:
+    """:func:`study_groups` with every key naming its schedule."""
+    found: dict[StudyKey, dict[str, list[Run]]] = {}
     for run in _finished(runs):
         variant = run.study_variant
         if variant is None:
             continue
         for task in run.tasks:
-            key = (run.model or "?", run.detector or "?", task)
-            groups.setdefault(key, {}).setdefault(variant, []).append(run)
-    return {k: groups[k] for k in sorted(groups, key=_study_order)}
+            key = (run.model or "?", run.detector or "?", task, run.schedule)
+            found.setdefault(key, {}).setdefault(variant, []).append(run)
+    return found
+
+
+def _shown_keys(keys: Iterable[StudyKey]) -> dict[StudyKey, StudyKey]:
+    """Full key → the key the tables show: its schedule dropped where it is the only one of its (model, detector,
+    task)."""
+    keys = set(keys)
+    lengths = Counter(k[:3] for k in keys)
+    return {k: (k if lengths[k[:3]] > 1 else (*k[:3], "")) for k in keys}
 
 
 def _study_order(key: StudyKey) -> tuple:
-    return (_order(key[0], tuple(MODEL_NAMES)), key[1], _order(key[2], TASKS))
+    return (_order(key[0], tuple(MODEL_NAMES)), key[1], _order(key[2], TASKS), _natural_key(Path(key[3])))
 
 
 def _study_name(key: StudyKey) -> str:
-    model, det, task = key
-    return f"{_label(model, MODEL_NAMES)} {TASK_NAMES.get(task, task)} ({det})"
+    model, det, task, schedule = key
+    return f"{_label(model, MODEL_NAMES)} {TASK_NAMES.get(task, task)} ({det}{', ' + schedule if schedule else ''})"
+
+
+def _study_slug(key: StudyKey) -> str:
+    """``<model>_<task>_<detector>`` (+ ``_12ep_lrx0.1_at4000`` when the key names a schedule): table and figure
+    file names."""
+    model, det, task, schedule = key
+    slug = f"{model}_{task}_{det}"
+    if schedule:
+        for old, new in (
+            (" epochs", "ep"),
+            (" steps", "steps"),
+            ("; LR ", "_lr"),
+            (" at ", "_at"),
+            (" / ", "_"),
+        ):
+            schedule = schedule.replace(old, new)
+        slug += "_" + schedule.replace("+", "-").replace(" ", "")
+    return slug
 
 
 def predicate_names(runs: list[Run], task: str, count: int) -> list[str]:
@@ -967,7 +1042,7 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
     )
     if detectors := detector_note(rows_runs):
         note += " " + detectors
-    name = f"study_{key[0]}_{task}_{key[1]}"
+    name = f"study_{_study_slug(key)}"
     return Table(f"Study: {_study_name(key)}", ["Row", *metrics, "seeds"], rows, name, note)
 
 
@@ -1047,7 +1122,7 @@ def table_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Ta
         "'mean' lines average each run's predicates of that kind first. Δ: the row minus the baseline of the "
         "same seed, mean ± 95 % t-interval over the paired seeds."
     )
-    name = f"study_predicates_{key[0]}_{task}_{key[1]}"
+    name = f"study_predicates_{_study_slug(key)}"
     return Table(
         f"Study: per-predicate R@{STUDY_K}, {_study_name(key)}", ["Predicate", "decided by", *shown], rows,
         name, note,
@@ -1128,7 +1203,7 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
     )
     header = ["Trained on", "measure", "own masks", *(f"→ {_swap_name(s)}" for s in sources),
               f"→ {SWAP_NAMES[UNREFINED]}", "runs"]  # fmt: skip
-    name = f"study_swaps_{key[0]}_{task}_{key[1]}"
+    name = f"study_swaps_{_study_slug(key)}"
     return Table(f"Study: test-time mask swap, {_study_name(key)}", header, rows, name, note)
 
 
@@ -1263,7 +1338,7 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
         "training runs instead: the per-seed differences' mean with its 95 % Student-t interval, and p of the "
         "two-sided paired t-test over seeds (H0: mean difference 0)."
     )
-    name = f"study_bootstrap_{key[0]}_{task}_{key[1]}"
+    name = f"study_bootstrap_{_study_slug(key)}"
     return Table(f"Study: paired bootstrap, {_study_name(key)}", header, rows, name, note)
 
 
@@ -1325,18 +1400,21 @@ def table_study_summary(
     )
     if detectors:  # detector_note: which frozen detector each seed's runs used
         note += " " + detectors
-    name = f"summary_study_{key[0]}_{key[2]}_{key[1]}"
+    name = f"summary_study_{_study_slug(key)}"
     return Table(f"Study summary: {_study_name(key)}", header, rows, name, note)
 
 
 # ------------------------------------------------------------------------------------------------ recorded values
 RECORDED_COLUMNS = ("model", "detector", "task", "row", "seed", f"mR@{STUDY_K}", "note")
+# optional: the runs' training length as :attr:`Run.schedule` writes it (needed where the runs given with the
+# recorded values trained one model, detector and task for several lengths)
+RECORDED_SCHEDULE = "schedule"
 
 
 def load_recorded(path: Path) -> dict[StudyKey, dict[str, dict[int, float]]]:
     """Per-seed mR@50 (in %) of study runs whose directories no longer exist, from a CSV with the columns
     :data:`RECORDED_COLUMNS` (``note``: where the value comes from) → {(model, detector, task): {row: {seed:
-    fraction}}}. A missing column, an unknown row, a seed or value that is no number, or the same run twice is
+    fraction}}} (+ the optional column ``schedule``, the key's fourth part; "" without it). A missing column, an unknown row, a seed or value that is no number, or the same run twice is
     an error naming the file and line."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -1360,9 +1438,8 @@ def load_recorded(path: Path) -> dict[StudyKey, dict[str, dict[int, float]]]:
                 ) from None
             if not 0 <= value <= 100:
                 raise ValueError(f"{where}: mR@{STUDY_K} {value} is not a percentage (0-100)")
-            seeds = out.setdefault((rec["model"], rec["detector"], rec["task"]), {}).setdefault(
-                rec["row"], {}
-            )
+            key = (rec["model"], rec["detector"], rec["task"], (rec.get(RECORDED_SCHEDULE) or "").strip())
+            seeds = out.setdefault(key, {}).setdefault(rec["row"], {})
             if seed in seeds:
                 raise ValueError(f"{where}: {rec['row']} seed {seed} is listed twice")
             seeds[seed] = value / 100
@@ -1422,7 +1499,7 @@ def table_study_over_seeds(
         "'vs grounded': the same against the grounded (transferred-mask) run of the same seed — the gap between "
         "transferred and true or wrong-source masks."
     )
-    name = f"study_over_seeds_{key[0]}_{task}_{key[1]}"
+    name = f"study_over_seeds_{_study_slug(key)}"
     header = [
         "Row", "seeds (* recorded)", "n", f"mR@{k}", f"per-seed Δ mR@{k}", "Δ over seeds (t)", "p",
         "Δ vs grounded (t)", "p vs grounded",
@@ -1432,7 +1509,7 @@ def table_study_over_seeds(
         out.append(Table(
             f"Study: recorded values and re-runs of the same seed, {_study_name(key)}",
             ["Row", "seed", f"recorded mR@{k}", f"re-run mR@{k}", "re-run − recorded"], reruns,
-            f"study_reruns_{key[0]}_{task}_{key[1]}",
+            f"study_reruns_{_study_slug(key)}",
             "Runs found for a row and seed that the recorded values also hold (the table above uses the recorded "
             "value): the spread between two trainings of one seed on the same code.",
         ))  # fmt: skip
@@ -1561,10 +1638,32 @@ def tables_study(
     recorded: dict[StudyKey, dict[str, dict[int, float]]] | None = None,
     checkpoint: str = "best",
 ) -> list[Table]:
-    """The study's tables per (model, detector, task); with ``recorded`` (:func:`load_recorded`) also the
+    """The study's tables per (model, detector, task[, schedule]) (:func:`study_groups`); with ``recorded`` (:func:`load_recorded`) also the
     over-seeds table that merges them with the runs (:func:`table_study_over_seeds`)."""
-    recorded = recorded or {}
-    groups = study_groups(runs)
+    found = _study_groups_by_schedule(runs)
+    full: dict[StudyKey, dict[str, dict[int, float]]] = {}
+    for key, values in (recorded or {}).items():
+        if not key[3]:  # no schedule given: the runs' one schedule for this model, detector and task
+            lengths = sorted({k[3] for k in found if k[:3] == key[:3]})
+            if len(lengths) > 1:
+                raise ValueError(
+                    f"recorded study values of {' '.join(key[:3])} name no schedule, but the runs trained it for "
+                    f"several lengths ({'; '.join(lengths)}): add a '{RECORDED_SCHEDULE}' column to the CSV naming "
+                    "the one each value belongs to"
+                )
+            key = (*key[:3], lengths[0] if lengths else "")
+        else:
+            lengths = sorted({k[3] for k in found if k[:3] == key[:3]})
+            if lengths and key[3] not in lengths:
+                raise ValueError(
+                    f"recorded study values of {' '.join(key[:3])} name the schedule {key[3]!r}, which none of the "
+                    f"runs given has (theirs: {'; '.join(repr(x) for x in lengths)}): write it as the runs' "
+                    "tables name it"
+                )
+        full[key] = values
+    shown = _shown_keys([*found, *full])
+    groups = {shown[k]: v for k, v in found.items()}
+    recorded = {shown[k]: v for k, v in full.items()}
     out = []
     for key in sorted({*groups, *recorded}, key=_study_order):
         rows_runs = groups.get(key, {})
@@ -1656,7 +1755,7 @@ def study_figures(runs: list[Run], out: Path) -> list[Path]:
     paths = []
     for key, rows_runs in study_groups(runs).items():
         for plot, name in ((plot_study_predicates, "per_predicate"), (plot_study_curves, "curves")):
-            path = plot(key, rows_runs, out / f"study_{name}_{key[0]}_{key[2]}_{key[1]}.png")
+            path = plot(key, rows_runs, out / f"study_{name}_{_study_slug(key)}.png")
             if path is not None:
                 paths.append(path)
     return paths

@@ -364,7 +364,7 @@ def test_paired_bootstrap_pairs_images_by_id() -> None:
     assert cr.paired_bootstrap([(a, drop)], 50, num=10)["images"] == 39
 
 
-def _study_job(path: Path, variant: str, seed: int, images, ids) -> dict:
+def _study_job(path: Path, variant: str, seed: int, images, ids, overrides: tuple[str, ...] = ()) -> dict:
     settings = {
         "baseline": ("none", "none", False, "transfer"),
         "grounded": ("masks", "gaussian", True, "transfer"),
@@ -379,7 +379,9 @@ def _study_job(path: Path, variant: str, seed: int, images, ids) -> dict:
     ev = _evaluate(images, ids)
     result = ev.compute()
     metrics = {f"predcls/{k}": v for k, v in result.items()}
-    _job(path, cfg, [f"seed={seed}"], metrics)
+    cfg["model"]["trainer"] = {"max_epochs": 12}
+    cfg["model"]["optim"] = {"milestones": [4000], "gamma": 0.1}
+    _job(path, cfg, [f"seed={seed}", *overrides], metrics)
     np.savez(path / "predcls_per_image.npz", **ev.protocol.per_image(ev.records), mode=np.array("predcls"),
              predicate_names=np.array(PREDICATES))  # fmt: skip
     return metrics
@@ -513,7 +515,7 @@ def test_study_validation_curves(tmp_path: Path) -> None:
     assert cr.main([str(tmp_path), "--out", str(tmp_path / "t"), "--bootstrap", "0"]) == 0
     assert (tmp_path / "t" / "study_curves_motif_predcls_tiny.png").stat().st_size > 5000
     # no CSV log at all: no figure, no error
-    key = ("motif", "tiny", "predcls")
+    key = ("motif", "tiny", "predcls", "")
     bare = cr.load_run(tmp_path / "baseline_0")
     bare.path = tmp_path / "nowhere"
     assert cr.plot_study_curves(key, {"baseline": [bare]}, tmp_path / "none.png") is None
@@ -558,7 +560,7 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
     assert (
         set(runs[0].retests("predcls")) == {"oracle", "transfer|passes0"} and runs[0].retests("sgcls") == {}
     )
-    table = cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs})
+    table = cr.table_study_swaps(("motif", "tiny", "predcls", ""), {"grounded": runs})
     assert table is not None and table.header[-1] == "runs"
     by_measure = {row[1]: row for row in table.rows}
     row = by_measure["mR@50"]
@@ -582,7 +584,7 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
     d = [mask_mean(swapped[s]) - mask_mean(own[s]) for s in own]
     assert by_measure["R@50, mask-decided"][4].mean == pytest.approx(100 * np.mean(d))
     # no re-tests anywhere: no table; the re-test folders are not runs of their own
-    assert cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs[:0]}) is None
+    assert cr.table_study_swaps(("motif", "tiny", "predcls", ""), {"grounded": runs[:0]}) is None
     assert all("evaluate" not in str(j) for j in cr.find_job_dirs([tmp_path]))
 
 
@@ -621,7 +623,7 @@ def test_blurred_true_masks_are_a_swap_of_their_own(tmp_path: Path) -> None:
         "last"  # read the ckpt=last re-tests, keep the runs' own metrics
     )
     assert set(runs[0].retests("predcls")) == {"oracle_amodal|blur2"}
-    table = cr.table_study_swaps(("motif", "tiny", "predcls"), {"grounded": runs})
+    table = cr.table_study_swaps(("motif", "tiny", "predcls", ""), {"grounded": runs})
     assert table is not None
     column = table.header.index("→ true amodal, blurred σ=2")
     assert column == table.header.index("→ empty") + 1  # after the sharp sources
@@ -775,7 +777,7 @@ def test_per_predicate_figure_and_table_share_the_mask_first_order(tmp_path: Pat
     for v in ("baseline", "grounded"):
         _study_job(tmp_path / v, v, 0, _random_images(np.random.default_rng([7, len(v)]), 12, 0.0), ids)
     runs = {v: [cr.load_run(tmp_path / v)] for v in ("baseline", "grounded")}
-    key = ("motif", "tiny", "predcls")
+    key = ("motif", "tiny", "predcls", "")
     table = cr.table_study_predicates(key, runs)
     seen, bars = {}, {}
     set_labels, bar = Axes.set_xticklabels, Axes.bar
@@ -870,6 +872,77 @@ def test_recorded_values_reject_bad_lines(tmp_path: Path, line: str, message: st
         cr.load_recorded(tmp_path / "nocol.csv")
 
 
+def test_study_keeps_runs_of_different_lengths_apart(tmp_path: Path) -> None:
+    """Runs of one model, detector and task trained for 12 and for 24 epochs are two study groups (a seed's longer
+    run is no extra seed, nor a partner of the shorter run), each named with its schedule; recorded values must
+    then say which schedule they belong to."""
+    ids = np.arange(100, 120)
+    mr: dict = {}
+    long = ("model.trainer.max_epochs=24", "model.optim.milestones=[8000]")
+    for variant, seed, extra, skill in (
+        ("baseline", 0, (), 0.1), ("grounded", 0, (), 0.4), ("baseline", 1, (), 0.2), ("grounded", 1, (), 0.6),
+        ("baseline", 0, long, 0.3), ("grounded", 0, long, 1.5),
+    ):  # fmt: skip
+        images = _random_images(np.random.default_rng([seed, 3]), 20, 0.0)
+        rng = np.random.default_rng([seed, len(extra), int(10 * skill)])
+        for gt, p in images:
+            for s, o, c in gt["relations"]:
+                row = int(np.flatnonzero((p["rel_pairs"][:, 0] == s) & (p["rel_pairs"][:, 1] == o))[0])
+                p["rel_scores"][row, c] += skill * rng.uniform()
+        name = f"{variant}_{seed}{'_long' if extra else ''}"
+        mr[name] = _study_job(tmp_path / name, variant, seed, images, ids, extra)["predcls/mR@50"]
+    runs = [cr.load_run(p) for p in cr.find_job_dirs([tmp_path])]
+    short, longer = "12 epochs; LR x0.1 at 4000", "24 epochs; LR x0.1 at 8000"
+    assert {r.path.name: r.schedule for r in runs}["grounded_0_long"] == longer
+    groups = cr.study_groups(runs)
+    assert list(groups) == [("motif", "tiny", "predcls", short), ("motif", "tiny", "predcls", longer)]
+    assert sorted(r.path.name for r in groups[("motif", "tiny", "predcls", short)]["grounded"]) == [
+        "grounded_0",
+        "grounded_1",
+    ]
+    # one length alone: the key carries no schedule, the names are the plain ones
+    alone = cr.study_groups([r for r in runs if not r.path.name.endswith("_long")])
+    assert list(alone) == [("motif", "tiny", "predcls", "")]
+    tables = {t.name: t for t in cr.tables_study(runs, 0)}
+    table = tables["study_motif_predcls_tiny_12ep_lrx0.1_at4000"]
+    assert table.title == f"Study: MOTIF PredCls (tiny, {short})"
+    grounded = next(row for row in table.rows if row[0] == "grounded")
+    assert str(grounded[2]) == str(cr.IntervalCell([mr["grounded_0"], mr["grounded_1"]]))
+    assert grounded[-1] == 2
+    longest = next(
+        row for row in tables["study_motif_predcls_tiny_24ep_lrx0.1_at8000"].rows if row[0] == "grounded"
+    )
+    assert str(longest[2]) == f"{100 * mr['grounded_0_long']:.1f}" and longest[-1] == 1
+    # recorded values without a schedule are ambiguous here; with the column they join their group
+    plain = _write_recorded(tmp_path / "rec.csv", ["motif,tiny,predcls,baseline,2,70.0,x"])
+    with pytest.raises(ValueError, match="name no schedule.*add a 'schedule' column"):
+        cr.tables_study(runs, 0, cr.load_recorded(plain))
+    named = tmp_path / "named.csv"
+    named.write_text(
+        f"model,detector,task,row,seed,mR@50,note,schedule\nmotif,tiny,predcls,baseline,2,70.0,x,{short}\n"
+    )
+    typo = tmp_path / "typo.csv"
+    typo.write_text(
+        "model,detector,task,row,seed,mR@50,note,schedule\nmotif,tiny,predcls,baseline,2,70.0,x,12 epochs\n"
+    )
+    with pytest.raises(ValueError, match="name the schedule '12 epochs', which none of the runs"):
+        cr.tables_study(runs, 0, cr.load_recorded(typo))
+    over = {t.name: t for t in cr.tables_study(runs, 0, cr.load_recorded(named))}
+    baseline = next(
+        row
+        for row in over["study_over_seeds_motif_predcls_tiny_12ep_lrx0.1_at4000"].rows
+        if row[0] == "baseline"
+    )
+    assert baseline[1] == "0 1 2*" and baseline[2] == 3
+    assert "study_over_seeds_motif_predcls_tiny_24ep_lrx0.1_at8000" not in over
+    # Table 1 does not average the two lengths either: the detector cell names the schedule
+    table1 = cr.table_recall(runs, "mR", (50,), "t", "t")
+    cells = {(row[1], row[2]): str(row[3]) for row in table1.rows}
+    long_cell = cells[(f"tiny, {longer}", "seg-grounded")]
+    assert long_cell == f"{100 * mr['grounded_0_long']:.1f}"
+    assert cells[(f"tiny, {short}", "seg-grounded")] == str(cr.Cell([mr["grounded_0"], mr["grounded_1"]]))
+
+
 def test_over_seeds_table_compares_the_mask_rows_with_grounded_by_hand(tmp_path: Path) -> None:
     """'Δ vs grounded (t)' and its p: the oracle row's per-seed differences from the grounded row of the same seed
     (seeds 0 and 1 only; seed 2 has no grounded partner), worked out by hand."""
@@ -882,7 +955,7 @@ def test_over_seeds_table_compares_the_mask_rows_with_grounded_by_hand(tmp_path:
         "motif,tiny,predcls,oracle,0,73.0,x", "motif,tiny,predcls,oracle,1,73.5,x",
         "motif,tiny,predcls,oracle,2,71.0,x",
     ])  # fmt: skip
-    key = ("motif", "tiny", "predcls")
+    key = ("motif", "tiny", "predcls", "")
     table = cr.table_study_over_seeds(key, {}, cr.load_recorded(csv_path)[key], "last")[0]
     oracle = next(row for row in table.rows if row[0] == "oracle")
     diffs = np.array([0.730 - 0.740, 0.735 - 0.725])  # -1.0, +1.0 points
@@ -901,9 +974,12 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
     root = Path(__file__).resolve().parents[1]
     archive = root / "docs" / "runs" / "study12"
     runs = [cr.load_run(path, "last") for path in cr.find_job_dirs([archive])]
-    key = ("motif", "tiny", "predcls")
-    recorded = cr.load_recorded(archive / "earlier_seeds.csv")[key]
+    key = ("motif", "tiny", "predcls", "")  # one schedule among the runs: the key names none
+    recorded = cr.load_recorded(archive / "earlier_seeds.csv")[(*key[:3], "12 epochs; LR x0.1 at 4000")]
     table = cr.table_study_over_seeds(key, cr.study_groups(runs)[key], recorded, "last")[0]
+    (same,) = [t for t in cr.tables_study(runs, 0, cr.load_recorded(archive / "earlier_seeds.csv"), "last")
+               if t.name == "study_over_seeds_motif_predcls_tiny"]  # fmt: skip
+    assert same.rows == table.rows
 
     def cells(line: str) -> list[str]:
         return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
