@@ -733,10 +733,12 @@ def detector_labels(runs: list[Run]) -> dict[Path, str]:
     not averaged into one cell."""
     lengths: dict[tuple[str, str], set[str]] = {}
     for run in runs:
+        if not run.tasks:  # a detector run: its (default) stage-2 schedule was never trained
+            continue
         lengths.setdefault((run.model or "?", run.detector or "?"), set()).add(run.schedule)
     return {
         run.path: (run.detector or "?")
-        + (f", {run.schedule}" if len(lengths[(run.model or "?", run.detector or "?")]) > 1 else "")
+        + (f", {run.schedule}" if len(lengths.get((run.model or "?", run.detector or "?"), ())) > 1 else "")
         for run in runs
     }
 

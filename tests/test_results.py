@@ -900,9 +900,17 @@ def test_study_keeps_runs_of_different_lengths_apart(tmp_path: Path) -> None:
         "grounded_0",
         "grounded_1",
     ]
-    # one length alone: the key carries no schedule, the names are the plain ones
-    alone = cr.study_groups([r for r in runs if not r.path.name.endswith("_long")])
-    assert list(alone) == [("motif", "tiny", "predcls", "")]
+    # one length alone: the key carries no schedule, the names are the plain ones — also beside a detector run,
+    # whose config holds a (never trained) stage-2 schedule of its own
+    det = {"stage": "detector", "detector": {"backbone": {"name": "tiny"}}, "model": {"name": "motif"}}
+    det["model"]["trainer"] = {"max_epochs": 2}
+    _job(tmp_path / "det", det, [])
+    (tmp_path / "det" / "detector").mkdir()
+    (tmp_path / "det" / "detector" / "detector_metrics.json").write_text(json.dumps({"val/vg_map50": 0.5}))
+    short_runs = [cr.load_run(p) for p in cr.find_job_dirs([tmp_path]) if not p.name.endswith("_long")]
+    assert len(short_runs) == 5 and cr.load_run(tmp_path / "det").schedule == "2 epochs"
+    assert list(cr.study_groups(short_runs)) == [("motif", "tiny", "predcls", "")]
+    assert set(cr.detector_labels(short_runs).values()) == {"tiny"}
     tables = {t.name: t for t in cr.tables_study(runs, 0)}
     table = tables["study_motif_predcls_tiny_12ep_lrx0.1_at4000"]
     assert table.title == f"Study: MOTIF PredCls (tiny, {short})"
