@@ -1596,13 +1596,38 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
 def plot_study_curves(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
     """Validation curves of every study row: val mR@50 and val R@50 against the training step, one thin line
     per seed and the mean over seeds (thick; only at steps every seed of the row has). None without data."""
-    curves = {
-        v: [(r, {m: r.val_curve(f"{m}@{STUDY_K}") for m in ("mR", "R")}) for r in rows_runs.get(v, [])]
-        for v in STUDY_ROWS
-    }
-    curves = {v: [(r, c) for r, c in runs if c["mR"]] for v, runs in curves.items()}
-    curves = {v: runs for v, runs in curves.items() if runs}
-    if not curves:
+    return _plot_curves(
+        {"": rows_runs}, f"validation curves, {_study_name(key)}; thin lines: single seeds", path
+    )
+
+
+def plot_study_schedules(
+    key: StudyKey, by_schedule: dict[str, dict[str, list[Run]]], path: Path
+) -> Path | None:
+    """The validation curves of one model, detector and task trained for several lengths, in one figure: each
+    row's colour as in :func:`plot_study_curves`, one line style per schedule — where the shorter schedule
+    stopped, and what the longer one reached. None without data."""
+    model, det, task = key[:3]
+    title = (
+        f"validation curves by schedule, {_label(model, MODEL_NAMES)} {TASK_NAMES.get(task, task)} ({det})"
+    )
+    return _plot_curves(by_schedule, f"{title}; thin lines: single seeds", path)
+
+
+def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path) -> Path | None:
+    """val mR@50 | val R@50 against the step; ``series``: label (e.g. a schedule; "" for one) → row → runs."""
+    styles = ("-", "--", ":", "-.")
+    drawn: list[tuple[str, str, list[tuple[Run, dict]]]] = []
+    for label, rows_runs in series.items():
+        for variant in STUDY_ROWS:
+            runs = [
+                (r, {m: r.val_curve(f"{m}@{STUDY_K}") for m in ("mR", "R")})
+                for r in rows_runs.get(variant, [])
+            ]
+            runs = [(r, c) for r, c in runs if c["mR"]]
+            if runs:
+                drawn.append((label, variant, runs))
+    if not drawn:
         return None
     import matplotlib
 
@@ -1611,22 +1636,24 @@ def plot_study_curves(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path
 
     colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2",
               "shuffled": "#C44E52"}  # fmt: skip
-    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    style = {label: styles[i % len(styles)] for i, label in enumerate(series)}
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.0 if len(series) == 1 else 4.6))
     for ax, metric in zip(axes, ("mR", "R")):
-        for variant, runs in curves.items():
+        for label, variant, runs in drawn:
             color = colors.get(variant, "#000000")
             per_seed = [dict(c[metric]) for _, c in runs]
             for points in per_seed:
-                ax.plot(list(points), [100 * v for v in points.values()], color=color, alpha=0.25, lw=0.8)
+                ax.plot(list(points), [100 * v for v in points.values()], color=color, alpha=0.25, lw=0.8,
+                        ls=style[label])  # fmt: skip
             common = sorted(set.intersection(*(set(p) for p in per_seed)))
             means = [100 * statistics.fmean(p[step] for p in per_seed) for step in common]
-            ax.plot(common, means, color=color, lw=2.2, marker="o", ms=3,
-                    label=f"{variant} (mean of {len(per_seed)})")  # fmt: skip
+            name = f"{variant}{', ' + label if label else ''} (mean of {len(per_seed)})"
+            ax.plot(common, means, color=color, lw=2.2, marker="o", ms=3, ls=style[label], label=name)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"val {metric}@{STUDY_K} (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"validation curves, {_study_name(key)}; thin lines: single seeds", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -1753,13 +1780,22 @@ def collect(
 
 def study_figures(runs: list[Run], out: Path) -> list[Path]:
     """Per study group: ``study_per_predicate_<model>_<task>_<detector>.png`` (:func:`plot_study_predicates`) and
-    ``study_curves_<model>_<task>_<detector>.png`` (:func:`plot_study_curves`)."""
+    ``study_curves_<model>_<task>_<detector>.png`` (:func:`plot_study_curves`); where a model, detector and task
+    trained for several schedules, ``study_curves_schedules_<model>_<task>_<detector>.png`` overlays them
+    (:func:`plot_study_schedules`)."""
     paths = []
-    for key, rows_runs in study_groups(runs).items():
+    groups = study_groups(runs)
+    for key, rows_runs in groups.items():
         for plot, name in ((plot_study_predicates, "per_predicate"), (plot_study_curves, "curves")):
             path = plot(key, rows_runs, out / f"study_{name}_{_study_slug(key)}.png")
             if path is not None:
                 paths.append(path)
+    for base in sorted({k[:3] for k in groups if k[3]}, key=lambda k: _study_order((*k, ""))):
+        by_schedule = {k[3]: v for k, v in groups.items() if k[:3] == base}
+        key = (*base, "")
+        path = plot_study_schedules(key, by_schedule, out / f"study_curves_schedules_{_study_slug(key)}.png")
+        if path is not None:
+            paths.append(path)
     return paths
 
 

@@ -943,6 +943,22 @@ def test_study_keeps_runs_of_different_lengths_apart(tmp_path: Path) -> None:
     )
     assert baseline[1] == "0 1 2*" and baseline[2] == 3
     assert "study_over_seeds_motif_predcls_tiny_24ep_lrx0.1_at8000" not in over
+    # one figure overlays the two schedules' validation curves (a line style per schedule)
+    for name, last in (("grounded_0", 5100), ("grounded_0_long", 10200)):
+        (tmp_path / name / "csv" / "version_0").mkdir(parents=True)
+        lines = [f"{step},{0.3 + step / 40000}" for step in range(425, last + 1, 425)]
+        (tmp_path / name / "csv" / "version_0" / "metrics.csv").write_text(
+            "step,val/mR@50\n" + "\n".join(lines)
+        )
+    figures = {p.name for p in cr.study_figures(runs, tmp_path / "figs")}
+    assert figures == {
+        "study_curves_motif_predcls_tiny_12ep_lrx0.1_at4000.png",
+        "study_curves_motif_predcls_tiny_24ep_lrx0.1_at8000.png",
+        "study_curves_schedules_motif_predcls_tiny.png",
+        "study_per_predicate_motif_predcls_tiny_12ep_lrx0.1_at4000.png",
+        "study_per_predicate_motif_predcls_tiny_24ep_lrx0.1_at8000.png",
+    }
+    assert (tmp_path / "figs" / "study_curves_schedules_motif_predcls_tiny.png").stat().st_size > 5000
     # Table 1 does not average the two lengths either: the detector cell names the schedule
     table1 = cr.table_recall(runs, "mR", (50,), "t", "t")
     cells = {(row[1], row[2]): str(row[3]) for row in table1.rows}
