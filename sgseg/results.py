@@ -568,6 +568,7 @@ def table_job_time(runs: list[Run]) -> Table:
     total, and the span from the first job's start to the last one's end (what the whole set took on its
     machine, with jobs run side by side)."""
     groups: dict[str, list[tuple[Run, JobTime]]] = {}
+    labels = detector_labels(runs)
     for run in _finished(runs):
         jt = job_time(run.path)
         if jt.segments == 0:
@@ -575,7 +576,8 @@ def table_job_time(runs: list[Run]) -> Table:
         tasks = "/".join(TASK_NAMES.get(t, t) for t in run.tasks)
         variant = run.study_variant
         if variant is not None:
-            name = f"study {_label(run.model, MODEL_NAMES)} {tasks}: {variant}"
+            schedule = labels[run.path].partition(", ")[2]  # only where the model trained for several lengths
+            name = f"study {_label(run.model, MODEL_NAMES)} {tasks}{f' ({schedule})' if schedule else ''}: {variant}"
         else:
             name = f"{run.get('experiment_name', 'experiment') or '?'} {tasks}".strip()
         groups.setdefault(name, []).append((run, jt))

@@ -959,6 +959,13 @@ def test_study_keeps_runs_of_different_lengths_apart(tmp_path: Path) -> None:
         "study_per_predicate_motif_predcls_tiny_24ep_lrx0.1_at8000.png",
     }
     assert (tmp_path / "figs" / "study_curves_schedules_motif_predcls_tiny.png").stat().st_size > 5000
+    # nor does the job-time table: one line per schedule and row
+    for name, seconds in (("grounded_0", 3600.0), ("grounded_1", 3000.0), ("grounded_0_long", 7200.0)):
+        seg = {"start": "2026-12-04T10:00:00", "updated": "2026-12-04T11:00:00", "seconds": seconds}
+        (tmp_path / name / "timing.json").write_text(json.dumps({"segments": [{**seg, "finished": True}]}))
+    times = {row[0]: row[1:4] for row in cr.table_job_time(runs).rows}
+    assert times[f"study MOTIF PredCls ({short}): grounded"] == [2, "0:55", "1:50"]
+    assert times[f"study MOTIF PredCls ({longer}): grounded"] == [1, "2:00", "2:00"]
     # Table 1 does not average the two lengths either: the detector cell names the schedule
     table1 = cr.table_recall(runs, "mR", (50,), "t", "t")
     cells = {(row[1], row[2]): str(row[3]) for row in table1.rows}
@@ -1022,17 +1029,18 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
 @pytest.mark.parametrize(
     "section, pattern, table",
     [
-        ("**VCTree PredCls at the study's schedule", "vctree_*", "summary_study_vctree_predcls"),
-        ("**MOTIF SGCls at the study's schedule", "sgcls_*", "summary_study_motif_sgcls"),
+        ("**VCTree PredCls at the study's schedule", "study12/vctree_*", "summary_study_vctree_predcls"),
+        ("**MOTIF SGCls at the study's schedule", "study12/sgcls_motif_*", "summary_study_motif_sgcls"),
+        ("**MOTIF SGCls on a doubled schedule", "study24/sgcls_motif_*", "summary_study_motif_sgcls"),
     ],
 )
 def test_readme_summary_tables_are_what_the_archive_gives(section: str, pattern: str, table: str) -> None:
     """The README's VCTree PredCls and MOTIF SGCls study tables are the summary tables
-    (:func:`sgseg.results.table_study_summary`) that ``sgseg.results docs/runs/study12/<pattern> --checkpoint last``
+    (:func:`sgseg.results.table_study_summary`) that ``sgseg.results docs/runs/<pattern> --checkpoint last``
     computes from the archived runs, cell for cell from the seeds column on (the README's labels, bold and minus
     signs aside)."""
     root = Path(__file__).resolve().parents[1]
-    archive = root / "docs" / "runs" / "study12"
+    archive = root / "docs" / "runs"
     runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(archive.glob(pattern)))]
     assert runs
     (summary,) = [t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith(table)]
