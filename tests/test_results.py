@@ -1032,6 +1032,7 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
         ("**VCTree PredCls at the study's schedule", "study12/vctree_*", "summary_study_vctree_predcls"),
         ("**MOTIF SGCls at the study's schedule", "study12/sgcls_motif_*", "summary_study_motif_sgcls"),
         ("**MOTIF SGCls on a doubled schedule", "study24/sgcls_motif_*", "summary_study_motif_sgcls"),
+        ("**VCTree SGCls at the study's schedule", "study12/sgcls_vctree_*", "summary_study_vctree_sgcls"),
     ],
 )
 def test_readme_summary_tables_are_what_the_archive_gives(section: str, pattern: str, table: str) -> None:
