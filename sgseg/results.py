@@ -568,7 +568,7 @@ def table_job_time(runs: list[Run]) -> Table:
     total, and the span from the first job's start to the last one's end (what the whole set took on its
     machine, with jobs run side by side)."""
     groups: dict[str, list[tuple[Run, JobTime]]] = {}
-    labels = detector_labels(runs)
+    schedules = shown_schedules(runs)
     for run in _finished(runs):
         jt = job_time(run.path)
         if jt.segments == 0:
@@ -576,8 +576,8 @@ def table_job_time(runs: list[Run]) -> Table:
         tasks = "/".join(TASK_NAMES.get(t, t) for t in run.tasks)
         variant = run.study_variant
         if variant is not None:
-            schedule = labels[run.path].partition(", ")[2]  # only where the model trained for several lengths
-            name = f"study {_label(run.model, MODEL_NAMES)} {tasks}{f' ({schedule})' if schedule else ''}: {variant}"
+            schedule = f" ({schedules[run.path]})" if schedules[run.path] else ""
+            name = f"study {_label(run.model, MODEL_NAMES)} {tasks}{schedule}: {variant}"
         else:
             name = f"{run.get('experiment_name', 'experiment') or '?'} {tasks}".strip()
         groups.setdefault(name, []).append((run, jt))
@@ -729,19 +729,26 @@ def _finished(runs: list[Run]) -> list[Run]:
     return [r for r in runs if r.metrics and r.failure is None]
 
 
-def detector_labels(runs: list[Run]) -> dict[Path, str]:
-    """Run path → the Detector cell of Tables 1, 3 and 4: the backbone, plus the run's schedule
-    (:attr:`Run.schedule`) where runs of its model and backbone trained for different lengths — so that they are
-    not averaged into one cell."""
+def shown_schedules(runs: list[Run]) -> dict[Path, str]:
+    """Run path → its schedule (:attr:`Run.schedule`) where runs of its model and backbone trained for different
+    lengths, else "": what the tables add so that such runs are not averaged into one cell."""
     lengths: dict[tuple[str, str], set[str]] = {}
     for run in runs:
         if not run.tasks:  # a detector run: its (default) stage-2 schedule was never trained
             continue
         lengths.setdefault((run.model or "?", run.detector or "?"), set()).add(run.schedule)
     return {
-        run.path: (run.detector or "?")
-        + (f", {run.schedule}" if len(lengths.get((run.model or "?", run.detector or "?"), ())) > 1 else "")
+        run.path: run.schedule if len(lengths.get((run.model or "?", run.detector or "?"), ())) > 1 else ""
         for run in runs
+    }
+
+
+def detector_labels(runs: list[Run]) -> dict[Path, str]:
+    """Run path → the Detector cell of Tables 1, 3 and 4: the backbone, plus the schedule where
+    :func:`shown_schedules` names one."""
+    schedules = shown_schedules(runs)
+    return {
+        r.path: (r.detector or "?") + (f", {schedules[r.path]}" if schedules[r.path] else "") for r in runs
     }
 
 
@@ -1418,8 +1425,8 @@ RECORDED_SCHEDULE = "schedule"
 def load_recorded(path: Path) -> dict[StudyKey, dict[str, dict[int, float]]]:
     """Per-seed mR@50 (in %) of study runs whose directories no longer exist, from a CSV with the columns
     :data:`RECORDED_COLUMNS` (``note``: where the value comes from) → {(model, detector, task): {row: {seed:
-    fraction}}} (+ the optional column ``schedule``, the key's fourth part; "" without it). A missing column, an unknown row, a seed or value that is no number, or the same run twice is
-    an error naming the file and line."""
+    fraction}}} (+ the optional column ``schedule``, the key's fourth part; "" without it). A missing column, an
+    unknown row, a seed or value that is no number, or the same run twice is an error naming the file and line."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in RECORDED_COLUMNS if c not in (reader.fieldnames or [])]
@@ -1669,13 +1676,13 @@ def tables_study(
     recorded: dict[StudyKey, dict[str, dict[int, float]]] | None = None,
     checkpoint: str = "best",
 ) -> list[Table]:
-    """The study's tables per (model, detector, task[, schedule]) (:func:`study_groups`); with ``recorded`` (:func:`load_recorded`) also the
-    over-seeds table that merges them with the runs (:func:`table_study_over_seeds`)."""
+    """The study's tables per (model, detector, task[, schedule]) (:func:`study_groups`); with ``recorded``
+    (:func:`load_recorded`) also the over-seeds table that merges them with the runs (:func:`table_study_over_seeds`)."""
     found = _study_groups_by_schedule(runs)
     full: dict[StudyKey, dict[str, dict[int, float]]] = {}
     for key, values in (recorded or {}).items():
+        lengths = sorted({k[3] for k in found if k[:3] == key[:3]})
         if not key[3]:  # no schedule given: the runs' one schedule for this model, detector and task
-            lengths = sorted({k[3] for k in found if k[:3] == key[:3]})
             if len(lengths) > 1:
                 raise ValueError(
                     f"recorded study values of {' '.join(key[:3])} name no schedule, but the runs trained it for "
@@ -1683,14 +1690,12 @@ def tables_study(
                     "the one each value belongs to"
                 )
             key = (*key[:3], lengths[0] if lengths else "")
-        else:
-            lengths = sorted({k[3] for k in found if k[:3] == key[:3]})
-            if lengths and key[3] not in lengths:
-                raise ValueError(
-                    f"recorded study values of {' '.join(key[:3])} name the schedule {key[3]!r}, which none of the "
-                    f"runs given has (theirs: {'; '.join(repr(x) for x in lengths)}): write it as the runs' "
-                    "tables name it"
-                )
+        elif lengths and key[3] not in lengths:
+            raise ValueError(
+                f"recorded study values of {' '.join(key[:3])} name the schedule {key[3]!r}, which none of the "
+                f"runs given has (theirs: {'; '.join(repr(x) for x in lengths)}): write it as the runs' "
+                "tables name it"
+            )
         full[key] = values
     shown = _shown_keys([*found, *full])
     groups = {shown[k]: v for k, v in found.items()}
