@@ -25,11 +25,14 @@ must agree to float tolerance).
     # the real configuration: the default benchmark and the trained joint detector (README numbers; quiet machine)
     python scripts/bench_stage2.py --data-dir data --detector logs/det_joint/detector/detector.pt \
         --repeats 30 --block 10 --variants none gaussian
+    # + a column with the grounding / refinement heads' convs in bf16 (cpu_bf16_convs=true; CPUs with AMX)
+    python scripts/bench_stage2.py ... --bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
@@ -39,6 +42,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from pytorch_lightning import seed_everything
 
+import sgseg.models.grounding.concat_conv as concat_conv
 from sgseg.data.synthetic import SyntheticConfig, generate
 from sgseg.lit.build import (
     build_datamodule,
@@ -50,7 +54,20 @@ from sgseg.lit.build import (
 from sgseg.models.speedups import code_path
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+# + "bf16" with --bf16: "after" with the heads' convs in bf16 (cpu_bf16_convs=true)
 PATHS = ("before", "after")
+
+
+@contextlib.contextmanager
+def path_switches(path: str):
+    """The code path of one column: the plain path, the current one, or the current one with bf16 convs."""
+    old = concat_conv.BF16_CONVS
+    concat_conv.BF16_CONVS = path == "bf16"
+    try:
+        with code_path(path != "before"):
+            yield
+    finally:
+        concat_conv.BF16_CONVS = old
 
 
 class Runner:
@@ -143,9 +160,16 @@ def main() -> None:
     )
     p.add_argument("--detector", help="a trained stage-1 detector.pt (default: randomly initialised)")
     p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="add a `bf16` column: the current path with the grounding / refinement heads' convs in bf16 "
+        "(cpu_bf16_convs=true; pays on CPUs with AMX)",
+    )
+    p.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. task=sgcls data.loader.batch_size_vg=8"
     )
     args = p.parse_args()
+    paths = (*PATHS, "bf16") if args.bf16 else PATHS
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +182,7 @@ def main() -> None:
         runners = {
             (v, path): Runner(data_dir, v, args.overrides, args.detector)
             for v in args.variants
-            for path in PATHS
+            for path in paths
         }
         # the augmentations draw from Python's, NumPy's and torch's generators: seed all three, so that every
         # run of the script times the same batches
@@ -174,7 +198,7 @@ def main() -> None:
             for (v, path), runner in runners.items():
                 for i in range(start, min(start + args.block, len(batches))):
                     torch.manual_seed(i)  # the same sampled pairs and dropout masks for every row
-                    with code_path(path == "after"):
+                    with path_switches(path):
                         dt, edge_t, loss, det_t = runner.step(batches[i])
                     if i == 0:
                         first_loss[(v, path)] = loss
@@ -186,7 +210,7 @@ def main() -> None:
         eval_times = {key: [] for key in runners}
         for i in range(args.warmup + args.repeats):
             for key, runner in runners.items():
-                with code_path(key[1] == "after"):
+                with path_switches(key[1]):
                     dt = runner.evaluate(val_batch)
                 if i >= args.warmup:
                     eval_times[key].append(dt)
@@ -196,24 +220,34 @@ def main() -> None:
     order = "interleaved step by step" if args.block == 1 else f"in blocks of {args.block} steps per row"
     print(f"stage-2 training step, synthetic CPU config, {task}, {args.threads} threads, median of {args.repeats}, "
           f"all rows {order} (ratios hold under load; absolute times only for this machine now)")  # fmt: skip
+    bf = "bf16" in paths
     print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'before × none':>15}"
-          f"{'after × none':>14}{'f_E fwd share':>15}{'detector share':>16}{'|Δ loss| step 1':>17}")  # fmt: skip
+          f"{'after × none':>14}{'f_E fwd share':>15}{'detector share':>16}{'|Δ loss| step 1':>17}"
+          + (f"{'bf16 (s)':>10}{'bf16 speed-up':>15}{'bf16 × none':>13}{'bf16 Δ loss':>13}" if bf else ""))  # fmt: skip
     for v in args.variants:
         b, a = med[(v, "before")], med[(v, "after")]
         nb, na = med.get(("none", "before"), float("nan")), med.get(("none", "after"), float("nan"))
         share = statistics.median(shares[(v, "after")])
         det_share = statistics.median(det_shares[(v, "after")])
         dloss = abs(first_loss[(v, "before")] - first_loss[(v, "after")])
-        print(f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{b / nb:>15.2f}{a / na:>14.2f}{100 * share:>14.1f}%"
-              f"{100 * det_share:>15.1f}%{dloss:>17.2e}")  # fmt: skip
+        row = (f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{b / nb:>15.2f}{a / na:>14.2f}{100 * share:>14.1f}%"
+               f"{100 * det_share:>15.1f}%{dloss:>17.2e}")  # fmt: skip
+        if bf:  # speed-up against the plain path; loss difference against the float32 current path
+            h, nh = med[(v, "bf16")], med.get(("none", "bf16"), float("nan"))
+            dl = abs(first_loss[(v, "bf16")] - first_loss[(v, "after")])
+            row += f"{h:>10.3f}{b / h:>14.2f}×{h / nh:>13.2f}{dl:>13.2e}"
+        print(row)
     n_val = val_batch["vg"][0].num_images
     print(f"\nevaluation forward, {n_val} val images, all ordered pairs")
-    print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'after × none':>14}")
+    print(f"{'edge':<10}{'before (s)':>11}{'after (s)':>11}{'speed-up':>10}{'after × none':>14}"
+          + (f"{'bf16 (s)':>10}{'bf16 speed-up':>15}" if bf else ""))  # fmt: skip
     for v in args.variants:
         b, a = emed[(v, "before")], emed[(v, "after")]
-        print(
-            f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{a / emed.get(('none', 'after'), float('nan')):>14.2f}"
-        )
+        na = emed.get(("none", "after"), float("nan"))
+        row = f"{v:<10}{b:>11.3f}{a:>11.3f}{b / a:>9.2f}×{a / na:>14.2f}"
+        if bf:
+            row += f"{emed[(v, 'bf16')]:>10.3f}{b / emed[(v, 'bf16')]:>14.2f}×"
+        print(row)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def test_chunked_rois_give_the_same_result(monkeypatch):
     torch.testing.assert_close(separable_roi_align(x, rois, 5, 0.25, 2), whole, rtol=0, atol=1e-14)
 
 
-def test_dispatch_uses_torchvision_under_autocast_and_when_switched_off(monkeypatch):
+def test_dispatch_matrix_products_on_cpu_also_under_autocast_torchvision_when_switched_off(monkeypatch):
     calls = []
     real = ra.separable_roi_align
     monkeypatch.setattr(ra, "separable_roi_align", lambda *a: calls.append(1) or real(*a))
@@ -85,11 +85,17 @@ def test_dispatch_uses_torchvision_under_autocast_and_when_switched_off(monkeypa
     ref = torchvision.ops.roi_align(x, rois, 3, 0.25, 2)
     torch.testing.assert_close(roi_align(x, rois, 3, 0.25, 2), ref)
     assert calls == [1]
+    # under CPU autocast: the matrix products in float32, the input's dtype out (torchvision's autocast rule)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        roi_align(x, rois, 3, 0.25, 2)
+        out = roi_align(x, rois, 3, 0.25, 2)
+        out_bf16 = roi_align(x.bfloat16(), rois, 3, 0.25, 2)
+        ref_bf16 = torchvision.ops.roi_align(x.bfloat16(), rois, 3, 0.25, 2)
+    assert calls == [1, 1, 1] and out.dtype == torch.float32 and out_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(out_bf16, ref_bf16)
     monkeypatch.setattr(ra, "SEPARABLE", False)
     assert torch.equal(roi_align(x, rois, 3, 0.25, 2), ref)
-    assert calls == [1]
+    assert calls == [1, 1, 1]
 
 
 @pytest.mark.parametrize("output_size", [7, 14])
@@ -156,3 +162,25 @@ def test_cpu_fast_kernels_config_switches_both_kernels(monkeypatch):
     assert ra.SEPARABLE is True and concat_conv.CHANNELS_LAST is True
     with pytest.raises(ConfigError, match="cpu_fast_kernels"):
         configure_torch(OmegaConf.create({"cpu_fast_kernels": "yes"}))
+
+
+def test_cpu_bf16_convs_config_sets_the_switch_and_warns_without_amx(monkeypatch, caplog):
+    from omegaconf import OmegaConf
+
+    import sgseg.models.grounding.concat_conv as concat_conv
+    from sgseg.lit.build import ConfigError, configure_torch
+
+    monkeypatch.setattr(concat_conv, "BF16_CONVS", False)
+    monkeypatch.setattr(torch, "set_flush_denormal", lambda on: True)
+    monkeypatch.setattr(concat_conv, "cpu_has_fast_bf16", lambda: True)
+    with caplog.at_level("WARNING"):
+        configure_torch(OmegaConf.create({"cpu_bf16_convs": True}))
+    assert concat_conv.BF16_CONVS is True and "AMX" not in caplog.text
+    configure_torch(OmegaConf.create({}))  # older runs' configs have no key: off
+    assert concat_conv.BF16_CONVS is False
+    monkeypatch.setattr(concat_conv, "cpu_has_fast_bf16", lambda: False)
+    with caplog.at_level("WARNING"):
+        configure_torch(OmegaConf.create({"cpu_bf16_convs": True}))
+    assert concat_conv.BF16_CONVS is True and "without AMX" in caplog.text
+    with pytest.raises(ConfigError, match="cpu_bf16_convs"):
+        configure_torch(OmegaConf.create({"cpu_bf16_convs": 1}))

@@ -20,8 +20,9 @@ coordinates are computed in the input's dtype in torchvision's order of operatio
 the same pixel cell; the outputs differ from torchvision's only by float rounding (the sums run in another
 order): tests/test_roi_align.py checks forward and input gradient against ``torchvision.ops.roi_align``.
 
-:func:`roi_align` dispatches: this path on CPU for float32/float64 input outside autocast, torchvision's kernel
-everywhere else (CUDA has a fast one). :class:`MultiScaleRoIAlign` is torchvision's pooler (same FPN level
+:func:`roi_align` dispatches: this path on CPU for float32/float64 input, and under CPU autocast (in float32,
+returning the input's dtype — torchvision's autocast rule for its kernel), torchvision's kernel everywhere else
+(CUDA has a fast one). :class:`MultiScaleRoIAlign` is torchvision's pooler (same FPN level
 mapping, same ``scales`` set-up) calling :func:`roi_align`. ``SEPARABLE`` = False restores torchvision's kernel
 everywhere (the "before" of the benchmark).
 """
@@ -147,16 +148,22 @@ def roi_align(
     aligned: bool = False,
 ) -> Tensor:
     """``torchvision.ops.roi_align`` with Float[K, 5] boxes: :func:`separable_roi_align` on CPU for float input
-    outside autocast (see the module docstring), torchvision's kernel otherwise."""
+    and under CPU autocast (see the module docstring), torchvision's kernel otherwise."""
     if (
         SEPARABLE
         and input.device.type == "cpu"
-        and input.dtype in (torch.float32, torch.float64)
         and isinstance(boxes, Tensor)
-        and not torch.is_autocast_enabled("cpu")
         and not torchvision._is_tracing()
     ):
-        return separable_roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+        if torch.is_autocast_enabled("cpu"):
+            # as torchvision's autocast rule for roi_align: float32 inside, the input's dtype out
+            with torch.autocast("cpu", enabled=False):
+                out = separable_roi_align(
+                    input.float(), boxes.float(), output_size, spatial_scale, sampling_ratio, aligned
+                )
+            return out.to(input.dtype)
+        if input.dtype in (torch.float32, torch.float64):
+            return separable_roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
     return torchvision.ops.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
 
 

@@ -17,9 +17,18 @@ On CPU the convolution runs on channels-last copies of the concatenation and the
 oneDNN's direct kernels are faster in that layout — forward + weight gradient of the f_E head's shape
 (200 × 83 × 28 × 28 → 64) 1.7×, a whole grounded PredCls step 1.07× (``scripts/bench_stage2.py``). The outputs
 then equal the NCHW call up to float rounding (not bit for bit); gradients come back in the NCHW layout.
+
+Under CPU bf16 autocast (:func:`cpu_bf16_convs`, switched on by the run config's ``cpu_bf16_convs``, or
+Lightning's ``trainer.precision=bf16-mixed`` on CPU) the same custom backward runs in bfloat16: the forward
+casts the concatenation, weight and bias to bf16 and returns a bf16 output (as autocast's ``conv2d`` would);
+the backward's convolutions run in bf16 and the gradients come back in their inputs' and parameters' dtypes.
+On a CPU with AMX (Sapphire Rapids and later) oneDNN's bf16 kernels are 3–5× faster at the grounding and
+refinement heads' shapes than fp32; without AMX they are slower, so the switch is off by default.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +43,24 @@ def _conv_backward(grad: Tensor, x: Tensor, weight: Tensor, padding: int, mask: 
 
 class _ConcatConv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, features: Tensor, masks: Tensor, weight: Tensor, bias: Tensor, padding: int) -> Tensor:
-        x = cat_channels([features, masks.to(features.dtype)])
-        weight = cpu_channels_last(weight)
+    def forward(
+        ctx,
+        features: Tensor,
+        masks: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        padding: int,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        # dtype: the compute dtype (None: the features' own; bf16 under CPU bf16 autocast)
+        dtype = dtype or features.dtype
+        ctx.dtypes = (features.dtype, masks.dtype, weight.dtype, bias.dtype)
+        x = cat_channels([features.to(dtype), masks.to(dtype)])
+        weight = cpu_channels_last(weight.to(dtype))
         ctx.save_for_backward(x, weight)
         ctx.padding = padding
         ctx.split = features.shape[1]
-        ctx.masks_dtype = masks.dtype
-        return F.conv2d(x, weight, bias, padding=padding)
+        return F.conv2d(x, weight, bias.to(dtype), padding=padding)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -53,7 +72,7 @@ class _ConcatConv2d(torch.autograd.Function):
         # the layout the forward ran in (a 1-channel x is contiguous in both)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
         layout = to_channels_last if channels_last else Tensor.contiguous
-        grad_out = layout(grad_out)
+        grad_out = layout(grad_out.to(x.dtype))
         if need_f:  # both parts wanted (not the case in sgseg, where the features are frozen): one call
             grad_x, grad_w, grad_b = _conv_backward(grad_out, x, weight, p, [True, need_w, need_b])
             grad_f, grad_m = grad_x[:, :d], grad_x[:, d:] if need_m else None
@@ -68,13 +87,16 @@ class _ConcatConv2d(torch.autograd.Function):
                     p,
                     [True, False, False],
                 )[0]
+        f_dtype, m_dtype, w_dtype, b_dtype = ctx.dtypes
         if grad_m is not None:
-            grad_m = grad_m.to(ctx.masks_dtype).contiguous()
+            grad_m = grad_m.to(m_dtype).contiguous()
         if grad_w is not None:
-            grad_w = grad_w.contiguous()  # the parameter's own (NCHW) layout
+            grad_w = grad_w.to(w_dtype).contiguous()  # the parameter's own dtype and (NCHW) layout
+        if grad_b is not None:
+            grad_b = grad_b.to(b_dtype)
         if grad_f is not None:
-            grad_f = grad_f.contiguous()
-        return grad_f, grad_m, grad_w if need_w else None, grad_b if need_b else None, None
+            grad_f = grad_f.to(f_dtype).contiguous()
+        return grad_f, grad_m, grad_w if need_w else None, grad_b if need_b else None, None, None
 
 
 # False: the plain ``conv(torch.cat(...))`` under autograd (kept for scripts/bench_stage2.py and tests)
@@ -82,6 +104,31 @@ MASK_ONLY_INPUT_GRAD = True
 # True: on CPU the convolution (forward and backward) runs on channels-last copies of its input and weight;
 # the refinement head (sgseg.models.masks.refine) reads the same switch for its convs
 CHANNELS_LAST = True
+# True: the grounding and refinement heads' convolutions run in bf16 on CPU (:func:`cpu_bf16_convs`; float
+# rounding of bf16, not the fp32 numbers; set by the run config's ``cpu_bf16_convs``)
+BF16_CONVS = False
+
+
+def cpu_bf16_convs(device: torch.device):
+    """A context in which the grounding / refinement heads' convolutions run in bf16: ``torch.autocast`` on
+    CPU when ``BF16_CONVS`` and ``device`` is a CPU, else a no-op. Everything outside the heads' conv blocks
+    (RoIAlign, the FC layers, the context model, the classifiers and the scores) stays float32."""
+    if BF16_CONVS and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has AMX tiles (oneDNN's fast bf16 matrix units; Sapphire Rapids and later)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def _cpu_bf16_autocast(device: torch.device) -> bool:
+    return (
+        device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
 
 
 def cpu_channels_last(t: Tensor) -> Tensor:
@@ -129,7 +176,9 @@ def concat_conv2d(conv: torch.nn.Conv2d, features: Tensor, masks: Tensor) -> Ten
             f"concat_conv2d: features ({features.shape[1]}) + masks ({masks.shape[1]}) channels must equal the "
             f"conv's in_channels ({conv.in_channels})"
         )
-    # Under autocast (bf16 on GPU) the conv runs in another dtype than its saved inputs: the plain route
-    if not MASK_ONLY_INPUT_GRAD or torch.is_autocast_enabled(features.device.type):
+    # CPU bf16 autocast: the custom backward in bf16; other autocast (bf16 on GPU): the plain route
+    bf16 = _cpu_bf16_autocast(features.device)
+    if not MASK_ONLY_INPUT_GRAD or (torch.is_autocast_enabled(features.device.type) and not bf16):
         return conv(torch.cat([features, masks.to(features.dtype)], dim=1))
-    return _ConcatConv2d.apply(features, masks, conv.weight, conv.bias, conv.padding[0])
+    dtype = torch.bfloat16 if bf16 else features.dtype
+    return _ConcatConv2d.apply(features, masks, conv.weight, conv.bias, conv.padding[0], dtype)

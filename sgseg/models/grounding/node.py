@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgseg.models.grounding.concat_conv import concat_conv2d
+from sgseg.models.grounding.concat_conv import concat_conv2d, cpu_bf16_convs
 
 
 class GroundingHead(nn.Module):
@@ -76,14 +76,16 @@ class GroundingHead(nn.Module):
                     f"GroundingHead: masks must be Float[{features.shape[0]}, {self.num_mask_channels}, {s}, {s}] "
                     f"(mask side = RoI feature side), got {got}"
                 )
-            x = concat_conv2d(self.conv, features, masks)  # input gradient only where needed
-        else:
-            x = self.conv(features)
-        if self.conv_relu:  # in place: the conv's backward needs its input, not its output
-            x = F.relu(x, inplace=WINDOW_POOL)
-        if self.pool_size != s:
-            x = pool_to(x, self.pool_size)
-        x = F.relu(self.fc1(x.flatten(1)))
+        with cpu_bf16_convs(features.device):  # bf16 conv block on CPU when switched on (float32 after it)
+            if self.num_mask_channels:
+                x = concat_conv2d(self.conv, features, masks)  # input gradient only where needed
+            else:
+                x = self.conv(features)
+            if self.conv_relu:  # in place: the conv's backward needs its input, not its output
+                x = F.relu(x, inplace=WINDOW_POOL)
+            if self.pool_size != s:
+                x = pool_to(x, self.pool_size)
+        x = F.relu(self.fc1(x.flatten(1).to(self.fc1.weight.dtype)))
         return F.relu(self.fc2(x))
 
 

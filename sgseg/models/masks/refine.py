@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from sgseg.models.grounding.concat_conv import cat_channels
+from sgseg.models.grounding.concat_conv import cat_channels, cpu_bf16_convs
 
 
 class MaskRefinement(nn.Module):
@@ -79,8 +79,10 @@ class MaskRefinement(nn.Module):
             )
         ctx = context.to(roi_features.dtype)[:, :, None, None].expand(-1, -1, r, r)
         x = cat_channels([roi_features, ctx])  # channels-last on CPU: the convs follow its layout
-        x = self.predictor(F.relu(self.deconv(self.convs(x))))
-        return x.contiguous()
+        # bf16 convs on CPU when switched on; float32 residual logits either way
+        with cpu_bf16_convs(x.device):
+            x = self.predictor(F.relu(self.deconv(self.convs(x))))
+        return x.to(roi_features.dtype).contiguous()
 
 
 def crop_masks_to_boxes(gt_masks: Tensor, boxes: Tensor, size: int) -> Tensor:
