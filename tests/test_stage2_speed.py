@@ -323,7 +323,7 @@ def test_stage2_step_equals_the_plain_path(data_dir, mode, edge):  # noqa: F811
         return losses, grads, predictions.rel_logits
 
     fast = step()
-    with plain_path("POOL_REPEATED_BOXES_ONCE"):
+    with plain_path("POOL_REPEATED_BOXES_ONCE", "DECODER_INPUT_ONCE"):
         plain = step()
     assert fast[0].keys() == plain[0].keys()
     # a conv over U distinct pairs instead of R rows may round differently (oneDNN blocks by batch size)
@@ -434,8 +434,9 @@ def test_code_path_sets_the_named_flags_and_restores_them():
         return {flag: getattr(importlib.import_module(mod), flag) for mod, flag in SWITCHES}
 
     before = values()
-    assert set(before) == set(FLAGS) == set(GROUNDING_FLAGS) | {"POOL_REPEATED_BOXES_ONCE", "SEPARABLE"}
-    with plain_path("POOL_REPEATED_BOXES_ONCE"):
+    others = {"POOL_REPEATED_BOXES_ONCE", "SEPARABLE", "DECODER_INPUT_ONCE"}
+    assert set(before) == set(FLAGS) == set(GROUNDING_FLAGS) | others
+    with plain_path("POOL_REPEATED_BOXES_ONCE", "DECODER_INPUT_ONCE"):
         inside = values()
     assert inside == {f: (False if f != "SEPARABLE" else before[f]) for f in FLAGS}
     assert values() == before
@@ -445,3 +446,32 @@ def test_code_path_sets_the_named_flags_and_restores_them():
     assert values() == before
     with pytest.raises(ValueError, match="NOT_A_FLAG"), code_path(True, ["NOT_A_FLAG"]):
         pass
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_motif_decoder_input_projected_once_equals_step_by_step(training):
+    """``DECODER_INPUT_ONCE``: the label decoder's logits, committed labels and every gradient equal the
+    step-by-step projection of [row, previous label's embedding] up to float rounding (teacher forcing in
+    training, greedy labels at test), over sequences of different lengths."""
+    from sgseg.models.context.base import SequenceLayout
+    from sgseg.models.context.motif import MotifContext
+
+    torch.manual_seed(0)
+    ctx = MotifContext(12, 7, embed_dim=6, hidden_dim=10, pos_dim=4, dropout=0.0).double()
+    ctx.train(training)
+    x = torch.randn(9, 12 + 6 + 4 + 10, dtype=torch.float64, requires_grad=True)
+    gt = torch.randint(1, 7, (9,))
+    layout = SequenceLayout(torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2]), torch.rand(9))
+    runs = {}
+    for flag in (True, False):
+        with code_path(flag, ["DECODER_INPUT_ONCE"]):
+            ctx.zero_grad()
+            x.grad = None
+            logits, labels = ctx.decode(x, layout, gt if training else None)
+            (logits * torch.linspace(-1, 1, 7, dtype=torch.float64)).square().sum().backward()
+            runs[flag] = (logits.detach(), labels, x.grad.clone(),
+                          *[p.grad.clone() for p in ctx.decoder_cell.parameters()])  # fmt: skip
+    assert torch.equal(runs[True][1], runs[False][1])
+    for a, b in zip(runs[True], runs[False]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert runs[True][0].abs().sum() > 0 and runs[True][3].abs().sum() > 0

@@ -14,7 +14,9 @@ float rounding where noted at the flag), and keeps the plain path behind a modul
 - ``WINDOW_POOL`` (grounding/node.py): the heads' 28 → 7 pooling as fixed windows (bit for bit);
 - ``POOL_REPEATED_BOXES_ONCE`` (detector/detector.py): repeated union boxes pooled once (bit for bit);
 - ``SEPARABLE`` (ops/roi_align.py): RoIAlign as two matrix products on CPU (float rounding; also set by
-  ``cpu_fast_kernels``).
+  ``cpu_fast_kernels``);
+- ``DECODER_INPUT_ONCE`` (context/motif.py): the MOTIF label decoder's input projection of its rows for all
+  steps in one matrix product, only the previous label's embedding per step (float rounding).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ SWITCHES: tuple[tuple[str, str], ...] = (
     ("sgseg.models.grounding.node", "WINDOW_POOL"),
     ("sgseg.models.detector.detector", "POOL_REPEATED_BOXES_ONCE"),
     ("sgseg.ops.roi_align", "SEPARABLE"),
+    ("sgseg.models.context.motif", "DECODER_INPUT_ONCE"),
 )
 FLAGS = tuple(flag for _, flag in SWITCHES)
 

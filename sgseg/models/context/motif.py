@@ -14,9 +14,14 @@ i.e. right to left; only the unidirectional label decoder can tell the two apart
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sgseg.models.context.base import ContextEncoder, SequenceLayout, encode_boxes, teacher_labels
+
+# True: the label decoder projects its rows for all steps at once (float rounding of the split sum; a stage-2
+# speed-up, sgseg.models.speedups); False: the whole [row, label embedding] input projected step by step
+DECODER_INPUT_ONCE = True
 
 
 class HighwayLSTMCell(nn.Module):
@@ -35,7 +40,10 @@ class HighwayLSTMCell(nn.Module):
         nn.init.zeros_(self.state_linearity.bias)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        px = self.input_linearity(x)
+        return self.step(self.input_linearity(x), h, c)
+
+    def step(self, px: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` from the input projection ``px`` = ``input_linearity(x)`` (Float[B, 6H])."""
         ph = self.state_linearity(h)
         i, f, u, o, g = (px[:, : 5 * self.hidden_dim] + ph).chunk(5, dim=1)
         c_new = torch.sigmoid(i) * torch.tanh(u) + torch.sigmoid(f) * c
@@ -150,12 +158,24 @@ class MotifContext(ContextEncoder):
                 1 - self.dropout
             )
         logits, labels = [], []
+        cell = self.decoder_cell
+        if DECODER_INPUT_ONCE:
+            # the input projection of [row, previous label's embedding] split by columns: the rows' part for
+            # every step in one product (and one weight-gradient product), only the embedding's part per step
+            d = packed.shape[1]
+            w = cell.input_linearity.weight
+            packed_proj = F.linear(packed, w[:, :d], cell.input_linearity.bias)
+            w_embed = w[:, d:].contiguous()  # sliced once: one gradient accumulator for all steps
         start = 0
         for (
             bs
         ) in layout.batch_sizes.tolist():  # sequences are sorted by length, so the active ones are a prefix
             h, c, prev_embed = h[:bs], c[:bs], prev_embed[:bs]
-            h, c = self.decoder_cell(torch.cat([packed[start : start + bs], prev_embed], 1), h, c)
+            if DECODER_INPUT_ONCE:
+                px = packed_proj[start : start + bs] + F.linear(prev_embed, w_embed)
+                h, c = cell.step(px, h, c)
+            else:
+                h, c = cell(torch.cat([packed[start : start + bs], prev_embed], 1), h, c)
             if mask is not None:
                 h = h * mask[:bs]
             step_logits = self.decoder_out(h)
