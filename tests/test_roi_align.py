@@ -147,19 +147,21 @@ def test_detector_training_step_gradients_match_torchvision_kernel(monkeypatch, 
         torch.testing.assert_close(g1[name] / scale, g0[name] / scale, rtol=0, atol=1e-4, msg=name)
 
 
-def test_cpu_fast_kernels_config_switches_both_kernels(monkeypatch):
+def test_cpu_fast_kernels_config_switches_the_float_rounding_speed_ups(monkeypatch):
     from omegaconf import OmegaConf
 
+    import sgseg.models.context.motif as motif
     import sgseg.models.grounding.concat_conv as concat_conv
     from sgseg.lit.build import ConfigError, configure_torch
 
     monkeypatch.setattr(ra, "SEPARABLE", True)
     monkeypatch.setattr(concat_conv, "CHANNELS_LAST", True)
     monkeypatch.setattr(torch, "set_flush_denormal", lambda on: True)  # keep the process's own setting
+    monkeypatch.setattr(motif, "DECODER_INPUT_ONCE", True)
     configure_torch(OmegaConf.create({"cpu_fast_kernels": False}))
-    assert ra.SEPARABLE is False and concat_conv.CHANNELS_LAST is False
+    assert ra.SEPARABLE is False and concat_conv.CHANNELS_LAST is False and motif.DECODER_INPUT_ONCE is False
     configure_torch(OmegaConf.create({}))  # older runs' configs have no key: the default (fast)
-    assert ra.SEPARABLE is True and concat_conv.CHANNELS_LAST is True
+    assert ra.SEPARABLE is True and concat_conv.CHANNELS_LAST is True and motif.DECODER_INPUT_ONCE is True
     with pytest.raises(ConfigError, match="cpu_fast_kernels"):
         configure_torch(OmegaConf.create({"cpu_fast_kernels": "yes"}))
 

@@ -385,11 +385,13 @@ def configure_torch(cfg: DictConfig) -> None:
     """CPU threads (``num_threads``), and flush denormal floats to zero: the frozen detector's features
     and fresh LSTM/conv activations produce denormals that made CPU steps 10-20x slower (measured 12 s
     vs 0.7 s per synthetic stage-2 step). ``cpu_fast_kernels`` (default true) picks the CPU RoIAlign
-    (:mod:`sgseg.ops.roi_align`: matrix products vs torchvision's kernel) and the grounding heads' conv
-    layout (:mod:`sgseg.models.grounding.concat_conv`: channels-last vs NCHW) — the same arithmetic up to
-    float rounding; false is the route of earlier rounds (README "Results": what the switch changes).
+    (:mod:`sgseg.ops.roi_align`: matrix products vs torchvision's kernel), the grounding heads' conv
+    layout (:mod:`sgseg.models.grounding.concat_conv`: channels-last vs NCHW) and the MOTIF decoder's input
+    projection (:mod:`sgseg.models.context.motif`: all steps' rows at once vs step by step) — the same
+    arithmetic up to float rounding; false is the route of earlier rounds (README "Results": what the switch changes).
     ``cpu_bf16_convs`` (default false) runs the grounding and refinement heads' convolutions in bf16 on CPU
     (:func:`sgseg.models.grounding.concat_conv.cpu_bf16_convs`): 3–5× faster convs with AMX, bf16 rounding."""
+    import sgseg.models.context.motif as motif
     import sgseg.models.grounding.concat_conv as concat_conv
     import sgseg.ops.roi_align as roi_align
 
@@ -400,7 +402,7 @@ def configure_torch(cfg: DictConfig) -> None:
     fast = cfg.get("cpu_fast_kernels", True)
     if not isinstance(fast, bool):
         raise ConfigError(f"cpu_fast_kernels={fast!r}: must be true or false")
-    roi_align.SEPARABLE = concat_conv.CHANNELS_LAST = fast
+    roi_align.SEPARABLE = concat_conv.CHANNELS_LAST = motif.DECODER_INPUT_ONCE = fast
     bf16 = cfg.get("cpu_bf16_convs", False)
     if not isinstance(bf16, bool):
         raise ConfigError(f"cpu_bf16_convs={bf16!r}: must be true or false")
