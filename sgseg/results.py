@@ -264,7 +264,19 @@ class Run:
     @property
     def schedule(self) -> str:
         """Stage 2's training length and LR steps, e.g. ``12 epochs; LR x0.1 at 4000`` ("" when the config does not
-        say): runs of one study row trained for different lengths are different rows, not more seeds."""
+        say), and its arithmetic where it is not float32 (``; bf16 convs`` for ``cpu_bf16_convs=true``,
+        ``; bf16-mixed`` for a mixed-precision trainer): runs of one study row trained for different lengths or in
+        another precision are different rows, not more seeds."""
+        text = self._length()
+        precision = []
+        if self.get("cpu_bf16_convs") is True:
+            precision.append("bf16 convs")
+        trainer_precision = self.get("trainer.precision")
+        if trainer_precision not in (None, "", 32, "32", "32-true"):
+            precision.append(str(trainer_precision))
+        return "; ".join([text] * bool(text) + precision)
+
+    def _length(self) -> str:
         parts = []
         epochs, steps = self.get("model.trainer.max_epochs"), self.get("model.trainer.max_steps")
         if epochs not in (None, -1, ""):
@@ -969,8 +981,8 @@ def _study_name(key: StudyKey) -> str:
 
 
 def _study_slug(key: StudyKey) -> str:
-    """``<model>_<task>_<detector>`` (+ ``_12ep_lrx0.1_at4000`` when the key names a schedule): table and figure
-    file names."""
+    """``<model>_<task>_<detector>`` (+ ``_12ep_lrx0.1_at4000`` when the key names a schedule, ``_bf16convs`` after
+    it for bf16 convolutions): table and figure file names."""
     model, det, task, schedule = key
     slug = f"{model}_{task}_{det}"
     if schedule:
@@ -980,6 +992,7 @@ def _study_slug(key: StudyKey) -> str:
             ("; LR ", "_lr"),
             (" at ", "_at"),
             (" / ", "_"),
+            ("; ", "_"),
         ):
             schedule = schedule.replace(old, new)
         slug += "_" + schedule.replace("+", "-").replace(" ", "")

@@ -974,6 +974,28 @@ def test_study_keeps_runs_of_different_lengths_apart(tmp_path: Path) -> None:
     assert cells[(f"tiny, {short}", "seg-grounded")] == str(cr.Cell([mr["grounded_0"], mr["grounded_1"]]))
 
 
+def test_study_keeps_bf16_runs_apart(tmp_path: Path) -> None:
+    """A run trained with ``cpu_bf16_convs=true`` (or a mixed-precision trainer) is another arithmetic: its own
+    study group, named so in titles and file names, not one more seed of the float32 rows."""
+    ids = np.arange(100, 110)
+    for name, variant, extra in (
+        ("b0", "baseline", ()), ("g0", "grounded", ()), ("b0_bf16", "baseline", ("cpu_bf16_convs=true",)),
+        ("g0_bf16", "grounded", ("cpu_bf16_convs=true",)), ("g0_mixed", "grounded", ("trainer.precision=bf16-mixed",)),
+    ):  # fmt: skip
+        _study_job(tmp_path / name, variant, 0, _random_images(np.random.default_rng(5), 10, 0.0), ids, extra)
+    runs = {r.path.name: r for r in (cr.load_run(p) for p in cr.find_job_dirs([tmp_path]))}
+    short = "12 epochs; LR x0.1 at 4000"
+    assert runs["g0"].schedule == short and runs["g0_bf16"].schedule == f"{short}; bf16 convs"
+    assert runs["g0_mixed"].schedule == f"{short}; bf16-mixed"
+    groups = cr.study_groups(list(runs.values()))
+    key = ("motif", "tiny", "predcls", f"{short}; bf16 convs")
+    assert len(groups) == 3 and [r.path.name for r in groups[key]["grounded"]] == ["g0_bf16"]
+    assert [r.path.name for r in groups[key]["baseline"]] == ["b0_bf16"]
+    names = {t.name for t in cr.tables_study(list(runs.values()), 0)}
+    assert "study_motif_predcls_tiny_12ep_lrx0.1_at4000_bf16convs" in names
+    assert "study_motif_predcls_tiny_12ep_lrx0.1_at4000_bf16-mixed" in names
+
+
 def test_over_seeds_table_compares_the_mask_rows_with_grounded_by_hand(tmp_path: Path) -> None:
     """'Δ vs grounded (t)' and its p: the oracle row's per-seed differences from the grounded row of the same seed
     (seeds 0 and 1 only; seed 2 has no grounded partner), worked out by hand."""
