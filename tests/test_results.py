@@ -1055,6 +1055,7 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
         ("**MOTIF SGCls at the study's schedule", "study12/sgcls_motif_*", "summary_study_motif_sgcls"),
         ("**MOTIF SGCls on a doubled schedule", "study24/sgcls_motif_*", "summary_study_motif_sgcls"),
         ("**VCTree SGCls at the study's schedule", "study12/sgcls_vctree_*", "summary_study_vctree_sgcls"),
+        ("**MOTIF SGCls with bf16 convolutions", "study12_bf16/sgcls_motif_*", "summary_study_motif_sgcls"),
     ],
 )
 def test_readme_summary_tables_are_what_the_archive_gives(section: str, pattern: str, table: str) -> None:
