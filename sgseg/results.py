@@ -267,14 +267,14 @@ class Run:
         say), and its arithmetic where it is not float32 (``; bf16 convs`` for ``cpu_bf16_convs=true``,
         ``; bf16-mixed`` for a mixed-precision trainer): runs of one study row trained for different lengths or in
         another precision are different rows, not more seeds."""
-        text = self._length()
-        precision = []
+        length = self._length()
+        parts = [length] if length else []
         if self.get("cpu_bf16_convs") is True:
-            precision.append("bf16 convs")
+            parts.append("bf16 convs")
         trainer_precision = self.get("trainer.precision")
         if trainer_precision not in (None, "", 32, "32", "32-true"):
-            precision.append(str(trainer_precision))
-        return "; ".join([text] * bool(text) + precision)
+            parts.append(str(trainer_precision))
+        return "; ".join(parts)
 
     def _length(self) -> str:
         parts = []
