@@ -43,6 +43,8 @@ DDP = [
     "data.generate.num_vg_test=5",
     "model.trainer.max_epochs=2",
     "callbacks.model_checkpoint.every_n_train_steps=2",
+    # per-item augmentation draws + checkpointed RNG states: a resumed run trains the uninterrupted run's numbers
+    "data.loader.augment_draws=keyed",
 ]
 VG_STEPS_PER_EPOCH = 3  # 12 VG train images (16 minus 4 val) / (2 ranks x batch 2)
 
@@ -165,7 +167,8 @@ def test_ddp_test_metrics_equal_one_process_scoring_the_same_predictions(pipelin
 @pytest.mark.slow
 def test_ddp_killed_mid_epoch_resumes_with_the_same_batches(pipeline):
     """Stage 2 alone as 2 processes, SIGKILLed after its first checkpoint (mid-epoch), resumed with
-    ``ckpt_path=last``: the batches of both ranks are those of the uninterrupted run (the pipeline's)."""
+    ``ckpt_path=last``: the batches of both ranks are those of the uninterrupted run (the pipeline's), and —
+    with keyed augmentation draws and the RNG states in the checkpoint — so are the trained weights."""
     tmp, run_dir, _ = pipeline
     reference = {r: _batches(v) for r, v in _probe(run_dir, "scene_graph").items()}
     logs = tmp / "resume_logs"
@@ -209,6 +212,19 @@ def test_ddp_killed_mid_epoch_resumes_with_the_same_batches(pipeline):
         before = [b for b in killed[rank] if b["step"] < at]
         assert len(before) == at
         assert before + resumed[rank] == reference[rank]
+    # the weights: an uninterrupted stage-2-only run (the pipeline's stage 2 starts from the RNG state stage 1
+    # left, so its initial weights differ) and the resumed one end bit for bit equal, on both ranks
+    whole_logs = tmp / "whole_logs"
+    whole = [f"paths.log_dir={whole_logs}" if a.startswith("paths.log_dir=") else a for a in stage2]
+    whole_out = subprocess.run(whole, capture_output=True, text=True, cwd=REPO, env=ENV, timeout=900)
+    assert whole_out.returncode == 0, whole_out.stderr[-4000:]
+    whole_dir = next(p.parent for p in whole_logs.rglob("metrics.json"))
+    ends = {
+        (name, rank): next(x for x in lines if x["event"] == "end")["trainable"]
+        for name, d in (("whole", whole_dir), ("resumed", resumed_dir))
+        for rank, lines in _probe(d, "scene_graph").items()
+    }
+    assert len(set(ends.values())) == 1, ends
     # the fit's wall time continues across the kill: the killed process's segment (its last update), then the
     # resumed one from the checkpoint's step (sgseg.lit.clock.RunClock)
     from sgseg.lit.clock import read_timing

@@ -11,6 +11,16 @@ resumed from a checkpoint (``state_dict`` / ``load_state_dict``, which Lightning
 iterables) sees exactly the batches the uninterrupted run would have seen. Under DDP each rank takes a
 strided shard of the same permutation (the ``DistributedSampler`` convention, padded by wrapping so all
 ranks have the same number of batches).
+
+Augmentation draws (``augment_draws``): ``global`` leaves them to the process-wide ``random`` module, as the
+transforms always did — the batches repeat exactly after a resumption but the scales and flips drawn for them do
+not, and worker processes draw from their own seeds. ``keyed`` hands every item to the dataset as
+``(index, key)``, the key naming (seed, stream, epoch, position in the epoch's full order), and
+:class:`~sgseg.data.transforms.TransformedDataset` draws that item's scale and flip from ``random.Random(key)``:
+the same augmentation with any number of workers, after a resumption, and for every item on any number of DDP
+ranks. In ``keyed`` mode the DataLoaders also take a private ``torch.Generator``, so building them does not
+advance the global torch RNG (which the model's dropout and pair sampling use; see
+:class:`sgseg.lit.rng.RngStates`, which checkpoints it).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 _COCO_SEED_OFFSET = 1_000_003
+AUGMENT_DRAWS = ("global", "keyed")
 
 
 def epoch_indices(
@@ -50,8 +61,15 @@ def epoch_batches(
     drop_last: bool,
     rank: int,
     world_size: int,
-) -> list[list[int]]:
-    idx = epoch_indices(num_items, epoch, seed, shuffle, rank, world_size)
+    key_prefix: str | None = None,
+) -> list[list[Any]]:
+    """This rank's batches of ``epoch``: lists of dataset indices, or with ``key_prefix`` of ``(index, key)``
+    pairs whose key ``"<key_prefix>:<epoch>:<position>"`` names the item's position in the epoch's full
+    (all-rank, padded) order — so an item's key does not depend on the number of ranks."""
+    idx: list[Any] = epoch_indices(num_items, epoch, seed, shuffle, rank, world_size)
+    if key_prefix is not None:
+        total = -(-num_items // world_size) * world_size
+        idx = [(i, f"{key_prefix}:{epoch}:{p}") for i, p in zip(idx, range(rank, total, world_size))]
     batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
@@ -74,9 +92,19 @@ class _ListBatchSampler:
 class _CyclingBatchSampler:
     """Infinite batch sampler for the auxiliary (COCO) stream, starting at global batch ``start``."""
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start: int, rank: int, world_size: int):
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        start: int,
+        rank: int,
+        world_size: int,
+        key_prefix: str | None = None,
+    ):
         self.args = (num_items, batch_size, seed, rank, world_size)
         self.start = start
+        self.key_prefix = key_prefix
 
     def per_epoch(self) -> int:
         num_items, batch_size, seed, rank, world_size = self.args
@@ -87,9 +115,12 @@ class _CyclingBatchSampler:
         k = self.start
         while True:
             epoch, pos = divmod(k, self.per_epoch())
-            batches = epoch_batches(num_items, batch_size, epoch, seed, True, True, rank, world_size)
+            keys = self.key_prefix
+            batches = epoch_batches(num_items, batch_size, epoch, seed, True, True, rank, world_size, keys)
             if not batches:  # fewer items than one batch: keep the short batch rather than loop forever
-                batches = epoch_batches(num_items, batch_size, epoch, seed, True, False, rank, world_size)
+                batches = epoch_batches(
+                    num_items, batch_size, epoch, seed, True, False, rank, world_size, keys
+                )
             for b in batches[pos:]:
                 yield b
                 k += 1
@@ -101,7 +132,7 @@ class InterleavedLoader:
     vg, coco: map-style datasets (already wrapping their transforms); collate_fn turns a list of items into
     a batch. ``len()`` is the number of VG batches of one epoch on this rank. Call :meth:`set_epoch` before
     iterating (the DataModule does it from the trainer's epoch); :meth:`state_dict` records the epoch and
-    the number of batches handed out so far.
+    the number of batches handed out so far. augment_draws: ``global`` | ``keyed`` (module docstring).
     """
 
     def __init__(
@@ -116,7 +147,14 @@ class InterleavedLoader:
         drop_last: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        augment_draws: str = "global",
     ) -> None:
+        if augment_draws not in AUGMENT_DRAWS:
+            raise ValueError(
+                f"InterleavedLoader: augment_draws must be one of {AUGMENT_DRAWS}, got {augment_draws!r} "
+                "(data.loader.augment_draws)"
+            )
+        self.keyed = augment_draws == "keyed"
         if batch_size_vg <= 0 or (coco is not None and batch_size_coco <= 0):
             raise ValueError(
                 f"InterleavedLoader: batch sizes must be positive ({batch_size_vg}, {batch_size_coco})"
@@ -147,6 +185,7 @@ class InterleavedLoader:
             self.drop_last,
             self.rank,
             self.world_size,
+            f"aug:{self.seed}:vg" if self.keyed else None,
         )
 
     def __len__(self) -> int:
@@ -159,6 +198,7 @@ class InterleavedLoader:
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.seed) if self.keyed else None,
         )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -168,7 +208,7 @@ class InterleavedLoader:
         if self.coco is not None:
             sampler = _CyclingBatchSampler(
                 len(self.coco), self.batch_size_coco, self.seed + _COCO_SEED_OFFSET, self._coco_start,
-                self.rank, self.world_size,
+                self.rank, self.world_size, f"aug:{self.seed}:coco" if self.keyed else None,
             )  # fmt: skip
             coco_iter = iter(self._loader(self.coco, sampler))
         self._handed = self._vg_start

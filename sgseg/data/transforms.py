@@ -8,6 +8,11 @@ Where this sits: ``VisualGenome`` / ``CocoInstances`` items (original-image pixe
 optional ``relations`` Long[R, 3] (local subject, local object, predicate); optional ``masks`` UInt8[N, H, W].
 
 Transforms never drop boxes or relations; they add ``orig_size`` (h, w before resizing) once.
+
+Random draws (the training scale, the flip) come from ``rng``: the process-wide ``random`` module by default
+(``augment_draws: global``), or a ``random.Random`` keyed on the item's (seed, stream, epoch, position) that
+:class:`~sgseg.data.interleave.InterleavedLoader` hands to :class:`TransformedDataset` with the index
+(``augment_draws: keyed``) — the same draws in any worker process, after any resumption, on any number of ranks.
 """
 
 from __future__ import annotations
@@ -78,11 +83,11 @@ class Resize:
         scale = min(min_size / min(h, w), self.max_size / max(h, w))
         return max(1, round(h * scale)), max(1, round(w * scale))
 
-    def __call__(self, item: Item) -> Item:
+    def __call__(self, item: Item, rng: random.Random | None = None) -> Item:
         _check_item(item, "Resize")
         img = item["image"]
         h, w = img.shape[-2:]
-        min_size = random.choice(self.min_sizes)
+        min_size = (rng or random).choice(self.min_sizes)
         nh, nw = self.target_size(h, w, min_size)
         out = dict(item)
         out.setdefault("orig_size", (h, w))
@@ -115,9 +120,9 @@ class HorizontalFlip:
         self.p = p
         self.predicate_map = predicate_map
 
-    def __call__(self, item: Item) -> Item:
+    def __call__(self, item: Item, rng: random.Random | None = None) -> Item:
         _check_item(item, "HorizontalFlip")
-        if random.random() >= self.p:
+        if (rng or random).random() >= self.p:
             return item
         return hflip(item, self.predicate_map)
 
@@ -148,17 +153,23 @@ def hflip(item: Item, predicate_map: Tensor | None = None) -> Item:
 
 
 class Compose:
+    """Applies transforms in order; ``rng`` (when given) goes to every one of them."""
+
     def __init__(self, transforms: Sequence) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, item: Item) -> Item:
+    def __call__(self, item: Item, rng: random.Random | None = None) -> Item:
         for t in self.transforms:
-            item = t(item)
+            item = t(item) if rng is None else t(item, rng=rng)
         return item
 
 
 class TransformedDataset(torch.utils.data.Dataset):
-    """Applies a transform to every item of a map-style dataset (keeps ``len``)."""
+    """Applies a transform to every item of a map-style dataset (keeps ``len``).
+
+    Indexed by ``i`` the transform draws from the global ``random``; indexed by ``(i, key)`` (a keyed batch
+    sampler, see :class:`~sgseg.data.interleave.InterleavedLoader`) it draws from ``random.Random(key)``, so the
+    item's augmentation is a function of the key alone."""
 
     def __init__(self, dataset, transform) -> None:
         self.dataset = dataset
@@ -167,5 +178,8 @@ class TransformedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> Item:
+    def __getitem__(self, i: int | tuple[int, str]) -> Item:
+        if isinstance(i, tuple):
+            index, key = i
+            return self.transform(self.dataset[index], rng=random.Random(key))
         return self.transform(self.dataset[i])

@@ -14,10 +14,11 @@ from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sgseg.data.collate import collate
-from sgseg.data.interleave import InterleavedLoader
+from sgseg.data.interleave import AUGMENT_DRAWS, InterleavedLoader
 from sgseg.data.transforms import Compose, HorizontalFlip, Resize, TransformedDataset, flip_predicate_map
 
 
@@ -33,6 +34,8 @@ class SceneGraphDataModule(pl.LightningDataModule):
     coco: callable ``split -> Dataset`` for "train" / "val", or None to switch the COCO stream off.
     prepare: optional callable run once in ``prepare_data`` (e.g. generate the synthetic benchmark).
     min_size / max_size: shorter-side resize (a sequence = multi-scale training) and longer-side cap.
+    augment_draws: ``global`` (the process-wide ``random``) | ``keyed`` (per item, from its seed, epoch and
+        position: exact after a resumption and with any ``num_workers``; :mod:`sgseg.data.interleave`).
     """
 
     def __init__(
@@ -50,8 +53,14 @@ class SceneGraphDataModule(pl.LightningDataModule):
         size_divisible: int = 32,
         seed: int = 0,
         prepare: Callable[[], Any] | None = None,
+        augment_draws: str = "global",
     ) -> None:
         super().__init__()
+        if augment_draws not in AUGMENT_DRAWS:
+            raise ValueError(
+                f"data.loader.augment_draws must be one of {AUGMENT_DRAWS}, got {augment_draws!r}"
+            )
+        self.augment_draws = augment_draws
         self.vg_factory, self.coco_factory, self.prepare = vg, coco, prepare
         self.batch_size_vg, self.batch_size_coco, self.eval_batch_size = (
             batch_size_vg,
@@ -111,6 +120,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
                 num_workers=self.num_workers,
                 rank=rank,
                 world_size=world,
+                augment_draws=self.augment_draws,
             )
 
     def train_dataloader(self) -> InterleavedLoader:
@@ -126,6 +136,8 @@ class SceneGraphDataModule(pl.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=partial(_keyed_collate, key=name, size_divisible=self.size_divisible),
+            # keyed: building the loader leaves the global torch RNG (dropout, pair sampling) untouched
+            generator=torch.Generator() if self.augment_draws == "keyed" else None,
         )
 
     def val_dataloader(self) -> list[DataLoader]:
