@@ -118,6 +118,43 @@ def test_pipeline_then_kill_and_resume_with_ckpt_path_last(tmp_path):
 
 
 @pytest.mark.slow
+def test_pipeline_stage_two_equals_stage_two_alone_on_its_detector(tmp_path):
+    """Each stage starts from the run's seed: the pipeline's stage 2 and `stage=scene_graph` on the detector the
+    pipeline trained end with the same weights, bit for bit (one thread each)."""
+    import torch
+
+    common = ["model.trainer.max_epochs=1", "callbacks.progress_bar=null"]
+    pipe = subprocess.run(
+        _cmd(tmp_path, *common), capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600
+    )
+    assert pipe.returncode == 0, pipe.stderr[-3000:]
+    pipe_dir = next((tmp_path / "logs").rglob("metrics.json")).parent
+    alone_logs = tmp_path / "alone"
+    alone_cmd = [
+        f"paths.log_dir={alone_logs}" if a.startswith("paths.log_dir=") else a
+        for a in _cmd(
+            tmp_path,
+            *common,
+            "stage=scene_graph",
+            f"detector.checkpoint={pipe_dir / 'detector' / 'detector.pt'}",
+        )
+    ]
+    alone = subprocess.run(alone_cmd, capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    alone_dir = next(alone_logs.rglob("metrics.json")).parent
+    a, b = (
+        torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        for d in (pipe_dir, alone_dir)
+    )
+    assert a.keys() == b.keys()
+    trained = [k for k in a if not k.startswith("model.detector.")]
+    assert trained and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((pipe_dir / "metrics.json").read_text()) == json.loads(
+        (alone_dir / "metrics.json").read_text()
+    )
+
+
+@pytest.mark.slow
 def test_multirun_failing_job_does_not_stop_the_sweep(tmp_path):
     out = subprocess.run(
         _cmd(tmp_path, "stage=scene_graph", "detector.checkpoint=/nonexistent/a.pt,/nonexistent/b.pt",

@@ -148,6 +148,9 @@ def run_scene_graph(
     cfg: DictConfig, out_dir: Path, detector_path: str | Path, prev_dir: Path | None = None
 ) -> dict[str, Any]:
     """Stage 2: train, validate and test the scene-graph model on the frozen detector."""
+    # every stage starts from the run's seed, so a pipeline's stage 2 trains what `stage=scene_graph` on its
+    # detector trains (and a pipeline resumed after stage 1 what the uninterrupted one would have trained)
+    pl.seed_everything(int(cfg.seed), workers=True)
     # the COCO stream only feeds the refinement head (training) and its mask AP (evaluation)
     dm = build_datamodule(
         cfg,
