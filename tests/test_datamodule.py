@@ -188,18 +188,10 @@ def test_lightning_resume_mid_epoch_sees_the_same_batches(tmp_path):
     state_dict/load_state_dict on stateful iterables) and the resumed run continues the exact sequence."""
     import pytorch_lightning as pl
 
-    class Recorder(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(1, 1)
-            self.seen = []
+    from .lightning_recorder import Recorder
 
-        def training_step(self, batch, batch_idx):
-            self.seen.append((batch["vg"].tolist(), batch["coco"].tolist()))
-            return self.lin(torch.ones(1, 1)).sum()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    def record(batch, noise):
+        return batch["vg"].tolist(), batch["coco"].tolist()
 
     def loader():
         return InterleavedLoader(_Ids(10), _Ids(3, base=100), torch.tensor, 2, 2, seed=3)
@@ -212,12 +204,12 @@ def test_lightning_resume_mid_epoch_sees_the_same_batches(tmp_path):
     ck = pl.callbacks.ModelCheckpoint(
         dirpath=tmp_path, every_n_train_steps=3, save_top_k=-1, filename="{step}"
     )
-    full = Recorder()
+    full = Recorder(record)
     trainer(callbacks=[ck]).fit(full, train_dataloaders=loader())
     assert len(full.seen) == 10
     assert full.seen[:5] != full.seen[5:]  # epoch 1 has its own permutation
     for step in (3, 6):  # mid-epoch 0, and mid-epoch 1 after an epoch boundary
-        resumed = Recorder()
+        resumed = Recorder(record)
         trainer(enable_checkpointing=False).fit(
             resumed, train_dataloaders=loader(), ckpt_path=str(tmp_path / f"step={step}.ckpt")
         )

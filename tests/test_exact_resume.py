@@ -178,23 +178,14 @@ def test_lightning_resume_continues_data_and_model_randomness(tmp_path, with_rng
     the uninterrupted run — with :class:`RngStates`; without it the model-side draws restart from the seed."""
     import pytorch_lightning as pl
 
-    class Recorder(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(1, 1)
-            self.seen = []
+    from .lightning_recorder import Recorder
 
-        def training_step(self, batch, batch_idx):
-            noise = torch.rand(3)  # what dropout masks and pair sampling draw
-            self.seen.append((batch["vg"], batch["coco"], noise.tolist()))
-            return self.lin(noise[:1, None]).sum()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+    def record(batch, noise):
+        return batch["vg"], batch["coco"], noise
 
     def fit(ckpt=None, callbacks=()):
         pl.seed_everything(11)
-        module = Recorder()
+        module = Recorder(record)
         trainer = pl.Trainer(
             max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
             enable_checkpointing=bool(callbacks), callbacks=list(callbacks), default_root_dir=tmp_path / "root",
