@@ -193,7 +193,11 @@ def main() -> None:
     p.add_argument(
         "--smoke", action="store_true", help="tiny models and images (checks the code, not the GPU)"
     )
-    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bf16 autocast (default: on for CUDA, off for --device cpu, where PyTorch's oneDNN LSTM fails under "
+        "bf16 autocast on CPUs without AVX-512)",
+    )  # fmt: skip
     p.add_argument("--compile", action="store_true", help="also time the steps with compile=true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args()
@@ -202,6 +206,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # self.log outside a Trainer, etc.
     device = torch.device(args.device)
+    if args.bf16 is None:
+        args.bf16 = device.type == "cuda"
     timer = _Timer(device)
     rows = _Rows()
     with tempfile.TemporaryDirectory() as tmp:

@@ -430,9 +430,11 @@ def test_torchvision_maskrcnn_weights_map_onto_shared_parts_and_coco_heads():
         tv.roi_heads.mask_head(tv.roi_heads.mask_roi_pool(tv_feats, per_image, shapes))
     )
     ours_masks = det.mask_logits(feats, images, targets.boxes, targets.image_index).logits
-    torch.testing.assert_close(ours_masks, tv_masks[:, ids])
+    # RoIAlign by matrix products vs torchvision's kernel: float32 rounding, ~1e-5 on some CPUs (AMD EPYC)
+    close = {"rtol": 1e-4, "atol": 5e-5}
+    torch.testing.assert_close(ours_masks, tv_masks[:, ids], **close)
     # person (category 1) is our class 1 / channel 0; toothbrush (category 90) our class 80 / channel 79
-    torch.testing.assert_close(ours_masks[:, 79], tv_masks[:, 90])
+    torch.testing.assert_close(ours_masks[:, 79], tv_masks[:, 90], **close)
 
 
 def test_export_and_load_roundtrip(tmp_path):

@@ -58,7 +58,9 @@ def test_evaluate_swaps_grounding_masks_at_test_time(tiny_sweep, tmp_path):
     assert what["mask_source"] == "oracle" and what["trained_mask_source"] == "transfer"
     assert what["checkpoint"].endswith(".ckpt") and what["task"] == "predcls"
     metrics = json.loads((tmp_path / "oracle" / "metrics.json").read_text())
-    assert 0.0 < metrics["predcls/R@50"] <= 1.0
+    # a scored test set: recall without the graph constraint is positive (the tiny model's graph-constrained R@50
+    # can be 0: a few steps of training may put one predicate first for every pair)
+    assert 0.0 <= metrics["predcls/R@50"] <= 1.0 and 0.0 < metrics["predcls/ngR@50"] <= 1.0
     assert "grounded on oracle masks (trained on transfer)" in done.stdout
     # ... on the objects' amodal masks instead of the visible ones: its own folder, recorded in evaluation.json
     amodal = _evaluate(
@@ -96,7 +98,8 @@ def test_evaluate_without_refined_masks_on_the_vg_stream(tiny_sweep, tmp_path):
     folder = job / "evaluate" / "predcls-last-passes0"
     what = json.loads((folder / "evaluation.json").read_text())
     assert what["refine_passes"] == 0 and what["mask_source"] == what["trained_mask_source"] == "transfer"
-    assert 0.0 < json.loads((folder / "metrics.json").read_text())["predcls/R@50"] <= 1.0
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert 0.0 <= metrics["predcls/R@50"] <= 1.0 and 0.0 < metrics["predcls/ngR@50"] <= 1.0
     assert "refine_passes=0 (trained with 2)" in done.stdout
     bad = _evaluate(f"run_dir={job}", "refine_passes=3", f"out={tmp_path / 'bad'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "use 0, 1 or 2" in bad.stderr

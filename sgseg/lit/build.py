@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import pickle
 from dataclasses import asdict, dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
 import hydra
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
@@ -379,6 +380,35 @@ def load_frozen_detector(path: str | Path) -> JointDetector:
             f"detector.checkpoint={path} not found: pass the detector.pt (or .ckpt) of a stage-1 run"
         )
     return load_detector(path, map_location="cpu")
+
+
+@cache
+def cpu_autocast_lstm_works() -> bool:
+    """Whether ``nn.LSTM`` runs under CPU bf16 autocast on this machine. PyTorch's oneDNN LSTM primitive fails
+    there on CPUs without AVX-512 ("could not create a primitive descriptor for the LSTM forward propagation
+    primitive"; seen on an AMD EPYC); with bf16 *inputs* and no autocast it runs."""
+    lstm = torch.nn.LSTM(4, 4)
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(2, 1, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
+def check_cpu_precision(trainer: pl.Trainer, module: torch.nn.Module) -> None:
+    """A clear error instead of oneDNN's crash mid-validation: bf16 autocast (``trainer.precision=bf16-mixed``)
+    on a CPU whose LSTM primitive cannot run under it, for a model with ``nn.LSTM`` layers (MOTIF, VCTree's
+    label decoder)."""
+    on_cpu = trainer.strategy.root_device.type == "cpu"
+    if not (on_cpu and "bf16" in str(trainer.precision)):
+        return
+    if any(isinstance(m, torch.nn.LSTM) for m in module.modules()) and not cpu_autocast_lstm_works():
+        raise ConfigError(
+            f"trainer.precision={trainer.precision} on this CPU: PyTorch's oneDNN LSTM fails under bf16 autocast "
+            "here (no AVX-512), and this model has LSTM layers; use trainer.precision=32 (cpu_bf16_convs=true "
+            "runs the grounding heads' convolutions in bf16 without autocasting the LSTMs)"
+        )
 
 
 def configure_torch(cfg: DictConfig) -> None:

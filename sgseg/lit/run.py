@@ -31,6 +31,7 @@ from sgseg.lit.build import (
     build_datamodule,
     build_detector,
     build_scene_graph_module,
+    check_cpu_precision,
     check_data_paths,
     coco_class_count,
     configure_torch,
@@ -168,6 +169,7 @@ def run_scene_graph(
     # the data (PredCls: the context's object decoder; SGDet: edge grounding when no pair is sampled), so
     # DDP looks for them in every row of the ablation (tests/test_ddp.py trains the full and the base row)
     trainer = build_trainer(cfg, cfg.model.get("trainer"), out_dir, "scene_graph", monitor, find_unused=True)
+    check_cpu_precision(trainer, module)
     record_detector(
         detector_path, out_dir, prev_dir, write=trainer.is_global_zero
     )  # every rank checks, one writes
@@ -275,6 +277,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     trainer = hydra.utils.instantiate(
         run_cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[]
     )
+    check_cpu_precision(trainer, module)
     trainer.test(module, datamodule=dm)
     mode = str(run_cfg.task.name)
     swap = "" if source == trained_source else f", grounded on {source} masks (trained on {trained_source})"
