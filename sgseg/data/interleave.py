@@ -35,6 +35,15 @@ _COCO_SEED_OFFSET = 1_000_003
 AUGMENT_DRAWS = ("global", "keyed")
 
 
+def check_augment_draws(value: str, where: str) -> bool:
+    """True for ``keyed``, False for ``global``; anything else raises naming ``where`` and the config key."""
+    if value not in AUGMENT_DRAWS:
+        raise ValueError(
+            f"{where}: augment_draws must be one of {AUGMENT_DRAWS}, got {value!r} (data.loader.augment_draws)"
+        )
+    return value == "keyed"
+
+
 def epoch_indices(
     num_items: int, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int
 ) -> list[int]:
@@ -149,12 +158,7 @@ class InterleavedLoader:
         world_size: int = 1,
         augment_draws: str = "global",
     ) -> None:
-        if augment_draws not in AUGMENT_DRAWS:
-            raise ValueError(
-                f"InterleavedLoader: augment_draws must be one of {AUGMENT_DRAWS}, got {augment_draws!r} "
-                "(data.loader.augment_draws)"
-            )
-        self.keyed = augment_draws == "keyed"
+        self.keyed = check_augment_draws(augment_draws, "InterleavedLoader")
         if batch_size_vg <= 0 or (coco is not None and batch_size_coco <= 0):
             raise ValueError(
                 f"InterleavedLoader: batch sizes must be positive ({batch_size_vg}, {batch_size_coco})"

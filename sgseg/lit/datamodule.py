@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sgseg.data.collate import collate
-from sgseg.data.interleave import AUGMENT_DRAWS, InterleavedLoader
+from sgseg.data.interleave import InterleavedLoader, check_augment_draws
 from sgseg.data.transforms import Compose, HorizontalFlip, Resize, TransformedDataset, flip_predicate_map
 
 
@@ -56,10 +56,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         augment_draws: str = "global",
     ) -> None:
         super().__init__()
-        if augment_draws not in AUGMENT_DRAWS:
-            raise ValueError(
-                f"data.loader.augment_draws must be one of {AUGMENT_DRAWS}, got {augment_draws!r}"
-            )
+        check_augment_draws(augment_draws, "SceneGraphDataModule")  # at construction, before any loader
         self.augment_draws = augment_draws
         self.vg_factory, self.coco_factory, self.prepare = vg, coco, prepare
         self.batch_size_vg, self.batch_size_coco, self.eval_batch_size = (
