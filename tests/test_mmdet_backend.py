@@ -120,6 +120,10 @@ def test_features_proposals_boxes_and_masks_equal_mmdets_own_forward(loaded):
         assert list(feats) == ["p2", "p3", "p4", "p5", "p6"]
         for a, b in zip(feats.values(), ref_feats):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        # every later stage is checked on the very same feature tensors: features equal only to ~1e-5 give
+        # near-tied RPN scores of a random model a different top-k order on another CPU (a CI on an AMD EPYC
+        # reordered 40 % of the proposals when mmdet ran on its own features)
+        ref_feats = tuple(feats.values())
 
         # RPN: the same proposals as mmdet's rpn_head.predict on the same features
         boxes, index, losses = det.propose(feats, images)
@@ -170,7 +174,7 @@ def test_sgdet_matches_mmdets_bbox_postprocessing(loaded):
     with torch.no_grad():
         feats = det.features(images)
         dets = det.detect(feats, images, head="coco")
-        ref_feats = ref.extract_feat(_ref_input(images))
+        ref_feats = tuple(feats.values())  # the same features (their equality is the test above)
         metas = det._img_metas(images)
         samples = [type("S", (), {"metainfo": m})() for m in metas]
         props = ref.rpn_head.predict(ref_feats, samples, rescale=False)
