@@ -123,14 +123,14 @@ def test_features_proposals_boxes_and_masks_equal_mmdets_own_forward(loaded):
         # every later stage is checked on the very same feature tensors: features equal only to ~1e-5 give
         # near-tied RPN scores of a random model a different top-k order on another CPU (a CI on an AMD EPYC
         # reordered 40 % of the proposals when mmdet ran on its own features)
-        ref_feats = tuple(feats.values())
+        shared_feats = tuple(feats.values())
 
         # RPN: the same proposals as mmdet's rpn_head.predict on the same features
         boxes, index, losses = det.propose(feats, images)
         assert losses == {}
         metas = det._img_metas(images)
         samples = [type("S", (), {"metainfo": m})() for m in metas]
-        ref_props = ref.rpn_head.predict(ref_feats, samples, rescale=False)
+        ref_props = ref.rpn_head.predict(shared_feats, samples, rescale=False)
         torch.testing.assert_close(boxes, torch.cat([r.bboxes for r in ref_props]))
         assert torch.equal(
             index, torch.repeat_interleave(torch.arange(2), torch.tensor([len(r) for r in ref_props]))
@@ -141,7 +141,7 @@ def test_features_proposals_boxes_and_masks_equal_mmdets_own_forward(loaded):
         # given boxes: COCO logits are mmdet's with background moved first; class c is mmdet's c - 1
         gt = _targets(False, [1, 2, 3])
         rois = torch.cat([gt.image_index[:, None].float(), gt.boxes], 1)
-        ref_out = ref.roi_head._bbox_forward(ref_feats, rois)
+        ref_out = ref.roi_head._bbox_forward(shared_feats, rois)
         dets = det.detect(feats, images, gt.boxes, gt.image_index, head="coco")
         torch.testing.assert_close(dets.label_logits[:, 0], ref_out["cls_score"][:, -1])
         torch.testing.assert_close(dets.label_logits[:, 1:], ref_out["cls_score"][:, :-1])
@@ -156,7 +156,7 @@ def test_features_proposals_boxes_and_masks_equal_mmdets_own_forward(loaded):
         torch.testing.assert_close(vg.box_features, dets.box_features)
 
         masks = det.mask_logits(feats, images, gt.boxes, gt.image_index)
-        ref_masks = ref.roi_head._mask_forward(ref_feats, rois)["mask_preds"]
+        ref_masks = ref.roi_head._mask_forward(shared_feats, rois)["mask_preds"]
         assert masks.logits.shape == (3, NUM_COCO, 28, 28)
         torch.testing.assert_close(masks.logits, ref_masks)
         roi = det.roi_features(feats, images, gt.boxes, gt.image_index, 5)
@@ -174,11 +174,12 @@ def test_sgdet_matches_mmdets_bbox_postprocessing(loaded):
     with torch.no_grad():
         feats = det.features(images)
         dets = det.detect(feats, images, head="coco")
-        ref_feats = tuple(feats.values())  # the same features (their equality is the test above)
+        # the same features (their equality to mmdet's own is the test above)
+        shared_feats = tuple(feats.values())
         metas = det._img_metas(images)
         samples = [type("S", (), {"metainfo": m})() for m in metas]
-        props = ref.rpn_head.predict(ref_feats, samples, rescale=False)
-        ref_dets = ref.roi_head.predict_bbox(ref_feats, metas, props, ref.test_cfg.rcnn, rescale=False)
+        props = ref.rpn_head.predict(shared_feats, samples, rescale=False)
+        ref_dets = ref.roi_head.predict_bbox(shared_feats, metas, props, ref.test_cfg.rcnn, rescale=False)
     for i, r in enumerate(ref_dets):
         mine = dets.image_index == i
         assert int(mine.sum()) == len(r.bboxes) > 0

@@ -11,8 +11,8 @@ checkpoint and puts them back when the run resumes.
 Together with ``augment_draws=keyed`` (whose loaders draw nothing from the global generators) a run killed and
 resumed on one process trains the same numbers as the uninterrupted run (tested through a real Trainer). With
 ``augment_draws=global`` the resumed run's augmentation continues from the state saved with the checkpoint, but
-the loaders draw from the global generators too: not exact (a resumed tiny stage-2 run ends with other weights). A checkpoint written by a
-different number of ranks than the resuming run's keeps the fresh seeds, with a warning.
+the loaders draw from the global generators too: not exact (a resumed tiny stage-2 run ends with other weights).
+A checkpoint written by a different number of ranks than the resuming run's keeps the fresh seeds, with a warning.
 """
 
 from __future__ import annotations
