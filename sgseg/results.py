@@ -508,6 +508,23 @@ class JobTime:
     source: str = ""  # "timing.json", "train.log", or "" (nothing recorded)
     start: datetime.datetime | None = None
     end: datetime.datetime | None = None
+    # (start, end) of every segment whose both ends are known: when the job was training, on the wall clock
+    intervals: list[tuple[datetime.datetime, datetime.datetime]] = field(default_factory=list)
+
+
+def busy_seconds(intervals: list[tuple[datetime.datetime, datetime.datetime]]) -> float:
+    """Seconds of wall clock during which at least one of ``intervals`` was running: the length of their union
+    (overlapping jobs count once, the gaps between them — e.g. between sessions — not at all)."""
+    total = 0.0
+    end: datetime.datetime | None = None
+    for a, b in sorted(intervals):
+        if end is None or a > end:
+            total += (b - a).total_seconds()
+            end = b
+        elif b > end:
+            total += (b - end).total_seconds()
+            end = b
+    return total
 
 
 _LOG_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)[,.]\d+\]\[[^\]]*\]\[\w+\] - (.*)$")
@@ -530,6 +547,10 @@ def job_time(path: Path) -> JobTime:
         starts = [t for t in (_timestamp(seg.get("start")) for seg in segments) if t is not None]
         ends = [t for t in (_timestamp(seg.get("updated")) for seg in segments) if t is not None]
         out.start, out.end = min(starts, default=None), max(ends, default=None)
+        for seg in segments:
+            a, b = _timestamp(seg.get("start")), _timestamp(seg.get("updated"))
+            if a is not None and b is not None and b >= a:
+                out.intervals.append((a, b))
         return out
     log = path / "train.log"
     if not log.is_file():
@@ -547,6 +568,7 @@ def job_time(path: Path) -> JobTime:
         else:
             out.seconds += (stop - begin).total_seconds()
             out.end = stop if out.end is None else max(out.end, stop)
+            out.intervals.append((begin, stop))
 
     for line in log.read_text(errors="replace").splitlines():
         m = _LOG_LINE.match(line)
@@ -577,8 +599,9 @@ def _hours(seconds: float) -> str:
 
 def table_job_time(runs: list[Run]) -> Table:
     """Training wall time of the finished runs per study row (and per other experiment): jobs, the mean and the
-    total, and the span from the first job's start to the last one's end (what the whole set took on its
-    machine, with jobs run side by side)."""
+    total; in the note, the wall clock during which at least one job trained (the union of all segments: what
+    the whole set took with jobs side by side, without the gaps between sessions) and the span from the first
+    job's start to the last one's end (gaps included)."""
     groups: dict[str, list[tuple[Run, JobTime]]] = {}
     schedules = shown_schedules(runs)
     for run in _finished(runs):
@@ -615,8 +638,11 @@ def table_job_time(runs: list[Run]) -> Table:
             else MISSING
         )
         unknown = sum(jt.unknown for jt in everything)
+        busy = busy_seconds([iv for jt in everything for iv in jt.intervals])
         note = (
-            f"Job time of all {len(everything)} runs: {_hours(total)} (h:mm); first start to last end: {span}."
+            f"Job time of all {len(everything)} runs: {_hours(total)} (h:mm); wall clock with at least one of them "
+            f"training: {_hours(busy)} (the union of their segments, gaps between sessions left out); first start "
+            f"to last end: {span}."
             + (
                 f" {unknown} killed segment(s) without a recorded time are not in the sums."
                 if unknown

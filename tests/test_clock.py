@@ -160,7 +160,8 @@ def test_job_time_table_sums_per_row(tmp_path: Path) -> None:
                 json.dumps([f"row={row}", f"seed={seed}", "sweep=study"])
             )
             (path / "metrics.json").write_text(json.dumps({"predcls/mR@50": 0.5}))
-            seg = {"start": start, "updated": start, "seconds": seconds}
+            end = dt.datetime.fromisoformat(start) + dt.timedelta(seconds=seconds)
+            seg = {"start": start, "updated": end.isoformat(), "seconds": seconds}
             (path / "timing.json").write_text(json.dumps({"segments": [seg]}))
 
     job("joint", "joint", [1200, 1800], "2026-12-03T10:00:00")
@@ -174,7 +175,22 @@ def test_job_time_table_sums_per_row(tmp_path: Path) -> None:
     assert rows["study MOTIF PredCls: baseline"] == [2, "0:25", "0:50", 2, 0]
     assert rows["study MOTIF PredCls: grounded"] == [2, "1:05", "2:10", 2, 0]
     assert rows["all"] == [4, "—", "3:00", 4, 0]
-    assert "first start to last end: 1:00 from 2026-12-03 10:00" in table.note
+    # the baselines train 10:00-10:20 and 10:00-10:30, the grounded runs 11:00-12:00 and 11:00-12:10: at least
+    # one job trains for 0:30 + 1:10 = 1:40 of the 2:10 from the first start to the last end
+    assert "wall clock with at least one of them training: 1:40" in table.note
+    assert "first start to last end: 2:10 from 2026-12-03 10:00" in table.note
+
+
+def test_busy_seconds_is_the_length_of_the_union() -> None:
+    t = dt.datetime(2026, 12, 5, 10, 0)
+
+    def iv(a: float, b: float) -> tuple[dt.datetime, dt.datetime]:
+        return t + dt.timedelta(minutes=a), t + dt.timedelta(minutes=b)
+
+    assert cr.busy_seconds([]) == 0.0
+    # [0, 30] ∪ [10, 20] (inside) ∪ [25, 40] (overlapping) = [0, 40]; [50, 60] after a gap; [60, 65] touching
+    assert cr.busy_seconds([iv(50, 60), iv(10, 20), iv(0, 30), iv(60, 65), iv(25, 40)]) == 55 * 60
+    assert cr.busy_seconds([iv(0, 10), iv(0, 10)]) == 600  # two jobs side by side count once
 
 
 @pytest.mark.slow
