@@ -343,6 +343,7 @@ class Run:
             own = (
                 info.get("mask_source") == info.get("trained_mask_source")
                 and info.get("refine_passes") is None
+                and info.get("require_overlap") is None
                 and info.get("true_masks") in (None, self.get("data.true_masks"))
                 and (info.get("oracle_blur") or 0.0) == float(self.get("model.oracle_blur") or 0.0)
             )
@@ -429,10 +430,13 @@ def _evaluations(path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 def _retest_key(info: dict[str, Any]) -> str:
     """A re-test's kind: its mask source (``transfer``, ``oracle``, ...; ``oracle_amodal|blur2`` for true amodal
     masks blurred by σ = 2), with ``|passes<k>`` when it also set ``refine_passes`` (the same weights with k
-    refinement passes on the VG stream)."""
+    refinement passes on the VG stream), and ``|overlapping-pairs`` / ``|all-pairs`` when it set the SGDet test's
+    candidate pairs against the run's own ``require_overlap``."""
     passes = info.get("refine_passes")
     source = _source_kind(str(info.get("mask_source")), info.get("true_masks"), info.get("oracle_blur"))
-    return source + ("" if passes is None else f"|passes{passes}")
+    overlap = info.get("require_overlap")
+    pairs = "" if overlap is None else "|overlapping-pairs" if overlap else "|all-pairs"
+    return source + ("" if passes is None else f"|passes{passes}") + pairs
 
 
 def _source_kind(mask_source: str, true_masks: Any, blur: Any = None) -> str:
@@ -462,6 +466,7 @@ def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
             and info.get("task") in tasks
             and info.get("mask_source") == info.get("trained_mask_source")
             and info.get("refine_passes") is None
+            and info.get("require_overlap") is None
             and not info.get("oracle_blur")
             and (folder / "metrics.json").is_file()
         ):
@@ -1206,7 +1211,14 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         id(r): r.retests(task) for rs in rows_runs.values() for r in rs
     }  # read each run's re-tests once
     # blurred true masks (sgseg.evaluate oracle_blur=σ): a column of their own, after the sharp sources
-    blurred = sorted({k for found in retests.values() for k in found if "|blur" in k and "|passes" not in k})
+    blurred = sorted(
+        {
+            k
+            for found in retests.values()
+            for k in found
+            if "|blur" in k and "|passes" not in k and "-pairs" not in k
+        }
+    )
     sources = [*SWAP_SOURCES, *blurred]
     for variant, trained in TRAINED_SOURCE.items():
         # runs with at least one swap (the ckpt=last re-test on the run's own masks is not one)

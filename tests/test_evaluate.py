@@ -40,6 +40,20 @@ def test_evaluate_reproduces_the_test_stage_and_switches_task(tiny_sweep, tmp_pa
     assert sgdet.returncode == 0, sgdet.stderr[-3000:]
     metrics = json.loads((job / "evaluate" / "sgdet-last" / "metrics.json").read_text())
     assert 0.0 <= metrics["sgdet/R@50"] <= 1.0 and not any(k.startswith("predcls/") for k in metrics)
+    # ... on every ordered pair of detections instead of the reference's overlapping ones (this run's default;
+    # the synthetic experiments score all pairs): a folder of its own, recorded in evaluation.json
+    every = _evaluate(f"run_dir={job}", "task=sgdet", "ckpt=last", "require_overlap=false")
+    assert every.returncode == 0, every.stderr[-3000:]
+    folder = job / "evaluate" / "sgdet-last-all-pairs"
+    assert json.loads((folder / "evaluation.json").read_text())["require_overlap"] is False
+    assert (
+        json.loads((job / "evaluate" / "sgdet-last" / "evaluation.json").read_text())["require_overlap"]
+        is None
+    )
+    assert 0.0 <= json.loads((folder / "metrics.json").read_text())["sgdet/ngR@100"] <= 1.0
+    assert "all ordered pairs of detections" in every.stdout
+    wrong = _evaluate(f"run_dir={job}", "require_overlap=true", f"out={tmp_path / 'w'}")
+    assert wrong.returncode == 1 and "only for an SGDet test" in wrong.stderr
 
 
 def test_evaluate_without_a_run_is_one_clear_line(tmp_path):

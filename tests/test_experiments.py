@@ -199,6 +199,12 @@ def test_synthetic_experiments() -> None:
     # the synthetic benchmark keeps its own defaults (issue 10 changed only the real-data experiments')
     assert not pipe["data"]["vg"].get("filter_non_overlap", False)
     assert pipe["data"]["vg"]["max_test_boxes"] is None and pipe["model"]["detections_per_image"] is None
+    # ... and its SGDet test scores every ordered pair of detections: three quarters of its relations join boxes
+    # that do not overlap (above, below, left of), which the reference's overlap filter would never score
+    for name in ("motif", "vctree", "transformer"):
+        for variant in ("", "_baseline"):
+            cfg = _compose(f"experiment=synthetic_{name}{variant}", "task=sgdet")
+            assert cfg.model.sampling.test_require_overlap is False, (name, variant)
     det = OmegaConf.to_container(_compose("experiment=synthetic_detector"), resolve=True)
     assert det["stage"] == "detector" and det["data"]["coco"] is not None
     alias = OmegaConf.to_container(_compose("experiment=detector_synthetic"), resolve=True)

@@ -522,16 +522,24 @@ def test_study_validation_curves(tmp_path: Path) -> None:
 
 
 def _retest(
-    job: Path, source: str, metrics: dict, checkpoint: str = "best-step=9.ckpt", passes: int | None = None
+    job: Path,
+    source: str,
+    metrics: dict,
+    checkpoint: str = "best-step=9.ckpt",
+    passes: int | None = None,
+    require_overlap: bool | None = None,
 ) -> None:
     suffix = ("" if source == "transfer" else f"-{source}-masks") + (
         "" if passes is None else f"-passes{passes}"
     )
+    if require_overlap is not None:
+        suffix += "-overlapping-pairs" if require_overlap else "-all-pairs"
     out = job / "evaluate" / f"predcls-{Path(checkpoint).stem}{suffix}"
     out.mkdir(parents=True)
     (out / "metrics.json").write_text(json.dumps(metrics))
     info = {"task": "predcls", "mask_source": source, "trained_mask_source": "transfer", "refine_passes": passes,
-            "checkpoint": str(job / "checkpoints" / checkpoint), "run_dir": str(job)}  # fmt: skip
+            "checkpoint": str(job / "checkpoints" / checkpoint), "run_dir": str(job),
+            "require_overlap": require_overlap}  # fmt: skip
     (out / "evaluation.json").write_text(json.dumps(info))
 
 
@@ -556,10 +564,19 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
                 tmp_path / f"grounded_{seed}", "transfer", unrefined[seed], checkpoint="last.ckpt", passes=0
             )
             assert cr._final_weights_test(tmp_path / f"grounded_{seed}", ["predcls"]) is None
+        if seed == 0:  # another set of test pairs (sgseg.evaluate require_overlap=...): a re-test, not a swap
+            _retest(tmp_path / "grounded_0", "transfer", swapped[seed], require_overlap=False)
+            _retest(
+                tmp_path / "grounded_0",
+                "transfer",
+                swapped[seed],
+                checkpoint="last.ckpt",
+                require_overlap=True,
+            )
+            assert cr._final_weights_test(tmp_path / "grounded_0", ["predcls"]) is None
     runs = [cr.load_run(tmp_path / f"grounded_{s}") for s in (0, 1, 2)]
-    assert (
-        set(runs[0].retests("predcls")) == {"oracle", "transfer|passes0"} and runs[0].retests("sgcls") == {}
-    )
+    assert set(runs[0].retests("predcls")) == {"oracle", "transfer|passes0", "transfer|all-pairs"}
+    assert runs[0].retests("sgcls") == {} and set(runs[2].retests("predcls")) == {"oracle"}
     table = cr.table_study_swaps(("motif", "tiny", "predcls", ""), {"grounded": runs})
     assert table is not None and table.header[-1] == "runs"
     by_measure = {row[1]: row for row in table.rows}

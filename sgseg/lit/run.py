@@ -233,6 +233,23 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         run_cfg.model.train_refine_passes = run_cfg.model.get("refine_passes") if trained is None else trained
         run_cfg.model.refine_passes = int(passes)
         suffix += f"-passes{int(passes)}"
+    overlap = cfg.get("require_overlap")
+    overlap_changed = False
+    if overlap is not None:
+        # SGDet test: candidate pairs only between overlapping detections (the reference) or all ordered pairs
+        if not isinstance(overlap, bool):
+            raise ConfigError(
+                f"require_overlap={overlap!r}: true or false (or null for the run's own setting)"
+            )
+        if run_cfg.task.name != "sgdet":
+            raise ConfigError(
+                f"require_overlap={overlap}: only for an SGDet test (task=sgdet); PredCls and SGCls score every "
+                "ordered pair of the GT boxes"
+            )
+        if overlap != bool(run_cfg.model.sampling.get("test_require_overlap", True)):
+            run_cfg.model.sampling.test_require_overlap = overlap
+            overlap_changed = True
+            suffix += "-overlapping-pairs" if overlap else "-all-pairs"
     out_dir = (
         Path(cfg.out)
         if cfg.get("out")
@@ -270,6 +287,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
                 "oracle_blur": module.model.oracle_blur or None,
                 # the built model's setting (None: the run's own)
                 "refine_passes": None if passes is None else int(module.model.refine_passes),
+                # SGDet test pairs, where set against the run's own setting: only overlapping detections (true)
+                # or all ordered pairs (false); None: the run's own
+                "require_overlap": bool(overlap) if overlap_changed else None,
             },
             indent=2,
         )  # fmt: skip
@@ -285,6 +305,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         swap += f", true masks blurred by σ={float(blur):g}"
     if passes is not None:
         swap += f", refine_passes={int(passes)} (trained with {run_cfg.model.train_refine_passes})"
+    if overlap_changed:
+        swap += ", pairs of overlapping detections only" if overlap else ", all ordered pairs of detections"
     print(f"\n{run_cfg.model.name} / {mode}, {ckpt_path.name}{swap}  (recall in %)")
     print(results_table(module.test_metrics, mode))
     print(f"written to {out_dir}")
