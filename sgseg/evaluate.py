@@ -6,7 +6,10 @@ and plot — written under ``<run dir>/evaluate/<task>-<checkpoint>`` (or ``out=
 (what was tested).
 
 ``mask_source=transfer|oracle|shuffled`` swaps grounding's masks at test time (the same weights grounded on
-other masks: how much the trained model reads them), written under ``.../<task>-<checkpoint>-<source>-masks``.
+other masks: how much the trained model reads them), written under ``.../<task>-<checkpoint>-<source>-masks``;
+``task=sgdet require_overlap=true|false`` re-tests SGDet on the pairs of overlapping detections only (the
+reference) or on every ordered pair (the synthetic experiments' setting), under ``...-overlapping-pairs`` /
+``...-all-pairs``.
 """
 
 from __future__ import annotations
