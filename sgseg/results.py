@@ -549,13 +549,10 @@ def job_time(path: Path) -> JobTime:
         segments = [seg for f in files for seg in read_timing(f)]
         out.seconds = sum(float(seg["seconds"]) for seg in segments)
         out.segments = len(segments)
-        starts = [t for t in (_timestamp(seg.get("start")) for seg in segments) if t is not None]
-        ends = [t for t in (_timestamp(seg.get("updated")) for seg in segments) if t is not None]
-        out.start, out.end = min(starts, default=None), max(ends, default=None)
-        for seg in segments:
-            a, b = _timestamp(seg.get("start")), _timestamp(seg.get("updated"))
-            if a is not None and b is not None and b >= a:
-                out.intervals.append((a, b))
+        times = [(_timestamp(seg.get("start")), _timestamp(seg.get("updated"))) for seg in segments]
+        out.start = min((a for a, _ in times if a is not None), default=None)
+        out.end = max((b for _, b in times if b is not None), default=None)
+        out.intervals = [(a, b) for a, b in times if a is not None and b is not None and b >= a]
         return out
     log = path / "train.log"
     if not log.is_file():
@@ -1211,14 +1208,7 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         id(r): r.retests(task) for rs in rows_runs.values() for r in rs
     }  # read each run's re-tests once
     # blurred true masks (sgseg.evaluate oracle_blur=σ): a column of their own, after the sharp sources
-    blurred = sorted(
-        {
-            k
-            for found in retests.values()
-            for k in found
-            if "|blur" in k and "|passes" not in k and "-pairs" not in k
-        }
-    )
+    blurred = sorted({k for found in retests.values() for k in found if "|blur" in k and "|passes" not in k})
     sources = [*SWAP_SOURCES, *blurred]
     for variant, trained in TRAINED_SOURCE.items():
         # runs with at least one swap (the ckpt=last re-test on the run's own masks is not one)
