@@ -340,17 +340,22 @@ class Run:
                 or not Path(str(info.get("checkpoint"))).stem.startswith(self.checkpoint)
             ):
                 continue
-            own = (
-                info.get("mask_source") == info.get("trained_mask_source")
-                and info.get("refine_passes") is None
-                and info.get("require_overlap") is None
-                and info.get("true_masks") in (None, self.get("data.true_masks"))
-                and (info.get("oracle_blur") or 0.0) == float(self.get("model.oracle_blur") or 0.0)
-            )
-            if own:
+            if self.own_settings(info):
                 continue  # the run's own masks and settings: its final-weights test, not a swap
             found[_retest_key(info)] = metrics
         return found
+
+    def own_settings(self, info: dict[str, Any]) -> bool:
+        """Whether a re-test (its ``evaluation.json``) ran on this run's own masks and test settings — its
+        final-weights test — rather than a swap or another set of test pairs: the mask source it trained on, the
+        true-mask file and blur of its config (an oracle run), its own refinement passes and SGDet pairs."""
+        return (
+            info.get("mask_source") == info.get("trained_mask_source")
+            and info.get("refine_passes") is None
+            and info.get("require_overlap") is None
+            and info.get("true_masks") in (None, self.get("data.true_masks"))
+            and float(info.get("oracle_blur") or 0.0) == float(self.get("model.oracle_blur") or 0.0)
+        )
 
     def per_image(self, task: str) -> dict[str, np.ndarray] | None:
         """``<task>_per_image.npz`` (written at test time), None when absent."""
@@ -457,17 +462,14 @@ def _swap_name(key: str) -> str:
     return SWAP_NAMES[source] + (f", blurred σ={blur}" if blur else "")
 
 
-def _final_weights_test(path: Path, tasks: list[str]) -> Path | None:
-    """The folder of ``python -m sgseg.evaluate run_dir=PATH ckpt=last`` on the run's own masks in one of the
-    run's own ``tasks``, None when absent."""
-    for folder, info in _evaluations(path):
+def _final_weights_test(run: Run) -> Path | None:
+    """The folder of ``python -m sgseg.evaluate run_dir=RUN ckpt=last`` in one of the run's own tasks with its own
+    masks and settings (``Run.own_settings``), None when absent."""
+    for folder, info in _evaluations(run.path):
         if (
             Path(str(info.get("checkpoint"))).stem == "last"
-            and info.get("task") in tasks
-            and info.get("mask_source") == info.get("trained_mask_source")
-            and info.get("refine_passes") is None
-            and info.get("require_overlap") is None
-            and not info.get("oracle_blur")
+            and info.get("task") in run.tasks
+            and run.own_settings(info)
             and (folder / "metrics.json").is_file()
         ):
             return folder
@@ -490,7 +492,7 @@ def load_run(path: Path, checkpoint: str = "best") -> Run:
     run.detector_metrics = _load_json(path / "detector" / "detector_metrics.json")
     run.detector_source = _load_json(path / "detector_source.json")
     if checkpoint == "last" and run.metrics:
-        run.test_dir = _final_weights_test(path, run.tasks)
+        run.test_dir = _final_weights_test(run)
         if run.test_dir is None:
             run.metrics = {}
             run.failure = f"no final-weights re-test; run python -m sgseg.evaluate run_dir={path} ckpt=last"

@@ -563,7 +563,7 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
             _retest(
                 tmp_path / f"grounded_{seed}", "transfer", unrefined[seed], checkpoint="last.ckpt", passes=0
             )
-            assert cr._final_weights_test(tmp_path / f"grounded_{seed}", ["predcls"]) is None
+            assert cr._final_weights_test(cr.load_run(tmp_path / f"grounded_{seed}")) is None
         if seed == 0:  # another set of test pairs (sgseg.evaluate require_overlap=...): a re-test, not a swap
             _retest(tmp_path / "grounded_0", "transfer", swapped[seed], require_overlap=False)
             _retest(
@@ -573,7 +573,7 @@ def test_study_mask_swap_table(tmp_path: Path) -> None:
                 checkpoint="last.ckpt",
                 require_overlap=True,
             )
-            assert cr._final_weights_test(tmp_path / "grounded_0", ["predcls"]) is None
+            assert cr._final_weights_test(cr.load_run(tmp_path / "grounded_0")) is None
     runs = [cr.load_run(tmp_path / f"grounded_{s}") for s in (0, 1, 2)]
     assert set(runs[0].retests("predcls")) == {"oracle", "transfer|passes0", "transfer|all-pairs"}
     assert runs[0].retests("sgcls") == {} and set(runs[2].retests("predcls")) == {"oracle"}
@@ -633,7 +633,7 @@ def test_blurred_true_masks_are_a_swap_of_their_own(tmp_path: Path) -> None:
         assert cr._retest_key(info_own) == "oracle_amodal|blur2"
         assert cr._retest_key({**info_own, "oracle_blur": None}) == "oracle_amodal"
         (out / "evaluation.json").write_text(json.dumps(info_own))
-        assert cr._final_weights_test(tmp_path / f"grounded_{seed}", ["predcls"]) is None
+        assert cr._final_weights_test(cr.load_run(tmp_path / f"grounded_{seed}")) is None
         (out / "evaluation.json").write_text(json.dumps(info))
     runs = [cr.load_run(tmp_path / f"grounded_{s}", "best") for s in (0, 1)]
     runs[0].checkpoint = runs[1].checkpoint = (
@@ -656,6 +656,34 @@ def test_blurred_true_masks_are_a_swap_of_their_own(tmp_path: Path) -> None:
     cfg["model"]["oracle_blur"] = 0.0
     (tmp_path / "grounded_0" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert cr.load_run(tmp_path / "grounded_0").study_variant == "oracle"
+    # ... and its final-weights test (sgseg.evaluate ckpt=last: the run's own blur, recorded as oracle_blur) is
+    # found as such, while a sharp re-test of the same run is a swap, not its final-weights test
+    cfg["model"]["oracle_blur"] = 2.0
+    cfg["data"]["true_masks"] = "vg_{split}_amodal_masks.json"
+    (tmp_path / "grounded_0" / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "grounded_0" / "evaluate" / "predcls-last-oracle-masks-vg_split_amodal_masks-blur2"
+    sharp = out.parent / "predcls-last"  # sorts first: the sharp re-test must not be taken for the own one
+    sharp.mkdir()
+    (sharp / "metrics.json").write_text(json.dumps(own[0]))
+    (sharp / "evaluation.json").write_text(
+        json.dumps(
+            {
+                **info,
+                "checkpoint": str(tmp_path / "grounded_0" / "checkpoints" / "last.ckpt"),
+                "trained_mask_source": "oracle",
+                "oracle_blur": None,
+            }
+        )  # fmt: skip
+    )
+    info_blur = json.loads((out / "evaluation.json").read_text()) | {"trained_mask_source": "oracle"}
+    (out / "evaluation.json").write_text(json.dumps(info_blur))
+    run = cr.load_run(tmp_path / "grounded_0", "last")
+    assert run.test_dir == out and run.failure is None
+    assert run.metrics["predcls/mR@50"] == blurred[0]["predcls/mR@50"] != own[0]["predcls/mR@50"]
+    assert set(run.retests("predcls")) == {"oracle_amodal"}
+    # another true-mask file than the run's: a swap as well
+    (out / "evaluation.json").write_text(json.dumps(info_blur | {"true_masks": "vg_{split}_masks.json"}))
+    assert cr._final_weights_test(cr.load_run(tmp_path / "grounded_0")) is None
 
 
 def _final_weights_retest(job: Path, scratch: Path, source: str = "transfer") -> None:
