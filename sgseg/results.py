@@ -1885,8 +1885,8 @@ def archive_runs(paths: list[Path], dest: Path) -> list[Path]:
     run's folder name and its place below the argument it was found under (``dest/<arg name>/<job subpath>``),
     so that ``python -m sgseg.results dest ...`` gives the same tables on any machine — the run folders themselves
     (checkpoints, pictures) stay where they are. Files already in the archive are replaced by the run's current
-    ones (a later re-test updates it); two arguments with the same folder name are refused, as they would mix.
-    Returns the archived run folders."""
+    ones (a later re-test updates it); two arguments with the same folder name are refused, as they would mix;
+    a run that already is the archive's folder is left as it is. Returns the archived run folders."""
     names: dict[str, Path] = {}
     for path in paths:
         other = names.setdefault(path.resolve().name, path)
@@ -1900,6 +1900,11 @@ def archive_runs(paths: list[Path], dest: Path) -> list[Path]:
         jobs = find_job_dirs([path])
         for job in jobs:
             target = dest / path.resolve().name / job.relative_to(path)
+            if (
+                target.resolve() == job.resolve()
+            ):  # a run of the archive itself: already there, nothing to copy
+                out.append(target)
+                continue
             files = sorted({f for pattern in ARCHIVE_FILES for f in job.glob(pattern) if f.is_file()})
             for f in files:
                 to = target / f.relative_to(job)

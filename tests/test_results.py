@@ -806,6 +806,11 @@ def test_archive_keeps_what_the_tables_need_and_nothing_else(tmp_path: Path) -> 
                                              for s in (0, 1)]  # fmt: skip
     assert (dest / "study12/grounded_s0/evaluate/predcls-last-oracle-masks/metrics.json").is_file()
     assert tables(dest / "study12") == tables(root)
+    # an archived run given again, into its own archive (source = destination): left as it is, not an error
+    archived = dest / "study12" / "grounded_s0"
+    before = {f: f.read_bytes() for f in archived.rglob("*") if f.is_file()}
+    assert cr.archive_runs([archived], dest / "study12") == [archived]
+    assert {f: f.read_bytes() for f in archived.rglob("*") if f.is_file()} == before
     # two folders of the same name would mix in the archive
     (tmp_path / "other" / "study12").mkdir(parents=True)
     with pytest.raises(ValueError, match="same folder name"):
