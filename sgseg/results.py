@@ -1900,9 +1900,8 @@ def archive_runs(paths: list[Path], dest: Path) -> list[Path]:
         jobs = find_job_dirs([path])
         for job in jobs:
             target = dest / path.resolve().name / job.relative_to(path)
-            if (
-                target.resolve() == job.resolve()
-            ):  # a run of the archive itself: already there, nothing to copy
+            # a run of the archive itself: already there, nothing to copy
+            if target.resolve() == job.resolve():
                 out.append(target)
                 continue
             files = sorted({f for pattern in ARCHIVE_FILES for f in job.glob(pattern) if f.is_file()})
