@@ -27,6 +27,8 @@ must agree to float tolerance).
         --repeats 30 --block 10 --variants none gaussian
     # + a column with the grounding / refinement heads' convs in bf16 (cpu_bf16_convs=true; CPUs with AMX)
     python scripts/bench_stage2.py ... --bf16
+    # which speed-up pays on this CPU: + one column per named flag, the current path with that one switched off
+    python scripts/bench_stage2.py ... --ablate CHANNELS_LAST SEPARABLE
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from sgseg.lit.build import (
     coco_class_count,
     load_frozen_detector,
 )
-from sgseg.models.speedups import code_path
+from sgseg.models.speedups import FLAGS, code_path
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # + "bf16" with --bf16: "after" with the heads' convs in bf16 (cpu_bf16_convs=true)
@@ -60,11 +62,13 @@ PATHS = ("before", "after")
 
 @contextlib.contextmanager
 def path_switches(path: str):
-    """The code path of one column: the plain path, the current one, or the current one with bf16 convs."""
+    """The code path of one column: the plain path, the current one, the current one with bf16 convs, or the
+    current one with one speed-up off (``-FLAG``)."""
     old = concat_conv.BF16_CONVS
     concat_conv.BF16_CONVS = path == "bf16"
+    off = [path[1:]] if path.startswith("-") else []
     try:
-        with code_path(path != "before"):
+        with code_path(path != "before"), code_path(False, off):
             yield
     finally:
         concat_conv.BF16_CONVS = old
@@ -166,10 +170,22 @@ def main() -> None:
         "(cpu_bf16_convs=true; pays on CPUs with AMX)",
     )
     p.add_argument(
+        "--ablate",
+        nargs="+",
+        default=[],
+        metavar="FLAG",
+        help=f"add a column per flag: the current path with that one speed-up off (what it gains on this CPU); "
+        f"flags: {' '.join(FLAGS)}",
+    )
+    p.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. task=sgcls data.loader.batch_size_vg=8"
     )
     args = p.parse_args()
+    unknown = sorted(set(args.ablate) - set(FLAGS))
+    if unknown:
+        p.error(f"--ablate: unknown speed-up flag(s) {unknown}; known: {' '.join(FLAGS)}")
     paths = (*PATHS, "bf16") if args.bf16 else PATHS
+    paths = (*paths, *(f"-{flag}" for flag in args.ablate))
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,6 +264,15 @@ def main() -> None:
         if bf:
             row += f"{emed[(v, 'bf16')]:>10.3f}{b / emed[(v, 'bf16')]:>14.2f}×"
         print(row)
+    if args.ablate:
+        print("\nthe current path with one speed-up off: training step (s) and what the speed-up gains here "
+              "(time without it / time with it; < 1: it slows this CPU down)")  # fmt: skip
+        print(f"{'edge':<10}{'flag off':<26}{'step (s)':>10}{'gain':>8}{'eval (s)':>10}{'eval gain':>11}")
+        for v in args.variants:
+            for flag in args.ablate:
+                t, e = med[(v, f"-{flag}")], emed[(v, f"-{flag}")]
+                print(f"{v:<10}{flag:<26}{t:>10.3f}{t / med[(v, 'after')]:>7.2f}×{e:>10.3f}"
+                      f"{e / emed[(v, 'after')]:>10.2f}×")  # fmt: skip
 
 
 if __name__ == "__main__":
