@@ -475,3 +475,35 @@ def test_motif_decoder_input_projected_once_equals_step_by_step(training):
     for a, b in zip(runs[True], runs[False]):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
     assert runs[True][0].abs().sum() > 0 and runs[True][3].abs().sum() > 0
+
+
+def test_bench_stage2_ablation_column_switches_off_one_flag_only():
+    """``scripts/bench_stage2.py --ablate FLAG``: its ``-FLAG`` column runs the current path with only FLAG off
+    (and ``before`` the plain path, ``after`` the current one); every flag is restored afterwards."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    from sgseg.models.speedups import FLAGS, SWITCHES
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "bench_stage2.py"
+    spec = importlib.util.spec_from_file_location("bench_stage2", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def values():
+        return {flag: getattr(importlib.import_module(mod), flag) for mod, flag in SWITCHES}
+
+    before = values()
+    for flag in ("CHANNELS_LAST", "SEPARABLE", "ONCE_PER_UNORDERED_PAIR"):
+        with bench.path_switches(f"-{flag}"):
+            assert values() == {f: f != flag for f in FLAGS}
+            assert not concat_conv.BF16_CONVS
+        assert values() == before
+    with bench.path_switches("before"):
+        assert not any(values().values())
+    with bench.path_switches("after"):
+        assert all(values().values())
+    with bench.path_switches("bf16"):
+        assert all(values().values()) and concat_conv.BF16_CONVS
+    assert values() == before and not concat_conv.BF16_CONVS
