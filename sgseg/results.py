@@ -15,8 +15,9 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
 - Table 2: COCO val mask AP of the transferred masks without and with refinement,
 - Table 3: zsR@20/100 per task, baseline vs. seg-grounded,
 - Table 4: the ablation rows (``row=``/``ablation_row``) as mean ± std over seeds of mR@20/50/100,
-- the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / oracle_amodal / shuffled
-  (mask source ``model.mask_source``; oracle_amodal: the oracle on an amodal ``data.true_masks`` file) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
+- the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / oracle_amodal / shuffled /
+  empty (mask source ``model.mask_source``; oracle_amodal: the oracle on an amodal ``data.true_masks`` file; empty:
+  the control, trained and tested on all-zero masks, ``row=empty``) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
   bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50
   (with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs);
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
@@ -81,11 +82,17 @@ STUDY_SOURCES = {
     "oracle": "oracle",
     "oracle_amodal": "oracle_amodal",
     "shuffled": "shuffled",
+    "empty": "empty",
 }
-STUDY_ROWS = ("baseline", "grounded", "oracle", "oracle_amodal", "shuffled")
+STUDY_ROWS = ("baseline", "grounded", "oracle", "oracle_amodal", "shuffled", "empty")
 # the oracle on the objects' amodal masks (data.true_masks names an *amodal* file, e.g. the synthetic benchmark's
 # vg_{split}_amodal_masks.json) rather than the visible ones
 AMODAL_ORACLE = "oracle_amodal"
+# the control (``row=empty``): the seg-grounded model trained and tested on all-zero masks, the grounded
+# architecture without any shape information
+CONTROL = "empty"
+# rows listed in the study table only when run (the four main rows show "—" when missing)
+OPTIONAL_ROWS = (AMODAL_ORACLE, CONTROL)
 STUDY_K = 50
 # the test-time mask swaps of sgseg.evaluate (mask_source=...), and the masks each study row trained on
 SWAP_SOURCES = ("transfer", "oracle", "oracle_amodal", "shuffled", "empty")
@@ -98,6 +105,7 @@ TRAINED_SOURCE = {
     "oracle": "oracle",
     AMODAL_ORACLE: AMODAL_ORACLE,
     "shuffled": "shuffled",
+    CONTROL: "empty",
 }
 # synthetic predicates decided by the pixels (holes, contact, partial cover, surrounding) rather than the boxes
 MASK_PREDICATES = frozenset({"in hole of", "on", "touching", "near", "partly covering", "around"})
@@ -296,7 +304,8 @@ class Run:
     @property
     def study_variant(self) -> str | None:
         """The study's row: baseline (no grounding, no refinement, any detector) or the full seg-grounded
-        model (node + Gaussian edge grounding + refinement) on its mask source: grounded | oracle | shuffled."""
+        model (node + Gaussian edge grounding + refinement) on its mask source: grounded | oracle | oracle_amodal |
+        shuffled | empty (the control, all-zero masks)."""
         if self.node == "none" and self.edge == "none" and self.refine is False:
             return "baseline"
         if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
@@ -1082,8 +1091,8 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
     rows = []
     for variant in STUDY_ROWS:
         runs = rows_runs.get(variant, [])
-        if variant == AMODAL_ORACLE and not runs:
-            continue  # an optional fifth row: listed only when run (the four main rows show "—" when missing)
+        if variant in OPTIONAL_ROWS and not runs:
+            continue  # listed only when run (the four main rows show "—" when missing)
         cells = [IntervalCell() for _ in metrics]
         for run in runs:
             for cell, m in zip(cells, metrics):
@@ -1092,7 +1101,8 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
     note = (
         "Recall (%), mean ± half-width of the 95 % Student-t interval over the runs (seeds) of each row. "
         "grounded / oracle / shuffled: the seg-grounded model on transferred, true (visible), or deranged-source "
-        "masks; oracle_amodal: on the objects' true amodal masks."
+        "masks; oracle_amodal: on the objects' true amodal masks; empty: trained and tested on all-zero masks "
+        "(the control: the grounded architecture without shapes)."
     )
     if detectors := detector_note(rows_runs):
         note += " " + detectors
@@ -1335,7 +1345,7 @@ def _signed(x: float) -> str:
 
 
 def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: int) -> Table:
-    """Per seed and over the seeds: grounded / oracle / shuffled − baseline, mR@50 and R@50, with the 95 %
+    """Per seed and over the seeds: grounded / oracle / shuffled / empty − baseline, mR@50 and R@50, with the 95 %
     percentile interval of the paired bootstrap over test images (:func:`paired_bootstrap`)."""
     task = key[2]
     k = STUDY_K
@@ -1551,7 +1561,7 @@ def table_study_over_seeds(
         "a recorded value replaces a run of the same row and seed). Mean ± 95 % t-interval over the seeds; Δ: "
         "row − baseline of the same seed, over the seeds with both, with the two-sided paired t-test's p; "
         "'vs grounded': the same against the grounded (transferred-mask) run of the same seed — the gap between "
-        "transferred and true or wrong-source masks."
+        "transferred and true, wrong-source or no (empty: all-zero) masks."
     )
     name = f"study_over_seeds_{_study_slug(key)}"
     header = [
@@ -1595,11 +1605,12 @@ def mask_decided_first(names: list[str]) -> list[int]:
 
 
 def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
-    """Per-predicate R@50 bars: baseline vs. grounded vs. oracle (those present), mean over seeds with the 95 %
-    t-interval as error bars; mask-decided predicates first and marked (bold label, shaded). None without data."""
+    """Per-predicate R@50 bars: baseline vs. grounded vs. oracle(s) vs. the all-zero-mask control (those present),
+    mean over seeds with the 95 % t-interval as error bars; mask-decided predicates first and marked (bold label,
+    shaded). None without data."""
     task = key[2]
     count = _num_predicates(rows_runs, task)
-    shown = [v for v in ("baseline", "grounded", "oracle", AMODAL_ORACLE) if rows_runs.get(v)]
+    shown = [v for v in ("baseline", "grounded", "oracle", AMODAL_ORACLE, CONTROL) if rows_runs.get(v)]
     if count == 0 or not shown:
         return None
     import matplotlib
@@ -1611,7 +1622,8 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
     names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
     order = mask_decided_first(names)  # as the per-predicate table lists them
     names = [names[i] for i in order]
-    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2"}
+    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2",
+              CONTROL: "#DD8452"}  # fmt: skip
     width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * count + 2.0) + 2.5, 4.0))
     for c, n in enumerate(names):
@@ -1687,7 +1699,7 @@ def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path
     import matplotlib.pyplot as plt
 
     colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2",
-              "shuffled": "#C44E52"}  # fmt: skip
+              "shuffled": "#C44E52", CONTROL: "#DD8452"}  # fmt: skip
     style = {label: styles[i % len(styles)] for i, label in enumerate(series)}
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.0 if len(series) == 1 else 4.6))
     for ax, metric in zip(axes, ("mR", "R")):

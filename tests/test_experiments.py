@@ -295,6 +295,31 @@ def test_study_sweep_expands_to_four_rows_times_five_seeds_on_one_detector() -> 
     assert cfg.stage == "scene_graph" and cfg.detector.checkpoint is None
 
 
+@pytest.mark.parametrize("extra", ["row=oracle_amodal", "row=empty"])
+def test_study_optional_rows_are_the_grounded_model_on_another_mask_source(extra: str) -> None:
+    """The study's optional rows (not in the sweep file, added with row=...): the full seg-grounded model of row
+    refine with only the mask source changed — the amodal true masks, or all-zero masks (the control)."""
+    cfg = _compose("sweep=study", "experiment=synthetic_motif", "detector.checkpoint=/tmp/det.pt", extra)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    ref = OmegaConf.to_container(
+        _compose(
+            "sweep=study", "experiment=synthetic_motif", "detector.checkpoint=/tmp/det.pt", "row=refine"
+        ),
+        resolve=True,
+    )
+    row = extra.split("=")[1]
+    assert _parts("sweep=study", "experiment=synthetic_motif", "detector.checkpoint=/tmp/det.pt", extra) == (
+        "masks", "gaussian", "on",
+    )  # fmt: skip
+    assert plain["ablation_row"] == row and plain["tags"] == ["predcls", "study", row]
+    expected = {"oracle_amodal": "oracle", "empty": "empty"}[row]
+    assert plain["model"]["mask_source"] == expected and ref["model"]["mask_source"] == "transfer"
+    # the model, the detector and the stage are row refine's (the logger names the row, the data the mask file)
+    plain["model"].pop("mask_source"), ref["model"].pop("mask_source")
+    for key in ("model", "detector", "stage", "seed"):
+        assert plain[key] == ref[key], key
+
+
 def test_command_line_grid_replaces_the_sweep_files() -> None:
     jobs = _sweep_jobs("experiment=synthetic_vctree", "seed=0,1,2")
     assert len(jobs) == 7 * 3

@@ -371,6 +371,7 @@ def _study_job(path: Path, variant: str, seed: int, images, ids, overrides: tupl
         "oracle": ("masks", "gaussian", True, "oracle"),
         "shuffled": ("masks", "gaussian", True, "shuffled"),
         "oracle_amodal": ("masks", "gaussian", True, "oracle"),
+        "empty": ("masks", "gaussian", True, "empty"),
     }
     node, edge, refine, source = settings[variant]
     cfg = _config("motif", node, edge, refine, True, seed=seed, task="predcls", backbone="tiny")
@@ -409,7 +410,7 @@ def test_study_tables_and_figure(tmp_path: Path) -> None:
     cell = f"{100 * np.mean(grounded):.1f} ± {cr.t_half_width(grounded):.1f}"
     assert "| grounded | " in text and cell in text.split("| grounded | ")[1].split("\n")[0].split(" | ")[1]
     assert "| shuffled | — | — | — | — | — | 0 |" in text  # no run: a row of —
-    assert "| oracle_amodal |" not in text  # the optional fifth row: only when run
+    assert "| oracle_amodal |" not in text and "| empty |" not in text  # the optional rows: only when run
     # per-predicate lines: mask-decided vs box-decided, their means per run, the paired Δ columns
     assert "| on | mask |" in text and "| left of | box |" in text
     # mask-decided first, each kind in the dataset's order, then the two means
@@ -480,6 +481,47 @@ def test_the_amodal_oracle_is_a_row_of_its_own(tmp_path: Path) -> None:
     amodal = {"mask_source": "oracle", "true_masks": "vg_{split}_amodal_masks.json", "refine_passes": None}
     assert cr._retest_key(amodal) == "oracle_amodal"
     assert cr._retest_key({**amodal, "true_masks": "vg_{split}_masks.json"}) == "oracle"
+
+
+def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
+    """A seg-grounded run trained on all-zero masks (row=empty, model.mask_source=empty) is the study's control
+    row: listed after the others, paired with the baseline (bootstrap, summary) and with the grounded run of the
+    same seed (over seeds), and drawn in the per-predicate figure."""
+    ids = np.arange(10)
+    metrics = {}
+    for seed in (0, 1):
+        for variant, skill in (("baseline", 0.2), ("grounded", 1.0), ("empty", 0.4)):
+            images = _random_images(np.random.default_rng([seed, 9]), 10, 0.0)
+            for gt, pred in images:
+                for s, o, c in gt["relations"]:
+                    row = int(
+                        np.flatnonzero((pred["rel_pairs"][:, 0] == s) & (pred["rel_pairs"][:, 1] == o))[0]
+                    )
+                    pred["rel_scores"][row, c] += skill * (1 + seed + s)
+            metrics[(variant, seed)] = _study_job(tmp_path / f"{variant}_{seed}", variant, seed, images, ids)
+    runs = [cr.load_run(path) for path in sorted(tmp_path.iterdir())]
+    assert {r.study_variant for r in runs} == {"baseline", "grounded", "empty"}
+    tables = {t.name: t for t in cr.tables_study(runs, 20)}
+    study = tables["study_motif_predcls_tiny"]
+    assert [row[0] for row in study.rows] == ["baseline", "grounded", "oracle", "shuffled", "empty"]
+    assert study.rows[-1][-1] == 2  # two seeds
+    bootstrap = tables["study_bootstrap_motif_predcls_tiny"]
+    d0 = metrics[("empty", 0)]["predcls/mR@50"] - metrics[("baseline", 0)]["predcls/mR@50"]
+    line = next(r for r in bootstrap.rows if r[0] == "empty − baseline" and r[1] == 0)
+    assert line[2] == f"{100 * d0:+.1f}"
+    summary = tables["summary_study_motif_predcls_tiny"]
+    assert [row[0] for row in summary.rows] == ["baseline", "grounded", "empty"]
+    # over seeds, against the grounded run of the same seed: what the masks add over the architecture
+    (over, *_) = cr.table_study_over_seeds(
+        ("motif", "tiny", "predcls", ""), cr.study_groups(runs)[("motif", "tiny", "predcls", "")], {}, "last"
+    )
+    empty = next(row for row in over.rows if row[0] == "empty")
+    gap = [metrics[("empty", s)]["predcls/mR@50"] - metrics[("grounded", s)]["predcls/mR@50"] for s in (0, 1)]
+    assert empty[7].startswith(f"{100 * np.mean(gap):+.1f} [")
+    out = tmp_path / "figs"
+    out.mkdir()
+    key = ("motif", "tiny", "predcls", "")
+    assert cr.plot_study_predicates(key, cr.study_groups(runs)[key], out / "p.png").stat().st_size > 5000
 
 
 def _write_csv_log(path: Path, rows: list[dict]) -> None:
