@@ -1247,7 +1247,7 @@ def table_study_swaps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         for i, label in enumerate(labels):
             rows.append(
                 [
-                    f"{variant} ({SWAP_NAMES[trained]})",
+                    f"{variant} ({'all-zero' if trained == CONTROL else SWAP_NAMES[trained]})",
                     label,
                     own[i],
                     *(swaps[s][i] for s in columns),

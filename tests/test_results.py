@@ -499,6 +499,11 @@ def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
                     )
                     pred["rel_scores"][row, c] += skill * (1 + seed + s)
             metrics[(variant, seed)] = _study_job(tmp_path / f"{variant}_{seed}", variant, seed, images, ids)
+    # the control re-tested on the transferred masks (sgseg.evaluate mask_source=transfer): a swap of its own
+    swapped = {"predcls/mR@50": metrics[("empty", 0)]["predcls/mR@50"] - 0.05}
+    _retest(tmp_path / "empty_0", "transfer", swapped)
+    info_path = next((tmp_path / "empty_0" / "evaluate").glob("*/evaluation.json"))
+    info_path.write_text(json.dumps(json.loads(info_path.read_text()) | {"trained_mask_source": "empty"}))
     runs = [cr.load_run(path) for path in sorted(tmp_path.iterdir())]
     assert {r.study_variant for r in runs} == {"baseline", "grounded", "empty"}
     tables = {t.name: t for t in cr.tables_study(runs, 20)}
@@ -511,6 +516,10 @@ def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
     assert line[2] == f"{100 * d0:+.1f}"
     summary = tables["summary_study_motif_predcls_tiny"]
     assert [row[0] for row in summary.rows] == ["baseline", "grounded", "empty"]
+    swaps = tables["study_swaps_motif_predcls_tiny"]
+    line = next(r for r in swaps.rows if r[1] == "mR@50")
+    assert line[0] == "empty (all-zero)" and line[-1] == 1
+    assert line[swaps.header.index("→ transferred")].values == [pytest.approx(-0.05)]
     # over seeds, against the grounded run of the same seed: what the masks add over the architecture
     (over, *_) = cr.table_study_over_seeds(
         ("motif", "tiny", "predcls", ""), cr.study_groups(runs)[("motif", "tiny", "predcls", "")], {}, "last"
