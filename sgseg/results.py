@@ -18,7 +18,8 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
 - the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / oracle_amodal / shuffled /
   empty (mask source ``model.mask_source``; oracle_amodal: the oracle on an amodal ``data.true_masks`` file; empty:
   the control, trained and tested on all-zero masks, ``row=empty``) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
-  bootstrap over test images of each grounded row − baseline (same model, task, seed) for mR@50 and R@50
+  bootstrap over test images of each grounded row − baseline (same model, task, seed; and of the oracle,
+  shuffled and control rows − grounded) for mR@50 and R@50
   (with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs);
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
   (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
@@ -1345,8 +1346,9 @@ def _signed(x: float) -> str:
 
 
 def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: int) -> Table:
-    """Per seed and over the seeds: grounded / oracle / shuffled / empty − baseline, mR@50 and R@50, with the 95 %
-    percentile interval of the paired bootstrap over test images (:func:`paired_bootstrap`)."""
+    """Per seed and over the seeds: grounded / oracle / shuffled / empty − baseline, and oracle / shuffled / empty −
+    grounded, mR@50 and R@50, with the 95 % percentile interval of the paired bootstrap over test images
+    (:func:`paired_bootstrap`)."""
     task = key[2]
     k = STUDY_K
     header = [
@@ -1362,8 +1364,11 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
         f"p (mR@{k})",
     ]
     rows: list[list[Any]] = []
-    base = _by_seed(rows_runs.get("baseline", []))
-    for variant in STUDY_ROWS[1:]:
+    # every row against the baseline, then the other rows against the grounded one (transferred masks): the gap
+    # between transferred and true, wrong-source or no masks, per seed with its test-set interval
+    comparisons = [(v, "baseline") for v in STUDY_ROWS[1:]] + [(v, "grounded") for v in STUDY_ROWS[2:]]
+    for variant, reference in comparisons:
+        base = _by_seed(rows_runs.get(reference, []))
         other = _by_seed(rows_runs.get(variant, []))
         seeds = [s for s in base if s in other]
         pairs, used = [], []
@@ -1375,7 +1380,7 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
         if not pairs:
             continue
         res = paired_bootstrap(pairs, k, num)
-        label = f"{variant} − baseline"
+        label = f"{variant} − {reference}"
         for i, seed in enumerate(used):
             a, b = base[seed].detector_id, other[seed].detector_id
             shown = f"{seed} (detectors differ)" if a is not None and b is not None and a != b else seed

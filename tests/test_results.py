@@ -514,6 +514,10 @@ def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
     d0 = metrics[("empty", 0)]["predcls/mR@50"] - metrics[("baseline", 0)]["predcls/mR@50"]
     line = next(r for r in bootstrap.rows if r[0] == "empty − baseline" and r[1] == 0)
     assert line[2] == f"{100 * d0:+.1f}"
+    g0 = metrics[("empty", 0)]["predcls/mR@50"] - metrics[("grounded", 0)]["predcls/mR@50"]
+    line = next(r for r in bootstrap.rows if r[0] == "empty − grounded" and r[1] == 0)
+    assert line[2] == f"{100 * g0:+.1f}" and float(line[3]) <= 100 * g0 <= float(line[4])
+    assert {r[0] for r in bootstrap.rows} == {"grounded − baseline", "empty − baseline", "empty − grounded"}
     summary = tables["summary_study_motif_predcls_tiny"]
     assert [row[0] for row in summary.rows] == ["baseline", "grounded", "empty"]
     swaps = tables["study_swaps_motif_predcls_tiny"]
