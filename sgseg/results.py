@@ -94,6 +94,8 @@ AMODAL_ORACLE = "oracle_amodal"
 CONTROL = "empty"
 # rows listed in the study table only when run (the four main rows show "—" when missing)
 OPTIONAL_ROWS = (AMODAL_ORACLE, CONTROL)
+# the figures' legend names of rows whose table name says too little
+LEGEND_NAMES = {CONTROL: "empty (all-zero masks)"}
 STUDY_K = 50
 # the test-time mask swaps of sgseg.evaluate (mask_source=...), and the masks each study row trained on
 SWAP_SOURCES = ("transfer", "oracle", "oracle_amodal", "shuffled", "empty")
@@ -1642,7 +1644,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
         errs = [c.spread if c.spread is not None else 0.0 for c in cells]
         n_runs = len(rows_runs[variant])
         ax.bar(x, means, width, yerr=errs if n_runs > 1 else None, capsize=2, color=colors[variant], zorder=2,
-               label=f"{variant} ({n_runs} run{'s' if n_runs != 1 else ''})")  # fmt: skip
+               label=f"{LEGEND_NAMES.get(variant, variant)} ({n_runs} run{'s' if n_runs != 1 else ''})")  # fmt: skip
     ax.set_xticks(range(count))
     ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
     for label in ax.get_xticklabels():
@@ -1716,7 +1718,7 @@ def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path
                         ls=style[label])  # fmt: skip
             common = sorted(set.intersection(*(set(p) for p in per_seed)))
             means = [100 * statistics.fmean(p[step] for p in per_seed) for step in common]
-            name = f"{variant}{', ' + label if label else ''} (mean of {len(per_seed)})"
+            name = f"{LEGEND_NAMES.get(variant, variant)}{', ' + label if label else ''} (mean of {len(per_seed)})"
             ax.plot(common, means, color=color, lw=2.2, marker="o", ms=3, ls=style[label], label=name)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"val {metric}@{STUDY_K} (%)")
