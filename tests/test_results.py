@@ -1176,6 +1176,12 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
             "summary_study_motif_sgcls",
             (),
         ),
+        (
+            "**Transformer PredCls at the study's schedule",
+            "study12/predcls_transformer_*",
+            "summary_study_transformer_predcls",
+            (),
+        ),
     ],
 )
 def test_readme_summary_tables_are_what_the_archive_gives(
