@@ -1303,6 +1303,7 @@ def test_readme_at_a_glance_table_is_what_the_archive_gives() -> None:
         ("MOTIF SGCls", "sgcls_motif_*", ("motif", "tiny", "sgcls", "")),
         ("VCTree SGCls", "sgcls_vctree_*", ("vctree", "tiny", "sgcls", "")),
         ("MOTIF SGDet", "sgdet_motif_*", ("motif", "tiny", "sgdet", "")),
+        ("Transformer PredCls", "predcls_transformer_*", ("transformer", "tiny", "predcls", "")),
     ):
         runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(archive.glob(pattern)))]
         groups = cr.study_groups(runs)[key]
