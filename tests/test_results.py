@@ -4,6 +4,7 @@ t-intervals, per-image counts and paired bootstrap against independent routes.""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import shutil
@@ -1125,6 +1126,30 @@ def test_over_seeds_table_compares_the_mask_rows_with_grounded_by_hand(tmp_path:
     assert oracle[5].startswith("+1.5 [")  # vs baseline: 3.0, 2.5, -1.0 over all three seeds
 
 
+ARCHIVE = Path(__file__).resolve().parents[1] / "docs" / "runs"
+
+
+def _readme_cells(line: str) -> list[str]:
+    """The cells of a markdown table line, as the README writes them and the tables print them (bold and the
+    typographic minus aside)."""
+    return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
+
+
+def _row_cells(table) -> dict[str, list[str]]:
+    """Row name → the other cells of a :class:`sgseg.results.Table`, as :func:`_readme_cells` reads them."""
+    return {row[0]: _readme_cells("| " + " | ".join(str(c) for c in row[1:]) + " |") for row in table.rows}
+
+
+@functools.cache
+def _archived_summary(pattern: str, table: str):
+    """The study summary table named ``table*`` that ``sgseg.results docs/runs/<pattern> --checkpoint last``
+    computes (bootstrap 1000; computed once per pattern for the README tests that repeat it)."""
+    runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(ARCHIVE.glob(pattern)))]
+    assert runs, pattern
+    (summary,) = [t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith(table)]
+    return summary
+
+
 def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
     """The README's headline study table (*Where the study stands*) is what ``sgseg.results docs/runs/study12
     --recorded docs/runs/study12/earlier_seeds.csv --checkpoint last`` computes from the files in this repository:
@@ -1138,10 +1163,7 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
     (same,) = [t for t in cr.tables_study(runs, 0, cr.load_recorded(archive / "earlier_seeds.csv"), "last")
                if t.name == "study_over_seeds_motif_predcls_tiny"]  # fmt: skip
     assert same.rows == table.rows
-
-    def cells(line: str) -> list[str]:
-        return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
-
+    cells = _readme_cells
     rows = [line for line in table.markdown().splitlines() if line.startswith("| ")][1:]  # no header
     generated = {cells(line)[0]: cells(line)[1:] for line in rows if not line.startswith("| ---")}
     readme = (root / "README.md").read_text()
@@ -1191,17 +1213,10 @@ def test_readme_summary_tables_are_what_the_archive_gives(
     (:func:`sgseg.results.table_study_summary`) that ``sgseg.results docs/runs/<pattern> --checkpoint last``
     computes from the archived runs, cell for cell from the seeds column on (the README's labels, bold and minus
     signs aside)."""
-    root = Path(__file__).resolve().parents[1]
-    archive = root / "docs" / "runs"
-    runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(archive.glob(pattern)))]
-    assert runs
-    (summary,) = [t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith(table)]
-
-    def cells(line: str) -> list[str]:
-        return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
-
-    generated = {row[0]: cells("| " + " | ".join(str(c) for c in row[1:]) + " |") for row in summary.rows}
-    readme = (root / "README.md").read_text()
+    summary = _archived_summary(pattern, table)
+    cells = _readme_cells
+    generated = _row_cells(summary)
+    readme = (ARCHIVE.parents[1] / "README.md").read_text()
     part = readme.split(section)[1].split("\n\n")[1]
     lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert cells(lines[0])[1:] == summary.header[1:-1] + ["all-zero masks at test"]
@@ -1286,38 +1301,29 @@ def test_readme_at_a_glance_table_is_what_the_archive_gives() -> None:
     """The README's *At a glance* table (top of *Results*) repeats the study tables: per model and task the seeds,
     both rows' mR@50, the paired Δ over seeds with its interval and p — from the archived runs (MOTIF PredCls with
     the recorded values of its lost runs), or for a single seed pair the bootstrap interval over test images."""
-    root = Path(__file__).resolve().parents[1]
-    archive = root / "docs" / "runs" / "study12"
-    recorded = cr.load_recorded(archive / "earlier_seeds.csv")
-
-    def cells(line: str) -> list[str]:
-        return [c.strip().replace("**", "").replace("−", "-") for c in line.strip().strip("|").split("|")]
-
-    readme = (root / "README.md").read_text()
+    cells = _readme_cells
+    readme = (ARCHIVE.parents[1] / "README.md").read_text()
     part = readme.split("**At a glance")[1].split("\n\n")[1]
     found = {cells(line)[0]: cells(line)[1:] for line in part.splitlines()[2:] if line.startswith("| ")}
-    expected = {}
-    for label, pattern, key in (
-        ("MOTIF PredCls", "[jr]*_s[0-9]", ("motif", "tiny", "predcls", "")),  # joint_s*, refine_s*
-        ("VCTree PredCls", "vctree_*", ("vctree", "tiny", "predcls", "")),
-        ("MOTIF SGCls", "sgcls_motif_*", ("motif", "tiny", "sgcls", "")),
-        ("VCTree SGCls", "sgcls_vctree_*", ("vctree", "tiny", "sgcls", "")),
-        ("MOTIF SGDet", "sgdet_motif_*", ("motif", "tiny", "sgdet", "")),
-        ("Transformer PredCls", "predcls_transformer_*", ("transformer", "tiny", "predcls", "")),
+    # MOTIF PredCls: 5 seeds only with the lost runs' recorded values
+    key = ("motif", "tiny", "predcls", "")
+    runs = [
+        cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(ARCHIVE.glob("study12/[jr]*_s[0-9]")))
+    ]
+    recorded = cr.load_recorded(ARCHIVE / "study12" / "earlier_seeds.csv")[
+        (*key[:3], "12 epochs; LR x0.1 at 4000")
+    ]
+    (table, *_) = cr.table_study_over_seeds(key, cr.study_groups(runs)[key], recorded, "last")
+    b, g = _row_cells(table)["baseline"], _row_cells(table)["grounded"]
+    expected = {"MOTIF PredCls": [g[1], b[2], g[2], g[4], g[5]]}
+    for label, pattern, name in (
+        ("VCTree PredCls", "study12/vctree_*", "summary_study_vctree_predcls"),
+        ("MOTIF SGCls", "study12/sgcls_motif_*", "summary_study_motif_sgcls"),
+        ("VCTree SGCls", "study12/sgcls_vctree_*", "summary_study_vctree_sgcls"),
+        ("MOTIF SGDet", "study12/sgdet_motif_*", "summary_study_motif_sgdet"),
+        ("Transformer PredCls", "study12/predcls_transformer_*", "summary_study_transformer_predcls"),
     ):
-        runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(archive.glob(pattern)))]
-        groups = cr.study_groups(runs)[key]
-        if label == "MOTIF PredCls":  # 5 seeds only with the lost runs' recorded values
-            rec = recorded[(*key[:3], "12 epochs; LR x0.1 at 4000")]
-            (table, *_) = cr.table_study_over_seeds(key, groups, rec, "last")
-            rows = {row[0]: cells("| " + " | ".join(str(c) for c in row[1:]) + " |") for row in table.rows}
-            b, g = rows["baseline"], rows["grounded"]
-            expected[label] = [g[1], b[2], g[2], g[4], g[5]]
-            continue
-        (summary,) = [
-            t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith("summary_study")
-        ]
-        rows = {row[0]: cells("| " + " | ".join(str(c) for c in row[1:]) + " |") for row in summary.rows}
+        rows = _row_cells(_archived_summary(pattern, name))
         b, g = rows["baseline"], rows["grounded"]
         if g[0] == "1":  # one seed pair: the bootstrap interval of its difference
             delta = g[4].split(": ", 1)[1] + " (bootstrap over test images)"
