@@ -19,8 +19,9 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
   empty (mask source ``model.mask_source``; oracle_amodal: the oracle on an amodal ``data.true_masks`` file; empty:
   the control, trained and tested on all-zero masks, ``row=empty``) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
   bootstrap over test images of each grounded row − baseline (same model, task, seed; and of the oracle,
-  shuffled and control rows − grounded) for mR@50 and R@50
-  (with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs);
+  shuffled and control rows − grounded) for mR@50 and R@50;
+  in SGCls / SGDet also how well each row labels the objects (``obj_acc`` / ``obj_recall``, where its test reports
+  it) (with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs);
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
   (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
 - the stage-1 detectors (VG mAP@50, COCO box / mask AP),
@@ -1113,6 +1114,60 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
     return Table(f"Study: {_study_name(key)}", ["Row", *metrics, "seeds"], rows, name, note)
 
 
+# the evaluator's object-label measure per task (sgseg.evaluation.scene_graph): none in predcls (labels given)
+OBJECT_MEASURES = {"sgcls": ("obj_acc", "object accuracy"), "sgdet": ("obj_recall", "object recall")}
+
+
+def table_study_objects(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table | None:
+    """How well each row labels the objects (SGCls: GT boxes given the right label; SGDet: GT boxes found with the
+    right label), beside its relations: per row the runs whose test reports the measure (re-tests by this
+    version's ``sgseg.evaluate``; older tests lack it), its mean ± 95 % t-interval, the same runs' mR@50, and the
+    paired difference from the baseline / grounded run of the same seed over the seeds with both. None in
+    PredCls or when no run reports it."""
+    task, k = key[2], STUDY_K
+    if task not in OBJECT_MEASURES:
+        return None
+    measure, what = OBJECT_MEASURES[task]
+    per_row: dict[str, dict[int, tuple[float, bool]]] = {}
+    recall: dict[str, IntervalCell] = {}
+    for variant in STUDY_ROWS:
+        values: dict[int, tuple[float, bool]] = {}
+        cell = IntervalCell()
+        for run in sorted(rows_runs.get(variant, []), key=lambda r: _natural_key(r.path)):
+            v = run.value(task, measure)
+            if v is None or run.seed is None or int(run.seed) in values:
+                continue
+            values[int(run.seed)] = (v, False)
+            cell.add(run.value(task, f"mR@{k}"))
+        if values:
+            per_row[variant], recall[variant] = dict(sorted(values.items())), cell
+    if not per_row:
+        return None
+    rows = []
+    for variant, values in per_row.items():
+        cell = IntervalCell()
+        for v, _ in values.values():
+            cell.add(v)
+        refs = [per_row.get(ref, {}) if variant != ref else {} for ref in ("baseline", "grounded")]
+        _, over_b, p_b = _paired_over_seeds(values, refs[0])
+        _, over_g, p_g = _paired_over_seeds(values, refs[1] if variant != "baseline" else {})
+        seeds = " ".join(str(s) for s in values)
+        rows.append([variant, seeds, cell, recall[variant], over_b, p_b, over_g, p_g])
+    note = (
+        f"{what.capitalize()} (%) of the runs whose test reports it ({measure}: "
+        + ("GT boxes given the right label / GT boxes" if task == "sgcls" else
+           "GT boxes matched by a detection of the right label at IoU ≥ 0.5, any score / GT boxes")
+        + ", pooled over the test images; tests by an earlier evaluator lack it — re-test with `python -m "
+        "sgseg.evaluate run_dir=RUN ckpt=last`), mean ± 95 % t-interval over those runs, with the same runs' "
+        f"mR@{k}; Δ: row − baseline (or grounded) of the same seed over the seeds with both, two-sided paired t-test."
+    )  # fmt: skip
+    header = ["Row", "seeds", f"{what} ({measure})", f"mR@{k} (same runs)", "Δ vs baseline (t)", "p",
+              "Δ vs grounded (t)", "p vs grounded"]  # fmt: skip
+    return Table(
+        f"Study: {what}, {_study_name(key)}", header, rows, f"study_objects_{_study_slug(key)}", note
+    )
+
+
 def _per_predicate_cells(runs: list[Run], task: str, count: int) -> list[IntervalCell]:
     cells = [IntervalCell() for _ in range(count)]
     for run in runs:
@@ -1778,6 +1833,8 @@ def tables_study(
         if boot is not None:
             out.append(table_study_summary(key, study, predicates, swaps, boot, detector_note(rows_runs)))
         out += [study, predicates]
+        if (objects := table_study_objects(key, rows_runs)) is not None:
+            out.append(objects)
         if swaps is not None:
             out.append(swaps)
         if boot is not None:

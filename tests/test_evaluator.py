@@ -129,6 +129,37 @@ def test_pair_accuracy_first_k_gt_pair_rows_pooled():
     assert "A@20" not in _run([a, b], mode="sgdet")  # the reference reports it for predcls / sgcls only
 
 
+def test_object_labels_sgcls_accuracy_and_sgdet_recall_pooled_over_every_image():
+    # SGCls. Image A (4 GT objects, labels 1 2 3 4) predicted 1 2 2 4 -> 3 right. Image B: GT objects 0 and 1
+    # both label 1 with IoU(0, 1) = 50/100 = 0.5 (a near duplicate), predicted labels 2 and 1 -> only object 1
+    # right: object 0's own label is wrong, object 1's correct label on top of it does not count. Image C has no
+    # relation (skipped by the recalls) but its 4 objects, predicted 1 2 3 1, still count: 3 right.
+    # obj_acc = (3 + 1 + 3) / (4 + 2 + 4) = 0.7 (a per-image mean would be (3/4 + 1/2 + 3/4) / 3 = 0.667).
+    a = (_gt([[0, 1, 1]]), _pred([[0, 1]], [{1: 0.9}], labels=[1, 2, 2, 4]))
+    near = [[0, 0, 9, 9], [0, 0, 9, 4]]
+    b = (_gt([[0, 1, 1]], boxes=near, labels=[1, 1]), _pred([[0, 1]], [{1: 0.9}], boxes=near, labels=[2, 1]))
+    c = (_gt(np.zeros((0, 3))), _pred([[0, 1]], [{1: 0.9}], labels=[1, 2, 3, 1]))
+    out = _run([a, b, c], mode="sgcls")
+    assert out["obj_acc"] == pytest.approx(0.7, abs=1e-12) and "obj_recall" not in out
+    assert out["num_images"] == 2 and out["num_images_skipped"] == 1
+    # SGDet. Image A: 3 detections for the 4 GT objects: object 0 exactly (label 1), object 1 with a box of
+    # IoU 50/100 = 0.5 (label 2: counts), object 2's box with label 4 (wrong label), object 3 missed -> 2 of 4.
+    # Image B: GT objects 0 and 1 (near duplicates, both label 1); one detection on object 0 at any score matches
+    # both (IoU 0.5 with object 1) -> 2 of 2. obj_recall = (2 + 2) / (4 + 2) = 2/3.
+    boxes, _ = _objects()
+    dets = np.array([boxes[0], [20, 0, 29, 4], boxes[2]])
+    a = (_gt([[0, 1, 1]]), _pred([[0, 1]], [{1: 0.9}], boxes=dets, labels=[1, 2, 4], scores=[0.9, 0.5, 0.1]))
+    b = (
+        _gt([[0, 1, 1]], boxes=near, labels=[1, 1]),
+        _pred([[0, 0]], [{1: 0.9}], boxes=near[:1], labels=[1], scores=[0.01]),
+    )
+    out = _run([a, b], mode="sgdet")
+    assert out["obj_recall"] == pytest.approx(2 / 3, abs=1e-12) and "obj_acc" not in out
+    # PredCls is given the labels: neither key
+    out = _run([(_gt([[0, 1, 1]]), _pred([[0, 1]], [{1: 0.9}]))], mode="predcls")
+    assert "obj_acc" not in out and "obj_recall" not in out
+
+
 def test_iou_plus_one_exactly_half_counts():
     gt_box, half, less = [0, 0, 9, 9], [0, 0, 9, 4], [0, 0, 9, 3]
     # +1 convention: areas 10*10 = 100, 10*5 = 50 (inside it) -> 50/100 = 0.5; 10*4 = 40 -> 40/100 = 0.4.

@@ -538,6 +538,51 @@ def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
     assert cr.plot_study_predicates(key, cr.study_groups(runs)[key], out / "p.png").stat().st_size > 5000
 
 
+def test_object_label_table_by_hand(tmp_path: Path) -> None:
+    """SGCls object accuracy per study row, over the runs whose test reports it (older tests lack obj_acc), with
+    the same runs' mR@50 and the per-seed differences from the baseline / grounded run of the same seed."""
+    from scipy.stats import t as student_t
+
+    settings = {"baseline": ("none", "none", False, "transfer"), "grounded": ("masks", "gaussian", True, "transfer"),
+                "empty": ("masks", "gaussian", True, "empty")}  # fmt: skip
+    # (obj_acc, mR@50) per (row, seed); None: an older test without obj_acc
+    values = {
+        ("baseline", 0): (0.90, 0.52), ("baseline", 1): (0.88, 0.50), ("baseline", 2): (None, 0.51),
+        ("grounded", 0): (0.95, 0.57), ("grounded", 1): (0.94, 0.56), ("grounded", 2): (0.96, 0.60),
+        ("empty", 0): (0.94, 0.59),
+    }  # fmt: skip
+    for (variant, seed), (acc, mr) in values.items():
+        node, edge, refine, source = settings[variant]
+        cfg = _config("motif", node, edge, refine, True, seed=seed, task="sgcls", backbone="tiny")
+        cfg["model"]["mask_source"] = source
+        metrics = {"sgcls/mR@50": mr, "sgcls/R@50": mr + 0.1} | (
+            {} if acc is None else {"sgcls/obj_acc": acc}
+        )
+        _job(tmp_path / f"{variant}_{seed}", cfg, [f"seed={seed}"], metrics)
+    runs = [cr.load_run(path) for path in sorted(tmp_path.iterdir())]
+    key = ("motif", "tiny", "sgcls", "")
+    table = cr.table_study_objects(key, cr.study_groups(runs)[key])
+    rows = {row[0]: row for row in table.rows}
+    assert list(rows) == ["baseline", "grounded", "empty"]
+    base, grounded, empty = rows["baseline"], rows["grounded"], rows["empty"]
+    assert base[1] == "0 1" and grounded[1] == "0 1 2" and empty[1] == "0"
+    half = 100 * student_t.ppf(0.975, 1) * np.std([0.90, 0.88], ddof=1) / math.sqrt(2)
+    assert str(base[2]) == f"89.0 ± {half:.1f}"
+    assert str(base[3]).startswith("51.0 ± ")  # the mR@50 of seeds 0 and 1 only
+    assert str(grounded[2]).startswith("95.0 ± ") and str(empty[2]) == "94.0"
+    # grounded − baseline over seeds 0, 1 (seed 2's baseline has no obj_acc): +5, +6 points → +5.5
+    d = np.array([0.05, 0.06])
+    h = student_t.ppf(0.975, 1) * d.std(ddof=1) / math.sqrt(2)
+    assert grounded[4] == f"+{100 * d.mean():.1f} [{100 * (d.mean() - h):+.1f}, {100 * (d.mean() + h):+.1f}]"
+    assert empty[4] == "+4.0" and empty[6] == "-1.0"  # one seed: no interval
+    assert base[6] == grounded[6] == "—" and base[4] == "—"
+    # PredCls has no object measure; nor has a study whose tests all predate it
+    assert cr.table_study_objects(("motif", "tiny", "predcls", ""), {}) is None
+    for run in runs:
+        run.metrics.pop("sgcls/obj_acc", None)
+    assert cr.table_study_objects(key, cr.study_groups(runs)[key]) is None
+
+
 def _write_csv_log(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["epoch", "step", "train/loss", "val/R@50", "val/mR@50"]

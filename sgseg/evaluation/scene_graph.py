@@ -1,4 +1,5 @@
-"""Scene-graph recall: R@K, ngR@K, zsR@K, ng-zsR@K, mR@K, ng-mR@K (+ pair accuracy A@K) of the VG150 protocol.
+"""Scene-graph recall: R@K, ngR@K, zsR@K, ng-zsR@K, mR@K, ng-mR@K (+ pair accuracy A@K) of the VG150 protocol,
+and the object labels behind them (``obj_acc`` in SGCls, ``obj_recall`` in SGDet).
 
 Where this sits: the last stage of the pipeline. The LightningModules split their flat
 :class:`~sgseg.structures.RelationPredictions` per image (``per_image``, rows already ranked) and hand each
@@ -44,7 +45,9 @@ class RecordLayout:
     ``n_rel`` (GT relation rows R), ``n_zs`` (zero-shot GT rows), then per K: hits of the graph-constrained
     list, of the no-graph-constraint list, and the same restricted to zero-shot rows; then the GT row count
     of every predicate 1..C, and per K the hits per predicate (graph constraint, then no graph constraint);
-    last, per K the pair-accuracy hits (A@K, predcls/sgcls; 0 in sgdet).
+    then per K the pair-accuracy hits (A@K, predcls/sgcls; 0 in sgdet); last, the image's GT objects and
+    how many of them the prediction labels right (sgcls: the label predicted for that GT box; sgdet: some
+    predicted box of its label at IoU+1 >= the threshold; both 0 in predcls, where the labels are given).
     """
 
     num_ks: int
@@ -70,8 +73,13 @@ class RecordLayout:
         return slice(start, start + self.num_ks)
 
     @property
+    def objects(self) -> slice:  # (2,): GT objects, of them labelled right
+        start = self.pair_hits.stop
+        return slice(start, start + 2)
+
+    @property
     def width(self) -> int:
-        return self.pair_hits.stop
+        return self.objects.stop
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -307,14 +315,21 @@ class _Protocol:
             is_zs = np.zeros(n_rel, dtype=bool)
         rec[3] = int(is_zs.sum())
         rec[lay.pred_count] = np.bincount(gt_pred - 1, minlength=num_cls)
-        if n_rel == 0 or num_rows == 0:
-            return rec  # skipped: enters no average
-        rec[1] = 1
 
         # obj_ok[g, m]: GT object g and predicted object m match (labels equal and IoU+1 >= threshold)
         obj_ok = (gt_labels[:, None] == labels[None, :]) & (
             box_iou_plus1(gt_boxes, boxes) >= self.iou_threshold
         )
+        # the object labels (every image, with or without relations): sgcls compares each GT box's own
+        # predicted label (another GT box of the same label on top of it does not count), sgdet asks for any
+        # predicted box of the right label that matches it
+        if self.mode == "sgcls":
+            rec[lay.objects] = n_gt, int((labels == gt_labels).sum())
+        elif self.mode == "sgdet":
+            rec[lay.objects] = n_gt, int(obj_ok.any(1).sum())
+        if n_rel == 0 or num_rows == 0:
+            return rec  # skipped: enters no recall average
+        rec[1] = 1
         ok_subj = obj_ok[rels[:, 0]]  # Bool[R, M]
         ok_obj = obj_ok[rels[:, 1]]
         kmax = max(self.ks)
@@ -380,6 +395,12 @@ class _Protocol:
             total = int(counted[:, 2].astype(np.int64).sum())
             for ki, k in enumerate(self.ks):
                 out[f"A@{k}"] = float(pair_hits[ki]) / total if total else float("nan")
+        if self.mode != "predcls":
+            # pooled over every image (also those without relations, which enter no recall): labelled-right
+            # GT objects / GT objects
+            n_obj, n_right = records[:, lay.objects].astype(np.int64).sum(0)
+            key = "obj_acc" if self.mode == "sgcls" else "obj_recall"
+            out[key] = float(n_right) / n_obj if n_obj else float("nan")
         out["num_images"] = int(counted.shape[0])
         out["num_images_skipped"] = int(records.shape[0] - counted.shape[0])
         out["num_images_zeroshot"] = int(is_zs.sum())
@@ -566,8 +587,11 @@ class SceneGraphEvaluator:
 
     ``compute()`` returns, per K: ``R@K``, ``ngR@K``, ``zsR@K``, ``ng-zsR@K``, ``mR@K``, ``ng-mR@K`` (floats;
     R/zsR keys are NaN when no image counts) and ``mR_per_predicate@K``, ``ng-mR_per_predicate@K`` (lists of
-    C_rel - 1 floats, predicate 1 first); plus ``num_images`` (counted), ``num_images_skipped`` and
-    ``num_images_zeroshot``. Means use an exactly rounded sum, so they do not depend on image order.
+    C_rel - 1 floats, predicate 1 first); ``A@K`` in predcls / sgcls; the object labels: ``obj_acc`` in sgcls (GT
+    boxes given the right label / GT boxes) and ``obj_recall`` in sgdet (GT boxes matched by a predicted box of
+    their label at IoU+1 >= the threshold, any score / GT boxes), pooled over every image, also those without
+    relations; plus ``num_images`` (counted), ``num_images_skipped`` and ``num_images_zeroshot``. Means use an
+    exactly rounded sum, so they do not depend on image order.
     """
 
     def __init__(
