@@ -1271,6 +1271,23 @@ def test_readme_summary_tables_are_what_the_archive_gives(
         assert found[variant] == row, variant
 
 
+def test_readme_object_accuracy_table_is_what_the_archive_gives() -> None:
+    """The README's VCTree SGCls object-accuracy table is the object table (:func:`sgseg.results.table_study_objects`)
+    of ``sgseg.results docs/runs/study12/sgcls_vctree_* --checkpoint last``, cell for cell from the seeds column to
+    the Δ-vs-baseline p (the README leaves out the empty vs-grounded columns)."""
+    runs = [cr.load_run(p, "last") for p in cr.find_job_dirs(sorted(ARCHIVE.glob("study12/sgcls_vctree_*")))]
+    key = ("vctree", "tiny", "sgcls", "")
+    table = cr.table_study_objects(key, cr.study_groups(runs)[key])
+    readme = (ARCHIVE.parents[1] / "README.md").read_text()
+    part = readme.split("**Object labels in SGCls (VCTree")[1].split("\n\n")[1]
+    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert _readme_cells(lines[0])[1:] == table.header[1:6]
+    found = {_readme_cells(line)[0].split(" (")[0]: _readme_cells(line)[1:] for line in lines[1:]}
+    generated = {name: cells[:5] for name, cells in _row_cells(table).items()}
+    assert found == generated and set(found) == {"baseline", "grounded"}
+    assert all(cells[5:] == ["—", "—"] for cells in _row_cells(table).values())  # no row beside the two
+
+
 def test_study_notes_which_detector_each_seed_used(tmp_path: Path) -> None:
     """detector_source.json (written by stage 2) names each run's frozen detector: the study tables say which
     seeds ran on which file, flag a seed whose rows ran on different files, and runs.csv carries the id."""
