@@ -21,7 +21,7 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
   bootstrap over test images of each grounded row − baseline (same model, task, seed; and of the oracle,
   shuffled and control rows − grounded) for mR@50 and R@50;
   in SGCls / SGDet also how well each row labels the objects (``obj_acc`` / ``obj_recall``, where its test reports
-  it) (with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs);
+  it); with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs;
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
   (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
 - the stage-1 detectors (VG mAP@50, COCO box / mask AP),
@@ -1143,14 +1143,16 @@ def table_study_objects(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table
             per_row[variant], recall[variant] = dict(sorted(values.items())), cell
     if not per_row:
         return None
+    base, grounded = per_row.get("baseline", {}), per_row.get("grounded", {})
     rows = []
     for variant, values in per_row.items():
         cell = IntervalCell()
         for v, _ in values.values():
             cell.add(v)
-        refs = [per_row.get(ref, {}) if variant != ref else {} for ref in ("baseline", "grounded")]
-        _, over_b, p_b = _paired_over_seeds(values, refs[0])
-        _, over_g, p_g = _paired_over_seeds(values, refs[1] if variant != "baseline" else {})
+        _, over_b, p_b = _paired_over_seeds(values, base if variant != "baseline" else {})
+        _, over_g, p_g = _paired_over_seeds(
+            values, grounded if variant not in ("baseline", "grounded") else {}
+        )
         seeds = " ".join(str(s) for s in values)
         rows.append([variant, seeds, cell, recall[variant], over_b, p_b, over_g, p_g])
     note = (
