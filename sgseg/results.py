@@ -1114,20 +1114,49 @@ def table_study(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table:
     return Table(f"Study: {_study_name(key)}", ["Row", *metrics, "seeds"], rows, name, note)
 
 
-# the evaluator's object-label measure per task (sgseg.evaluation.scene_graph): none in predcls (labels given)
-OBJECT_MEASURES = {"sgcls": ("obj_acc", "object accuracy"), "sgdet": ("obj_recall", "object recall")}
+# the evaluator's object-label measures per task (sgseg.evaluation.scene_graph): (metrics key, name, definition);
+# none in predcls (labels given). The first is the object table's default; the other two split the recall into
+# "both objects of a GT relation matched" x "mR@50 over those relations" (comparable to PredCls's mR@50).
+_MATCHED = "GT relations whose subject and object are both matched by a predicted object (label, IoU ≥ 0.5)"
+OBJECT_MEASURES = {
+    "sgcls": (
+        ("obj_acc", "object accuracy", "GT boxes given the right label / GT boxes"),
+        ("rel_objects_ok", "relations with both objects labelled", f"{_MATCHED} / GT relations"),
+        (f"mR@{STUDY_K}_given_objects", f"mR@{STUDY_K} given both objects", f"mR@{STUDY_K} over the {_MATCHED}"),
+    ),
+    "sgdet": (
+        ("obj_recall", "object recall",
+         "GT boxes matched by a detection of the right label at IoU ≥ 0.5, any score / GT boxes"),
+        ("rel_objects_ok", "relations with both objects found", f"{_MATCHED} / GT relations"),
+        (f"mR@{STUDY_K}_given_objects", f"mR@{STUDY_K} given both objects", f"mR@{STUDY_K} over the {_MATCHED}"),
+    ),
+}  # fmt: skip
 
 
-def table_study_objects(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table | None:
-    """How well each row labels the objects (SGCls: GT boxes given the right label; SGDet: GT boxes found with the
-    right label), beside its relations: per row the runs whose test reports the measure (re-tests by this
-    version's ``sgseg.evaluate``; older tests lack it), its mean ± 95 % t-interval, the same runs' mR@50, and the
-    paired difference from the baseline / grounded run of the same seed over the seeds with both. None in
-    PredCls or when no run reports it."""
+def tables_study_objects(key: StudyKey, rows_runs: dict[str, list[Run]]) -> list[Table]:
+    """:func:`table_study_objects` for each object measure of the task that some run reports."""
+    measures = OBJECT_MEASURES.get(key[2], ())
+    return [t for m in measures if (t := table_study_objects(key, rows_runs, m[0])) is not None]
+
+
+def table_study_objects(
+    key: StudyKey, rows_runs: dict[str, list[Run]], measure: str | None = None
+) -> Table | None:
+    """How well each row labels the objects (``measure``, default the task's first of :data:`OBJECT_MEASURES`:
+    SGCls GT boxes given the right label, SGDet GT boxes found with the right label; or the share of GT
+    relations with both objects matched, or mR@50 over those relations), beside its relations: per row the runs
+    whose test reports the measure (re-tests by this version's ``sgseg.evaluate``; older tests lack it), its
+    mean ± 95 % t-interval, the same runs' mR@50, and the paired difference from the baseline / grounded run of
+    the same seed over the seeds with both. None in PredCls or when no run reports it."""
     task, k = key[2], STUDY_K
     if task not in OBJECT_MEASURES:
         return None
-    measure, what = OBJECT_MEASURES[task]
+    known = {m[0]: m for m in OBJECT_MEASURES[task]}
+    if measure is not None and measure not in known:
+        raise ValueError(
+            f"table_study_objects: no object measure {measure!r} in {task}; known: {list(known)}"
+        )
+    measure, what, definition = known[measure] if measure is not None else OBJECT_MEASURES[task][0]
     per_row: dict[str, dict[int, tuple[float, bool]]] = {}
     recall: dict[str, IntervalCell] = {}
     for variant in STUDY_ROWS:
@@ -1155,18 +1184,17 @@ def table_study_objects(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table
         )
         seeds = " ".join(str(s) for s in values)
         rows.append([variant, seeds, cell, recall[variant], over_b, p_b, over_g, p_g])
+    pooled = "" if measure.startswith("mR@") else ", pooled over the test images"
     note = (
-        f"{what.capitalize()} (%) of the runs whose test reports it ({measure}: "
-        + ("GT boxes given the right label / GT boxes" if task == "sgcls" else
-           "GT boxes matched by a detection of the right label at IoU ≥ 0.5, any score / GT boxes")
-        + ", pooled over the test images; tests by an earlier evaluator lack it — re-test with `python -m "
-        "sgseg.evaluate run_dir=RUN ckpt=last`), mean ± 95 % t-interval over those runs, with the same runs' "
+        f"{what[0].upper() + what[1:]} (%) of the runs whose test reports it ({measure}: {definition}{pooled}; "
+        "tests by an earlier evaluator lack it — re-test with `python -m sgseg.evaluate run_dir=RUN ckpt=last`), mean ± 95 % t-interval over those runs, with the same runs' "
         f"mR@{k}; Δ: row − baseline (or grounded) of the same seed over the seeds with both, two-sided paired t-test."
     )  # fmt: skip
     header = ["Row", "seeds", f"{what} ({measure})", f"mR@{k} (same runs)", "Δ vs baseline (t)", "p",
               "Δ vs grounded (t)", "p vs grounded"]  # fmt: skip
+    slug = "" if measure == OBJECT_MEASURES[task][0][0] else "_" + measure.replace("@", "")
     return Table(
-        f"Study: {what}, {_study_name(key)}", header, rows, f"study_objects_{_study_slug(key)}", note
+        f"Study: {what}, {_study_name(key)}", header, rows, f"study_objects{slug}_{_study_slug(key)}", note
     )
 
 
@@ -1835,8 +1863,7 @@ def tables_study(
         if boot is not None:
             out.append(table_study_summary(key, study, predicates, swaps, boot, detector_note(rows_runs)))
         out += [study, predicates]
-        if (objects := table_study_objects(key, rows_runs)) is not None:
-            out.append(objects)
+        out += tables_study_objects(key, rows_runs)
         if swaps is not None:
             out.append(swaps)
         if boot is not None:

@@ -160,6 +160,56 @@ def test_object_labels_sgcls_accuracy_and_sgdet_recall_pooled_over_every_image()
     assert "obj_acc" not in out and "obj_recall" not in out
 
 
+def test_recall_split_into_matched_objects_and_recall_given_them():
+    # SGCls, ks (1, 20). Image A: labels 1 2 3 4 predicted 1 2 2 4 (object 2 wrong); GT rows (0,1,p1),
+    # (1,2,p1), (2,3,p2), (0,3,p2): rows (0,1) and (0,3) have both objects matched -> 2 of 4 (p1: 1, p2: 1).
+    # Ranked rows (0,1) p1 [hit], (1,2) p1 [object 2 mislabelled: no hit], (0,3) p5 [miss] -> 1 hit at K = 1, 20.
+    a = (
+        _gt([[0, 1, 1], [1, 2, 1], [2, 3, 2], [0, 3, 2]]),
+        _pred([[0, 1], [1, 2], [0, 3]], [{1: 0.9}, {1: 0.9}, {5: 0.9}], labels=[1, 2, 2, 4]),
+    )
+    # Image B: GT objects 0 and 1 near duplicates (IoU 0.5, both label 1), object 2 far; GT row (0,2,p3). Object
+    # 0 is predicted label 2, but object 1 (label 1) matches GT object 0, so the row counts as matched -- as it
+    # must: the candidate (1,2) p3 hits it. 1 of 1 matched, hit at K = 1.
+    boxes = [[0, 0, 9, 9], [0, 0, 9, 4], [40, 0, 49, 9]]
+    b = (
+        _gt([[0, 2, 3]], boxes=boxes, labels=[1, 1, 3]),
+        _pred([[1, 2]], [{3: 0.9}], boxes=boxes, labels=[2, 1, 3]),
+    )
+    # Image C: GT row (0,1,p2), both labels right (1 of 1); ranked (2,3) p9 [miss], (0,1) p2 [hit at K = 20].
+    c = (_gt([[0, 1, 2]]), _pred([[2, 3], [0, 1]], [{9: 0.9}, {2: 0.9}]))
+    # Image D: GT row (0,1,p1), object 0 predicted label 2 and no other label-1 box on it: 0 of 1 matched; the
+    # image counts in R@K but not in R@K_given_objects.
+    d = (_gt([[0, 1, 1]]), _pred([[0, 1]], [{1: 0.9}], labels=[2, 1, 3, 4]))
+    out = _run([a, b, c, d], mode="sgcls", ks=(1, 20))
+    # matched rows / GT rows, pooled: (2 + 1 + 1 + 0) / (4 + 1 + 1 + 1) = 4/7
+    assert out["rel_objects_ok"] == pytest.approx(4 / 7, abs=1e-12)
+    # R@K given objects: per image hits / matched rows, over A, B, C: (1/2 + 1 + 0) / 3 and (1/2 + 1 + 1) / 3;
+    # plain R@1 = (1/4 + 1 + 0 + 0) / 4
+    assert out["R@1_given_objects"] == pytest.approx(0.5, abs=1e-12)
+    assert out["R@20_given_objects"] == pytest.approx(2.5 / 3, abs=1e-12)
+    assert out["R@1"] == pytest.approx(1.25 / 4, abs=1e-12)
+    # per predicate over the images with a matched row of it: p1 A 1/1 -> 1 (D's unmatched row is out);
+    # p2 A 0/1, C 0/1 at K = 1 (1/1 at K = 20) -> 0 (0.5); p3 B 1/1 -> 1; the other 47 predicates 0
+    per1, per20 = out["mR_per_predicate@1_given_objects"], out["mR_per_predicate@20_given_objects"]
+    assert per1[:3] == pytest.approx([1.0, 0.0, 1.0]) and per20[:3] == pytest.approx([1.0, 0.5, 1.0])
+    assert not any(per1[3:]) and not any(per20[3:])
+    assert out["mR@1_given_objects"] == pytest.approx(2 / 50, abs=1e-12)
+    assert out["mR@20_given_objects"] == pytest.approx(2.5 / 50, abs=1e-12)
+    # with every label right, every row is matched: the split's recall is R@K / mR@K itself
+    right = [(a[0], {**a[1], "labels": np.array([1, 2, 3, 4])}), c]
+    out = _run(right, mode="sgcls", ks=(1, 20))
+    assert out["rel_objects_ok"] == 1.0
+    for k in (1, 20):
+        assert out[f"R@{k}_given_objects"] == out[f"R@{k}"] and out[f"mR@{k}_given_objects"] == out[f"mR@{k}"]
+    # SGDet: the same split (a missed object unmatches its rows); PredCls has none of the keys
+    two_found = _pred([[0, 1]], [{1: 0.9}], boxes=_objects()[0][:2], labels=[1, 2])
+    out = _run([(_gt([[0, 1, 1], [2, 3, 1]]), two_found)])
+    assert out["rel_objects_ok"] == 0.5 and out["R@20_given_objects"] == 1.0 and out["R@20"] == 0.5
+    predcls = _run([c], mode="predcls")
+    assert "rel_objects_ok" not in predcls and "R@1_given_objects" not in predcls
+
+
 def test_iou_plus_one_exactly_half_counts():
     gt_box, half, less = [0, 0, 9, 9], [0, 0, 9, 4], [0, 0, 9, 3]
     # +1 convention: areas 10*10 = 100, 10*5 = 50 (inside it) -> 50/100 = 0.5; 10*4 = 40 -> 40/100 = 0.4.

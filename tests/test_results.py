@@ -576,8 +576,25 @@ def test_object_label_table_by_hand(tmp_path: Path) -> None:
     assert grounded[4] == f"+{100 * d.mean():.1f} [{100 * (d.mean() - h):+.1f}, {100 * (d.mean() + h):+.1f}]"
     assert empty[4] == "+4.0" and empty[6] == "-1.0"  # one seed: no interval
     assert base[6] == grounded[6] == "—" and base[4] == "—"
+    # the recall split: mR@50 over the relations with both objects matched, reported by seeds 0 and 1 of the
+    # baseline and grounded rows only -> its own table (after the object accuracy), Δ +7, +9 -> +8.0
+    for run in runs:
+        given = {("baseline", 0): 0.55, ("baseline", 1): 0.53, ("grounded", 0): 0.62, ("grounded", 1): 0.62}
+        v = given.get((run.path.name.split("_")[0], int(run.seed)))
+        if v is not None:
+            run.metrics["sgcls/mR@50_given_objects"] = v
+    tables = cr.tables_study_objects(key, cr.study_groups(runs)[key])
+    assert [t.name for t in tables] == [table.name, table.name.replace("objects_", "objects_mR50_given_objects_")]
+    rows = {row[0]: row for row in tables[1].rows}
+    assert list(rows) == ["baseline", "grounded"] and rows["grounded"][1] == "0 1"
+    assert str(rows["baseline"][2]).startswith("54.0 ± ") and str(rows["grounded"][2]) == "62.0 ± 0.0"
+    assert str(rows["grounded"][3]).startswith("56.5 ± ")  # the row's own mR@50 over the same seeds
+    assert rows["grounded"][4].startswith("+8.0 [")
+    with pytest.raises(ValueError, match="no object measure 'obj_recall' in sgcls"):
+        cr.table_study_objects(key, cr.study_groups(runs)[key], "obj_recall")
     # PredCls has no object measure; nor has a study whose tests all predate it
     assert cr.table_study_objects(("motif", "tiny", "predcls", ""), {}) is None
+    assert cr.tables_study_objects(("motif", "tiny", "predcls", ""), {}) == []
     for run in runs:
         run.metrics.pop("sgcls/obj_acc", None)
     assert cr.table_study_objects(key, cr.study_groups(runs)[key]) is None

@@ -45,9 +45,12 @@ class RecordLayout:
     ``n_rel`` (GT relation rows R), ``n_zs`` (zero-shot GT rows), then per K: hits of the graph-constrained
     list, of the no-graph-constraint list, and the same restricted to zero-shot rows; then the GT row count
     of every predicate 1..C, and per K the hits per predicate (graph constraint, then no graph constraint);
-    then per K the pair-accuracy hits (A@K, predcls/sgcls; 0 in sgdet); last, the image's GT objects and
+    then per K the pair-accuracy hits (A@K, predcls/sgcls; 0 in sgdet); then the image's GT objects and
     how many of them the prediction labels right (sgcls: the label predicted for that GT box; sgdet: some
-    predicted box of its label at IoU+1 >= the threshold; both 0 in predcls, where the labels are given).
+    predicted box of its label at IoU+1 >= the threshold; both 0 in predcls, where the labels are given);
+    last, per predicate 1..C the GT rows whose subject and object are *both* matched by some predicted object
+    (label equal, IoU+1 >= the threshold) — the only rows any candidate can hit (0 in predcls and for skipped
+    images).
     """
 
     num_ks: int
@@ -78,8 +81,13 @@ class RecordLayout:
         return slice(start, start + 2)
 
     @property
+    def pred_count_ok(self) -> slice:  # (C,): GT rows per predicate whose two objects are matched
+        start = self.objects.stop
+        return slice(start, start + self.num_classes)
+
+    @property
     def width(self) -> int:
-        return self.objects.stop
+        return self.pred_count_ok.stop
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -332,6 +340,10 @@ class _Protocol:
         rec[1] = 1
         ok_subj = obj_ok[rels[:, 0]]  # Bool[R, M]
         ok_obj = obj_ok[rels[:, 1]]
+        if self.mode != "predcls":
+            # GT rows with both objects matched: a hit needs this, so hits / these = recall given the labels
+            both = ok_subj.any(1) & ok_obj.any(1)
+            rec[lay.pred_count_ok] = np.bincount(gt_pred[both] - 1, minlength=num_cls)
         kmax = max(self.ks)
         subj, obj = rel_pairs[:, 0], rel_pairs[:, 1]
 
@@ -401,6 +413,16 @@ class _Protocol:
             n_obj, n_right = records[:, lay.objects].astype(np.int64).sum(0)
             key = "obj_acc" if self.mode == "sgcls" else "obj_recall"
             out[key] = float(n_right) / n_obj if n_obj else float("nan")
+            # the recalls split into "both objects matched" x "recall given that" (graph constraint)
+            count_ok = counted[:, lay.pred_count_ok]
+            n_ok, n_all = int(count_ok.astype(np.int64).sum()), int(count.astype(np.int64).sum())
+            out["rel_objects_ok"] = n_ok / n_all if n_all else float("nan")
+            rows_ok = count_ok.sum(1) > 0
+            for ki, k in enumerate(self.ks):
+                out[f"R@{k}_given_objects"] = _mean(hits[rows_ok, 0, ki] / count_ok[rows_ok].sum(1))
+                per_pred = per_predicate_recall(count_ok, pred_hits[:, 0, ki])
+                out[f"mR@{k}_given_objects"] = mean_over_predicates(per_pred)
+                out[f"mR_per_predicate@{k}_given_objects"] = per_pred
         out["num_images"] = int(counted.shape[0])
         out["num_images_skipped"] = int(records.shape[0] - counted.shape[0])
         out["num_images_zeroshot"] = int(is_zs.sum())
@@ -590,7 +612,12 @@ class SceneGraphEvaluator:
     C_rel - 1 floats, predicate 1 first); ``A@K`` in predcls / sgcls; the object labels: ``obj_acc`` in sgcls (GT
     boxes given the right label / GT boxes) and ``obj_recall`` in sgdet (GT boxes matched by a predicted box of
     their label at IoU+1 >= the threshold, any score / GT boxes), pooled over every image, also those without
-    relations; plus ``num_images`` (counted), ``num_images_skipped`` and ``num_images_zeroshot``. Means use an
+    relations; in sgcls / sgdet also the recalls split in two (graph constraint): ``rel_objects_ok`` (GT
+    relation rows whose subject and object are both matched by some predicted object — label and IoU — / GT
+    rows, pooled over the counted images) and ``R@K_given_objects``, ``mR@K_given_objects`` (lists:
+    ``mR_per_predicate@K_given_objects``): R@K / mR@K with those rows in place of all GT rows (the same per-image
+    means; an image without such a row is left out, a predicate without any scores 0 in mR as in mR@K) —
+    comparable to PredCls's R@K / mR@K, where every row qualifies; plus ``num_images`` (counted), ``num_images_skipped`` and ``num_images_zeroshot``. Means use an
     exactly rounded sum, so they do not depend on image order.
     """
 
