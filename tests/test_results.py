@@ -584,7 +584,10 @@ def test_object_label_table_by_hand(tmp_path: Path) -> None:
         if v is not None:
             run.metrics["sgcls/mR@50_given_objects"] = v
     tables = cr.tables_study_objects(key, cr.study_groups(runs)[key])
-    assert [t.name for t in tables] == [table.name, table.name.replace("objects_", "objects_mR50_given_objects_")]
+    assert [t.name for t in tables] == [
+        table.name,
+        table.name.replace("objects_", "objects_mR50_given_objects_"),
+    ]
     rows = {row[0]: row for row in tables[1].rows}
     assert list(rows) == ["baseline", "grounded"] and rows["grounded"][1] == "0 1"
     assert str(rows["baseline"][2]).startswith("54.0 ± ") and str(rows["grounded"][2]) == "62.0 ± 0.0"
@@ -1303,6 +1306,23 @@ def test_readme_object_accuracy_table_is_what_the_archive_gives() -> None:
     generated = {name: cells[:5] for name, cells in _row_cells(table).items()}
     assert found == generated and set(found) == {"baseline", "grounded"}
     assert all(cells[5:] == ["—", "—"] for cells in _row_cells(table).values())  # no row beside the two
+    # the recall split: the relations-with-both-objects table and the mR@50-given-them table side by side
+    # (each: its measure, Δ vs baseline, p)
+    split = cr.tables_study_objects(key, cr.study_groups(runs)[key])[1:]
+    assert [t.header[2] for t in split] == [
+        "relations with both objects labelled (rel_objects_ok)",
+        "mR@50 given both objects (mR@50_given_objects)",
+    ]
+    part = readme.split("**Object labels in SGCls (VCTree")[1].split("\n\n")[2]
+    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert _readme_cells(lines[0])[1:] == [
+        split[0].header[1],
+        *(t.header[i] for t in split for i in (2, 4, 5)),
+    ]
+    found = {_readme_cells(line)[0].split(" (")[0]: _readme_cells(line)[1:] for line in lines[1:]}
+    cells = [_row_cells(t) for t in split]
+    generated = {v: [cells[0][v][0], *(t[v][i] for t in cells for i in (1, 3, 4))] for v in cells[0]}
+    assert found == generated and set(found) == {"baseline", "grounded"}
 
 
 def test_study_notes_which_detector_each_seed_used(tmp_path: Path) -> None:
