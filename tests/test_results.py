@@ -1243,7 +1243,12 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
 @pytest.mark.parametrize(
     "section, pattern, table, rows",
     [
-        ("**VCTree PredCls at the study's schedule", "study12/vctree_*", "summary_study_vctree_predcls", ()),
+        (
+            "**VCTree PredCls at the study's schedule",
+            "study12/vctree_*",
+            "summary_study_vctree_predcls",
+            ("empty",),
+        ),
         (
             "**MOTIF SGCls at the study's schedule",
             "study12/sgcls_motif_*",
