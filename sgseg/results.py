@@ -1186,8 +1186,9 @@ def table_study_objects(
         rows.append([variant, seeds, cell, recall[variant], over_b, p_b, over_g, p_g])
     pooled = "" if measure.startswith("mR@") else ", pooled over the test images"
     note = (
-        f"{what if what.startswith('mR@') else what.capitalize()} (%) of the runs whose test reports it ({measure}: {definition}{pooled}; "
-        "tests by an earlier evaluator lack it — re-test with `python -m sgseg.evaluate run_dir=RUN ckpt=last`), mean ± 95 % t-interval over those runs, with the same runs' "
+        f"{what if what.startswith('mR@') else what.capitalize()} (%) of the runs whose test reports it "
+        f"({measure}: {definition}{pooled}; tests by an earlier evaluator lack it — re-test with `python -m "
+        "sgseg.evaluate run_dir=RUN ckpt=last`), mean ± 95 % t-interval over those runs, with the same runs' "
         f"mR@{k}; Δ: row − baseline (or grounded) of the same seed over the seeds with both, two-sided paired t-test."
     )  # fmt: skip
     header = ["Row", "seeds", f"{what} ({measure})", f"mR@{k} (same runs)", "Δ vs baseline (t)", "p",

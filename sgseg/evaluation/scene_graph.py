@@ -1,5 +1,6 @@
 """Scene-graph recall: R@K, ngR@K, zsR@K, ng-zsR@K, mR@K, ng-mR@K (+ pair accuracy A@K) of the VG150 protocol,
-and the object labels behind them (``obj_acc`` in SGCls, ``obj_recall`` in SGDet).
+and the object labels behind them (``obj_acc`` in SGCls, ``obj_recall`` in SGDet; the recall split into relations
+with both objects matched, ``rel_objects_ok``, and recall over those, ``R@K`` / ``mR@K_given_objects``).
 
 Where this sits: the last stage of the pipeline. The LightningModules split their flat
 :class:`~sgseg.structures.RelationPredictions` per image (``per_image``, rows already ranked) and hand each
@@ -617,8 +618,9 @@ class SceneGraphEvaluator:
     rows, pooled over the counted images) and ``R@K_given_objects``, ``mR@K_given_objects`` (lists:
     ``mR_per_predicate@K_given_objects``): R@K / mR@K with those rows in place of all GT rows (the same per-image
     means; an image without such a row is left out, a predicate without any scores 0 in mR as in mR@K) —
-    comparable to PredCls's R@K / mR@K, where every row qualifies; plus ``num_images`` (counted), ``num_images_skipped`` and ``num_images_zeroshot``. Means use an
-    exactly rounded sum, so they do not depend on image order.
+    comparable to PredCls's R@K / mR@K, where every row qualifies; plus ``num_images`` (counted),
+    ``num_images_skipped`` and ``num_images_zeroshot``. Means use an exactly rounded sum, so they do not depend
+    on image order.
     """
 
     def __init__(
