@@ -21,7 +21,8 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
   bootstrap over test images of each grounded row − baseline (same model, task, seed; and of the oracle,
   shuffled and control rows − grounded) for mR@50 and R@50;
   in SGCls / SGDet also how well each row labels the objects (``obj_acc`` / ``obj_recall``, where its test reports
-  it); with ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs;
+  it) and the recall split (``rel_objects_ok``, ``mR@50_given_objects``), a table per measure; with
+  ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs;
   a per-predicate R@50 figure (``study_per_predicate_*.png``) and the rows' validation curves
   (``study_curves_*.png``, from the CSV logger's ``csv/version_*/metrics.csv``),
 - the stage-1 detectors (VG mAP@50, COCO box / mask AP),
@@ -1152,11 +1153,12 @@ def table_study_objects(
     if task not in OBJECT_MEASURES:
         return None
     known = {m[0]: m for m in OBJECT_MEASURES[task]}
+    default = OBJECT_MEASURES[task][0][0]
     if measure is not None and measure not in known:
         raise ValueError(
             f"table_study_objects: no object measure {measure!r} in {task}; known: {list(known)}"
         )
-    measure, what, definition = known[measure] if measure is not None else OBJECT_MEASURES[task][0]
+    measure, what, definition = known[measure or default]
     per_row: dict[str, dict[int, tuple[float, bool]]] = {}
     recall: dict[str, IntervalCell] = {}
     for variant in STUDY_ROWS:
@@ -1193,7 +1195,7 @@ def table_study_objects(
     )  # fmt: skip
     header = ["Row", "seeds", f"{what} ({measure})", f"mR@{k} (same runs)", "Δ vs baseline (t)", "p",
               "Δ vs grounded (t)", "p vs grounded"]  # fmt: skip
-    slug = "" if measure == OBJECT_MEASURES[task][0][0] else "_" + measure.replace("@", "")
+    slug = "" if measure == default else "_" + measure.replace("@", "")
     return Table(
         f"Study: {what}, {_study_name(key)}", header, rows, f"study_objects{slug}_{_study_slug(key)}", note
     )

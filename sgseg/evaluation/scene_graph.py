@@ -1,6 +1,6 @@
 """Scene-graph recall: R@K, ngR@K, zsR@K, ng-zsR@K, mR@K, ng-mR@K (+ pair accuracy A@K) of the VG150 protocol,
 and the object labels behind them (``obj_acc`` in SGCls, ``obj_recall`` in SGDet; the recall split into relations
-with both objects matched, ``rel_objects_ok``, and recall over those, ``R@K`` / ``mR@K_given_objects``).
+with both objects matched, ``rel_objects_ok``, and recall over those, ``R@K_given_objects`` / ``mR@K_given_objects``).
 
 Where this sits: the last stage of the pipeline. The LightningModules split their flat
 :class:`~sgseg.structures.RelationPredictions` per image (``per_image``, rows already ranked) and hand each
@@ -416,11 +416,12 @@ class _Protocol:
             out[key] = float(n_right) / n_obj if n_obj else float("nan")
             # the recalls split into "both objects matched" x "recall given that" (graph constraint)
             count_ok = counted[:, lay.pred_count_ok]
-            n_ok, n_all = int(count_ok.astype(np.int64).sum()), int(count.astype(np.int64).sum())
-            out["rel_objects_ok"] = n_ok / n_all if n_all else float("nan")
-            rows_ok = count_ok.sum(1) > 0
+            n_ok = count_ok.astype(np.int64).sum(1)  # per image
+            n_all = int(counted[:, 2].astype(np.int64).sum())
+            out["rel_objects_ok"] = int(n_ok.sum()) / n_all if n_all else float("nan")
+            rows_ok = n_ok > 0
             for ki, k in enumerate(self.ks):
-                out[f"R@{k}_given_objects"] = _mean(hits[rows_ok, 0, ki] / count_ok[rows_ok].sum(1))
+                out[f"R@{k}_given_objects"] = _mean(hits[rows_ok, 0, ki] / n_ok[rows_ok])
                 per_pred = per_predicate_recall(count_ok, pred_hits[:, 0, ki])
                 out[f"mR@{k}_given_objects"] = mean_over_predicates(per_pred)
                 out[f"mR_per_predicate@{k}_given_objects"] = per_pred
