@@ -1806,7 +1806,7 @@ def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path
                         ls=style[label])  # fmt: skip
             common = sorted(set.intersection(*(set(p) for p in per_seed)))
             means = [100 * statistics.fmean(p[step] for p in per_seed) for step in common]
-            name = f"{LEGEND_NAMES.get(variant, variant)}{', ' + label if label else ''} (mean of {len(per_seed)})"
+            name = _curve_legend(variant, label, [r.seed for r, _ in runs])
             ax.plot(common, means, color=color, lw=2.2, marker="o", ms=3, ls=style[label], label=name)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"val {metric}@{STUDY_K} (%)")
@@ -1818,6 +1818,12 @@ def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _curve_legend(variant: str, label: str, seeds: list[Any]) -> str:
+    """Legend entry of a row's thick curve: the mean of its seeds' curves, or — with one run — that run itself."""
+    what = f"mean of {len(seeds)}" if len(seeds) > 1 else f"1 run, seed {seeds[0]}"
+    return f"{LEGEND_NAMES.get(variant, variant)}{', ' + label if label else ''} ({what})"
 
 
 def tables_study(

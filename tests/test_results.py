@@ -640,6 +640,9 @@ def test_study_validation_curves(tmp_path: Path) -> None:
     bare = cr.load_run(tmp_path / "baseline_0")
     bare.path = tmp_path / "nowhere"
     assert cr.plot_study_curves(key, {"baseline": [bare]}, tmp_path / "none.png") is None
+    # the thick line's legend: the mean of several seeds, or the one run it is
+    assert cr._curve_legend("grounded", "", [0, 1]) == "grounded (mean of 2)"
+    assert cr._curve_legend("empty", "12 epochs", [4]) == "empty (all-zero masks), 12 epochs (1 run, seed 4)"
 
 
 def _retest(
