@@ -1432,10 +1432,10 @@ def test_readme_at_a_glance_table_is_what_the_archive_gives() -> None:
     ):
         rows = _row_cells(_archived_summary(pattern, name))
         b, g = rows["baseline"], rows["grounded"]
+        seeds = g[0] if b[0] == g[0] else f"{g[0]} (baseline {b[0]})"
         if g[0] == "1":  # one seed pair: the bootstrap interval of its difference
             delta = g[4].split(": ", 1)[1] + " (bootstrap over test images)"
-            seeds = g[0] if b[0] == g[0] else f"{g[0]} (baseline {b[0]})"
             expected[label] = [seeds, b[1], g[1], delta, "—"]
-        else:
-            expected[label] = [g[0], b[1], g[1], g[5], g[6]]
+        else:  # the paired difference over the seeds both rows have
+            expected[label] = [seeds, b[1], g[1], g[5], g[6]]
     assert found == expected
