@@ -1263,7 +1263,7 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
             "**VCTree SGCls at the study's schedule",
             "study12/sgcls_vctree_*",
             "summary_study_vctree_sgcls",
-            (),
+            ("empty",),
         ),
         (
             "**MOTIF SGCls with bf16 convolutions",
@@ -1302,20 +1302,18 @@ def test_readme_summary_tables_are_what_the_archive_gives(
 def test_readme_object_accuracy_table_is_what_the_archive_gives() -> None:
     """The README's VCTree SGCls object-accuracy table is the object table (:func:`sgseg.results.table_study_objects`)
     of ``sgseg.results docs/runs/study12/sgcls_vctree_* --checkpoint last``, cell for cell from the seeds column to
-    the Δ-vs-baseline p (the README leaves out the empty vs-grounded columns)."""
+    the last column, with the control row (``row=empty``) paired with the grounded runs of its seeds."""
     runs = [cr.load_run(p, "last") for p in cr.find_job_dirs(sorted(ARCHIVE.glob("study12/sgcls_vctree_*")))]
     key = ("vctree", "tiny", "sgcls", "")
     table = cr.table_study_objects(key, cr.study_groups(runs)[key])
     readme = (ARCHIVE.parents[1] / "README.md").read_text()
     part = readme.split("**Object labels in SGCls (VCTree")[1].split("\n\n")[1]
     lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
-    assert _readme_cells(lines[0])[1:] == table.header[1:6]
+    assert _readme_cells(lines[0])[1:] == table.header[1:]
     found = {_readme_cells(line)[0].split(" (")[0]: _readme_cells(line)[1:] for line in lines[1:]}
-    generated = {name: cells[:5] for name, cells in _row_cells(table).items()}
-    assert found == generated and set(found) == {"baseline", "grounded"}
-    assert all(cells[5:] == ["—", "—"] for cells in _row_cells(table).values())  # no row beside the two
+    assert found == _row_cells(table) and set(found) == {"baseline", "grounded", "empty"}
     # the recall split: the relations-with-both-objects table and the mR@50-given-them table side by side
-    # (each: its measure, Δ vs baseline, p)
+    # (each: its measure, Δ vs baseline, p, Δ vs grounded)
     split = cr.tables_study_objects(key, cr.study_groups(runs)[key])[1:]
     assert [t.header[2] for t in split] == [
         "relations with both objects labelled (rel_objects_ok)",
@@ -1325,12 +1323,12 @@ def test_readme_object_accuracy_table_is_what_the_archive_gives() -> None:
     lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert _readme_cells(lines[0])[1:] == [
         split[0].header[1],
-        *(t.header[i] for t in split for i in (2, 4, 5)),
+        *(t.header[i] for t in split for i in (2, 4, 5, 6)),
     ]
     found = {_readme_cells(line)[0].split(" (")[0]: _readme_cells(line)[1:] for line in lines[1:]}
     cells = [_row_cells(t) for t in split]
-    generated = {v: [cells[0][v][0], *(t[v][i] for t in cells for i in (1, 3, 4))] for v in cells[0]}
-    assert found == generated and set(found) == {"baseline", "grounded"}
+    generated = {v: [cells[0][v][0], *(t[v][i] for t in cells for i in (1, 3, 4, 5))] for v in cells[0]}
+    assert found == generated and set(found) == {"baseline", "grounded", "empty"}
 
 
 def test_study_notes_which_detector_each_seed_used(tmp_path: Path) -> None:
