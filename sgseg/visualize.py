@@ -37,6 +37,52 @@ def top_triplets(
     return [(int(pair_index[i, 0]), int(pair_index[i, 1]), int(preds[i]) + 1, float(score[i])) for i in order]
 
 
+# curvature of the graph panel's arrows (matplotlib's arc3): the two directions of a pair bend to opposite sides
+EDGE_RAD = 0.25
+
+
+def graph_layout(
+    boxes: Tensor, triplets: Sequence[tuple[int, int, str, float]], rad: float = EDGE_RAD
+) -> tuple[dict[int, tuple[float, float]], list[tuple[int, int, str, tuple[float, float]]]]:
+    """Where the graph panel puts its nodes and edge labels.
+
+    Nodes: the objects in ``triplets``, on the unit circle in the order of their box centres' angles around the
+    centres' mean (image y points down, the panel's up), so the graph keeps the picture's left/right/above/below
+    and neighbours' edges stay short. Edges: one per ordered (subject, object) pair, its predicates one per line
+    (``"near (0.40)"``), the label at the middle of the drawn arc (the quadratic Bézier of matplotlib's
+    ``arc3,rad``, at t = ½) — on its own arrow, and the pair's two directions on opposite sides.
+    Returns ``(pos, edges)``: ``pos[j] = (x, y)``, ``edges = [(s, o, text, (x, y))]`` in first-seen order."""
+    nodes = sorted({s for s, _, _, _ in triplets} | {o for _, o, _, _ in triplets})
+    if not nodes:
+        return {}, []
+    b = boxes[nodes].double().cpu()
+    cx, cy = ((b[:, 0] + b[:, 2]) / 2).tolist(), ((b[:, 1] + b[:, 3]) / 2).tolist()
+    mx, my = sum(cx) / len(cx), sum(cy) / len(cy)
+    order = sorted(range(len(nodes)), key=lambda i: (math.atan2(my - cy[i], cx[i] - mx), nodes[i]))
+    start = math.atan2(my - cy[order[0]], cx[order[0]] - mx) if len(nodes) > 1 else math.pi / 2
+    pos = {
+        nodes[i]: (
+            math.cos(start + 2 * math.pi * t / len(nodes)),
+            math.sin(start + 2 * math.pi * t / len(nodes)),
+        )
+        for t, i in enumerate(order)
+    }
+    texts: dict[tuple[int, int], list[str]] = {}
+    for s, o, pred, score in triplets:
+        texts.setdefault((s, o), []).append(f"{pred} ({score:.2f})")
+    edges = [(s, o, "\n".join(lines), arc_point(pos[s], pos[o], rad, 0.5)) for (s, o), lines in texts.items()]
+    return pos, edges
+
+
+def arc_point(a: tuple[float, float], b: tuple[float, float], rad: float, t: float) -> tuple[float, float]:
+    """The point at ``t`` ∈ [0, 1] of matplotlib's ``arc3,rad`` connection from ``a`` to ``b``: a quadratic
+    Bézier whose control point is the chord's middle moved by ``rad · (dy, −dx)``."""
+    (xa, ya), (xb, yb) = a, b
+    cx, cy = (xa + xb) / 2 + rad * (yb - ya), (ya + yb) / 2 - rad * (xb - xa)
+    u = 1.0 - t
+    return (u * u * xa + 2 * u * t * cx + t * t * xb, u * u * ya + 2 * u * t * cy + t * t * yb)
+
+
 def draw_scene_graph(
     image: Tensor,
     boxes: Tensor,
@@ -82,30 +128,53 @@ def draw_scene_graph(
     ax_img.set_axis_off()
     ax_img.set_title(title or "objects and masks", fontsize=9)
 
-    nodes = sorted(used)
-    pos = {
-        j: (math.cos(2 * math.pi * t / max(len(nodes), 1)), math.sin(2 * math.pi * t / max(len(nodes), 1)))
-        for t, j in enumerate(nodes)
-    }
-    for s, o, pred, score in triplets:
-        (xs, ys), (xo, yo) = pos[s], pos[o]
-        ax_graph.add_patch(FancyArrowPatch((xs, ys), (xo, yo), arrowstyle="-|>", mutation_scale=12,
-                                           color="0.35", shrinkA=16, shrinkB=16,
-                                           connectionstyle="arc3,rad=0.12"))  # fmt: skip
-        ax_graph.text((xs + xo) / 2, (ys + yo) / 2, f"{pred} ({score:.2f})", fontsize=7, ha="center",
-                      bbox={"facecolor": "white", "alpha": 0.85, "pad": 1, "lw": 0})  # fmt: skip
-    for j in nodes:
-        x, y = pos[j]
+    pos, edges = graph_layout(boxes, triplets)
+    for s, o, _, _ in edges:
+        ax_graph.add_patch(FancyArrowPatch(pos[s], pos[o], arrowstyle="-|>", mutation_scale=12, color="0.35",
+                                           shrinkA=16, shrinkB=16, connectionstyle=f"arc3,rad={EDGE_RAD}"))  # fmt: skip
+    node_texts = [
         ax_graph.text(x, y, f"{j}:{labels[j]}", ha="center", va="center", fontsize=8, color="white",
-                      bbox={"facecolor": colors[j], "boxstyle": "round", "pad": 0.4})  # fmt: skip
+                      bbox={"facecolor": colors[j], "boxstyle": "round", "pad": 0.4})
+        for j, (x, y) in sorted(pos.items())
+    ]  # fmt: skip
     ax_graph.set_xlim(-1.5, 1.5)
     ax_graph.set_ylim(-1.4, 1.4)
     ax_graph.set_aspect("equal")
     ax_graph.set_axis_off()
     ax_graph.set_title(f"top {len(triplets)} relations", fontsize=9)
     fig.tight_layout()
+    _place_edge_labels(fig, ax_graph, pos, edges, node_texts)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _place_edge_labels(fig, ax, pos, edges, node_texts) -> None:
+    """Put each edge label on its own arc where it covers no node and no label placed before it: the arc's
+    middle if free, else the free point nearest it (t = 0.5 ± 0.1, ± 0.2, ± 0.3), else the least-covered one."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    taken = [t.get_bbox_patch().get_window_extent(renderer) for t in node_texts]
+    for s, o, text, _ in edges:
+        label = ax.text(0.0, 0.0, text, fontsize=7, ha="center", va="center",
+                        bbox={"facecolor": "white", "alpha": 0.85, "pad": 1, "lw": 0})  # fmt: skip
+        best = None
+        for t in (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8):
+            label.set_position(arc_point(pos[s], pos[o], EDGE_RAD, t))
+            box = label.get_window_extent(renderer).expanded(1.06, 1.2)
+            cover = sum(_overlap(box, other) for other in taken)
+            if best is None or cover < best[0]:
+                best = (cover, t, box)
+            if cover == 0.0:
+                break
+        label.set_position(arc_point(pos[s], pos[o], EDGE_RAD, best[1]))
+        taken.append(best[2])
+
+
+def _overlap(a, b) -> float:
+    """The area two display-space boxes share."""
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)
