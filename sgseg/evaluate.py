@@ -9,7 +9,8 @@ and plot — written under ``<run dir>/evaluate/<task>-<checkpoint>`` (or ``out=
 other masks: how much the trained model reads them), written under ``.../<task>-<checkpoint>-<source>-masks``;
 ``task=sgdet require_overlap=true|false`` re-tests SGDet on the pairs of overlapping detections only (the
 reference) or on every ordered pair (the synthetic experiments' setting), under ``...-overlapping-pairs`` /
-``...-all-pairs``.
+``...-all-pairs``; ``split=val`` re-tests on the validation images (``...-val``); ``relations=seen|zeroshot``
+scores only the GT relations whose triplet the training split has / lacks (``...-seen-relations``).
 """
 
 from __future__ import annotations

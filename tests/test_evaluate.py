@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(REPO)}
@@ -117,3 +119,84 @@ def test_evaluate_without_refined_masks_on_the_vg_stream(tiny_sweep, tmp_path):
     assert "refine_passes=0 (trained with 2)" in done.stdout
     bad = _evaluate(f"run_dir={job}", "refine_passes=3", f"out={tmp_path / 'bad'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "use 0, 1 or 2" in bad.stderr
+
+
+def test_evaluate_on_validation_images_and_on_seen_or_zero_shot_relations(tiny_sweep, tmp_path):
+    """``split=val`` re-tests the weights on the validation images training's curves read: the last checkpoint
+    gives the last logged validation numbers again. ``relations=zeroshot`` scores only the zero-shot GT triplets —
+    its R@K is the full test's zsR@K (the evaluator's own zero-shot route); ``relations=seen`` the others — the two
+    partition every image's relations and hits."""
+    import csv
+
+    import numpy as np
+
+    job = tiny_sweep.jobs["refine"]
+    runs = {}
+    for name, args in {"all": [], "val": ["split=val"], "seen": ["relations=seen"],
+                       "zeroshot": ["relations=zeroshot"]}.items():  # fmt: skip
+        done = _evaluate(f"run_dir={job}", "ckpt=last", f"out={tmp_path / name}", *args)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = (json.loads((tmp_path / name / "metrics.json").read_text()),
+                      np.load(tmp_path / name / "predcls_per_image.npz"), done.stdout)  # fmt: skip
+    what = json.loads((tmp_path / "val" / "evaluation.json").read_text())
+    assert (what["split"], what["relations"]) == ("val", "all")
+    assert "on the val split" in runs["val"][2] and "zeroshot GT relations only" in runs["zeroshot"][2]
+
+    # the last validation of training (epoch end, the weights of last.ckpt), from the run's CSV log
+    rows = [r for r in csv.DictReader(open(next(job.glob("csv/version_*/metrics.csv")))) if r.get("val/R@50")]
+    logged = rows[-1]
+    val = runs["val"][0]
+    for k in ("R@20", "R@50", "ngR@100", "mR@50", "num_images"):
+        assert val[f"predcls/{k}"] == pytest.approx(float(logged[f"val/{k}"]), abs=1e-6), k
+    assert not set(runs["val"][1]["image_id"]) & set(runs["all"][1]["image_id"])
+
+    full, zs, seen = runs["all"][0], runs["zeroshot"][0], runs["seen"][0]
+    assert full["predcls/num_images_zeroshot"] > 0  # the tiny test split has zero-shot triplets
+    for k in (20, 50, 100):
+        assert zs[f"predcls/R@{k}"] == pytest.approx(full[f"predcls/zsR@{k}"], abs=1e-9)
+        assert zs[f"predcls/ngR@{k}"] == pytest.approx(full[f"predcls/ng-zsR@{k}"], abs=1e-9)
+    assert (
+        seen["predcls/num_images_zeroshot"] == 0 and seen["predcls/zsR@50"] != seen["predcls/zsR@50"]
+    )  # NaN
+    npz = {name: runs[name][1] for name in ("all", "seen", "zeroshot")}
+    assert all(np.array_equal(npz["all"]["image_id"], npz[n]["image_id"]) for n in ("seen", "zeroshot"))
+    for field in ("num_rel", "hits", "pred_count", "pred_hits"):
+        assert np.array_equal(npz["all"][field], npz["seen"][field] + npz["zeroshot"][field]), field
+    # with 16 training images every tiny test relation is zero-shot: `seen` scores none here (NaN recall, no
+    # crash); the split of a mixed image is hand-worked in test_keep_relations_splits_seen_and_zero_shot
+    assert npz["all"]["num_rel"].sum() == npz["zeroshot"]["num_rel"].sum() > 0
+
+    wrong = _evaluate(f"run_dir={job}", "relations=unseen", f"out={tmp_path / 'w'}")
+    assert wrong.returncode == 1 and "relations='unseen': all | seen" in wrong.stderr
+    wrong = _evaluate(f"run_dir={job}", "split=train", f"out={tmp_path / 'w2'}")
+    assert wrong.returncode == 1 and "split='train'" in wrong.stderr
+
+
+def test_keep_relations_splits_seen_and_zero_shot():
+    from types import SimpleNamespace
+
+    import torch
+
+    from sgseg.lit.scene_graph_module import SceneGraphModule
+
+    # 5 object classes, 4 predicates (with background); zero-shot triplets (1, 2, 3) and (4, 4, 1)
+    module = SimpleNamespace(num_object_classes=5, num_predicates=4, gt_relations="zeroshot",
+                             zeroshot_triplets=torch.tensor([[1, 2, 3], [4, 4, 1]]))  # fmt: skip
+    subj, obj, pred = (
+        torch.tensor([1, 2, 4, 4, 1]),
+        torch.tensor([2, 1, 4, 4, 2]),
+        torch.tensor([3, 3, 1, 2, 1]),
+    )
+    keep = SceneGraphModule._keep_relations(module, subj, obj, pred)
+    assert keep.tolist() == [True, False, True, False, False]
+    module.gt_relations = "seen"
+    assert SceneGraphModule._keep_relations(module, subj, obj, pred).tolist() == [
+        False,
+        True,
+        False,
+        True,
+        True,
+    ]
+    module.zeroshot_triplets = None
+    with pytest.raises(ValueError, match="no zero-shot triplets"):
+        SceneGraphModule._keep_relations(module, subj, obj, pred)

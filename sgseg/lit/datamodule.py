@@ -72,6 +72,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
             flip_prob,
         )
         self.datasets: dict[str, Dataset] = {}
+        self.test_split = "test"  # the VG split the test stage runs on (`sgseg.evaluate split=val`: val)
         self._train_loader: InterleavedLoader | None = None
 
     def prepare_data(self) -> None:
@@ -144,7 +145,7 @@ class SceneGraphDataModule(pl.LightningDataModule):
         return loaders
 
     def test_dataloader(self) -> list[DataLoader]:
-        loaders = [self._eval_loader("vg", "test")]
+        loaders = [self._eval_loader("vg", self.test_split)]
         if self.coco_factory is not None:
             loaders.append(self._eval_loader("coco", "val"))
         return loaders

@@ -250,6 +250,17 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
             run_cfg.model.sampling.test_require_overlap = overlap
             overlap_changed = True
             suffix += "-overlapping-pairs" if overlap else "-all-pairs"
+    split = str(cfg.get("split") or "test")
+    if split not in ("test", "val"):
+        raise ConfigError(f"split={split!r}: test (the run's test split) or val (its validation images)")
+    suffix += "" if split == "test" else f"-{split}"
+    relations = str(cfg.get("relations") or "all")
+    if relations not in ("all", "seen", "zeroshot"):
+        raise ConfigError(
+            f"relations={relations!r}: all | seen (GT triplets of the training split only) | zeroshot (only the "
+            "zero-shot triplets)"
+        )
+    suffix += "" if relations == "all" else f"-{relations}-relations"
     out_dir = (
         Path(cfg.out)
         if cfg.get("out")
@@ -270,7 +281,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         run_cfg, with_coco=run_cfg.model.get("refine") is not None, with_true_masks=source == "oracle"
     )
     check_data_paths(run_cfg)
+    dm.test_split = split
     module, _ = build_scene_graph_module(run_cfg, dm, detector_from_config(checkpoint["detector_config"]))
+    module.gt_relations = relations
     similarity = module.model.transfer.similarity.clone()  # S of `source` (the deranged one for shuffled)
     module.load_state_dict(checkpoint["state_dict"])
     module.model.transfer.similarity.copy_(similarity)  # the checkpoint's S is the trained source's
@@ -290,6 +303,9 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
                 # SGDet test pairs, where set against the run's own setting: only overlapping detections (true)
                 # or all ordered pairs (false); None: the run's own
                 "require_overlap": bool(overlap) if overlap_changed else None,
+                # the VG split tested (test | val) and the GT relations scored (all | seen | zeroshot)
+                "split": split,
+                "relations": relations,
             },
             indent=2,
         )  # fmt: skip
@@ -307,6 +323,10 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         swap += f", refine_passes={int(passes)} (trained with {run_cfg.model.train_refine_passes})"
     if overlap_changed:
         swap += ", pairs of overlapping detections only" if overlap else ", all ordered pairs of detections"
+    if split != "test":
+        swap += f", on the {split} split"
+    if relations != "all":
+        swap += f", {relations} GT relations only"
     print(f"\n{run_cfg.model.name} / {mode}, {ckpt_path.name}{swap}  (recall in %)")
     print(results_table(module.test_metrics, mode))
     print(f"written to {out_dir}")

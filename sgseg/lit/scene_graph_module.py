@@ -96,6 +96,10 @@ class SceneGraphModule(pl.LightningModule):
         )  # fmt: skip
         self._coco_dets: dict[str, list[dict[str, Any]]] = {}
         self.test_metrics: dict[str, Any] = {}
+        # which GT relations the metric scores: all | seen (triplets of the training split) | zeroshot (only the
+        # zero-shot triplets: R@K then equals zsR@K); a test-time choice of `sgseg.evaluate relations=`
+        self.zeroshot_triplets = zeroshot_triplets
+        self.gt_relations = "all"
         self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt", "stage_two_inputs"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -159,7 +163,11 @@ class SceneGraphModule(pl.LightningModule):
     def _test_split_info(self) -> dict[str, Any]:
         """The VG test split's image counts (before / after the ``max_test_boxes`` filter), {} without one."""
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        ds = dm.dataset("vg", "test") if dm is not None and hasattr(dm, "dataset") else None
+        ds = (
+            dm.dataset("vg", getattr(dm, "test_split", "test"))
+            if dm is not None and hasattr(dm, "dataset")
+            else None
+        )
         if ds is None or not hasattr(ds, "num_dropped_max_boxes"):
             return {}
         return {
@@ -244,12 +252,31 @@ class SceneGraphModule(pl.LightningModule):
             objects = keep.nonzero().flatten()
             local = local_index(objects, targets.image_index.numel())
             rels = targets.relations[targets.rel_image_index == b]
+            if self.gt_relations != "all":
+                rels = rels[
+                    self._keep_relations(targets.labels[rels[:, 0]], targets.labels[rels[:, 1]], rels[:, 2])
+                ]
             gt = {
                 "boxes": gt_boxes[keep],
                 "labels": targets.labels[keep],
                 "relations": torch.cat([local[rels[:, :2]], rels[:, 2:]], 1),
             }
             self.metric.update(gt, pred, image_id=images.image_ids[b])
+
+    def _keep_relations(self, subj: Tensor, obj: Tensor, pred: Tensor) -> Tensor:
+        """Bool[R]: the GT relations ``gt_relations`` keeps — their (subject label, object label, predicate) is a
+        zero-shot triplet (``zeroshot``) or is not (``seen``)."""
+        if self.gt_relations not in ("seen", "zeroshot"):
+            raise ValueError(f"gt_relations={self.gt_relations!r}: all | seen | zeroshot")
+        if self.zeroshot_triplets is None:
+            raise ValueError(f"gt_relations={self.gt_relations}: this module has no zero-shot triplets")
+        zs = self.zeroshot_triplets.to(subj.device).long()
+
+        def key(s: Tensor, o: Tensor, p: Tensor) -> Tensor:
+            return (s * self.num_object_classes + o) * self.num_predicates + p
+
+        is_zs = torch.isin(key(subj, obj, pred), key(zs[:, 0], zs[:, 1], zs[:, 2]))
+        return is_zs if self.gt_relations == "zeroshot" else ~is_zs
 
     def _coco_masks(self, images: ImageBatch, targets: Targets) -> None:
         """COCO mask AP detections, refined and unrefined, in the three settings of paper Table 2:
