@@ -46,9 +46,9 @@ def graph_layout(
 ) -> tuple[dict[int, tuple[float, float]], list[tuple[int, int, str, tuple[float, float]]]]:
     """Where the graph panel puts its nodes and edge labels.
 
-    Nodes: the objects in ``triplets``, on the unit circle in the order of their box centres' angles around the
-    centres' mean (image y points down, the panel's up), so the graph keeps the picture's left/right/above/below
-    and neighbours' edges stay short. Edges: one per ordered (subject, object) pair, its predicates one per line
+    Nodes: the objects in ``triplets``, evenly spaced on the unit circle in the order of their box centres' angles
+    around the centres' mean (image y points down, the panel's up) and turned to sit nearest those angles, so the
+    graph keeps the picture's left/right/above/below and neighbours' edges stay short. Edges: one per ordered (subject, object) pair, its predicates one per line
     (``"near (0.40)"``), the label at the middle of the drawn arc (the quadratic Bézier of matplotlib's
     ``arc3,rad``, at t = ½) — on its own arrow, and the pair's two directions on opposite sides.
     Returns ``(pos, edges)``: ``pos[j] = (x, y)``, ``edges = [(s, o, text, (x, y))]`` in first-seen order."""
@@ -58,8 +58,12 @@ def graph_layout(
     b = boxes[nodes].double().cpu()
     cx, cy = ((b[:, 0] + b[:, 2]) / 2).tolist(), ((b[:, 1] + b[:, 3]) / 2).tolist()
     mx, my = sum(cx) / len(cx), sum(cy) / len(cy)
-    order = sorted(range(len(nodes)), key=lambda i: (math.atan2(my - cy[i], cx[i] - mx), nodes[i]))
-    start = math.atan2(my - cy[order[0]], cx[order[0]] - mx) if len(nodes) > 1 else math.pi / 2
+    angle = [math.atan2(my - cy[i], cx[i] - mx) for i in range(len(nodes))]
+    order = sorted(range(len(nodes)), key=lambda i: (angle[i], nodes[i]))
+    # evenly spaced, turned to sit nearest the true angles: the circular mean of (true − even) angles
+    step = 2 * math.pi / len(nodes)
+    dev = [angle[i] - step * t for t, i in enumerate(order)]
+    start = math.atan2(sum(map(math.sin, dev)), sum(map(math.cos, dev))) if len(nodes) > 1 else math.pi / 2
     pos = {
         nodes[i]: (
             math.cos(start + 2 * math.pi * t / len(nodes)),

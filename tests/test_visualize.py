@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -116,3 +118,20 @@ def test_edge_labels_cover_no_node_and_no_other_label():
         assert label.get_text() == text
         assert any(label.get_position() == pytest.approx(arc_point(pos[s], pos[o], EDGE_RAD, t))
                    for t in (0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8))  # fmt: skip
+
+
+def test_graph_layout_turns_the_circle_to_the_true_angles():
+    # four objects at 100°, 20°, −80° and −160° around (50, 50) (two opposite pairs: their centres' mean is
+    # (50, 50)); evenly spaced 90° apart in the order −160, −80, 20, 100 and turned by the circular mean of
+    # (true − even) = mean(−160, −170, −160, −170) = −165°: at −165°, −75°, 15°, 105°
+    angles = {0: 100.0, 1: 20.0, 2: -80.0, 3: -160.0}
+    boxes = []
+    for a in angles.values():
+        x, y = 50 + 30 * math.cos(math.radians(a)), 50 - 30 * math.sin(math.radians(a))
+        boxes.append([x - 2, y - 2, x + 2, y + 2])
+    boxes.append([0.0, 0, 1, 1])  # in no triplet: not a node, not in the mean
+    pos, _ = graph_layout(torch.tensor(boxes), [(0, 1, "near", 0.5), (2, 3, "near", 0.5)])
+    want = {3: -165.0, 2: -75.0, 1: 15.0, 0: 105.0}
+    assert set(pos) == set(want)
+    for j, a in want.items():
+        assert pos[j] == pytest.approx((math.cos(math.radians(a)), math.sin(math.radians(a))), abs=1e-6)
