@@ -12,8 +12,9 @@ interval), on four sets of relations:
 
     python scripts/split_gap.py --baseline RUN_s1 RUN_s2 --grounded RUN_s1 RUN_s2 [--k 50] [--bootstrap 1000]
 
-Runs are paired in the order given (seed by seed). Prints a markdown table per metric (mR@K, R@K): the two runs'
-values and the difference with its 95 % interval per seed, and the mean over the seeds with its interval.
+Runs are paired in the order given (seed by seed). Prints a markdown table per metric (mR@K, R@K): the images
+scored (with at least one relation of the set), the two runs' values and the difference with its 95 % interval
+per seed, and the mean over the seeds with its interval.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def gap_tables(baseline: list[Path], grounded: list[Path], k: int, num: int) -> 
     for metric in (f"mR@{k}", f"R@{k}"):
         seeds = " | ".join(f"{g.name}" for g in grounded)
         out += [f"**{metric}** (%, baseline → grounded; difference [95 % paired bootstrap over images])", "",
-                f"| relations | images | {seeds} | mean over {len(grounded)} |",
+                f"| relations | images scored | {seeds} | mean over {len(grounded)} |",
                 "|---" * (3 + len(grounded)) + "|"]  # fmt: skip
         for name, pairs in data.items():
             boot = paired_bootstrap(pairs, k, num)
@@ -89,7 +90,8 @@ def gap_tables(baseline: list[Path], grounded: list[Path], k: int, num: int) -> 
                 [f"{100 * boot[f'{metric}_mean']:+.1f}",
                  f"[{100 * boot[f'{metric}_mean_low']:+.1f}, {100 * boot[f'{metric}_mean_high']:+.1f}]"]
             )  # fmt: skip
-            out.append(f"| {name} | {boot['images']} | " + " | ".join(cells) + f" | {mean} |")
+            scored = sorted({int(np.asarray(d["counted"]).sum()) for pair in pairs for d in pair})
+            out.append(f"| {name} | {'/'.join(map(str, scored))} | " + " | ".join(cells) + f" | {mean} |")
         out.append("")
     return "\n".join(out)
 
