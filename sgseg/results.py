@@ -441,9 +441,14 @@ def find_job_dirs(paths: list[Path]) -> list[Path]:
 
 
 def _evaluations(path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(folder, evaluation.json) of every ``python -m sgseg.evaluate`` re-test under ``path/evaluate/``."""
+    """(folder, evaluation.json) of every ``python -m sgseg.evaluate`` re-test of the whole test split under
+    ``path/evaluate/``. Re-tests on the validation images (``split=val``) or on part of the GT relations
+    (``relations=seen|zeroshot``) are left out: they are for ``scripts/split_gap.py``, never a study table's test."""
     for info_path in sorted(path.glob("evaluate/*/evaluation.json"), key=_natural_key):
-        yield info_path.parent, _load_json(info_path)
+        info = _load_json(info_path)
+        if (info.get("split") or "test") != "test" or (info.get("relations") or "all") != "all":
+            continue
+        yield info_path.parent, info
 
 
 def _retest_key(info: dict[str, Any]) -> str:

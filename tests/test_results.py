@@ -1437,3 +1437,28 @@ def test_readme_at_a_glance_table_is_what_the_archive_gives() -> None:
         else:  # the paired difference over the seeds both rows have
             expected[label] = [seeds, b[1], g[1], g[5], g[6]]
     assert found == expected
+
+
+def test_val_and_partial_relation_retests_are_not_study_tests(tmp_path: Path) -> None:
+    """``sgseg.evaluate split=val`` / ``relations=seen|zeroshot`` re-tests of the final weights run on the run's own
+    masks and settings, and their folders sort before or after the plain one — neither may stand in for the
+    final-weights test nor show up as a swap."""
+    ids = np.arange(20)
+    job = tmp_path / "grounded_0"
+    _study_job(job, "grounded", 0, _random_images(np.random.default_rng([0, 3]), 20, 0.0), ids)
+    info = {"task": "predcls", "mask_source": "transfer", "trained_mask_source": "transfer", "refine_passes": None,
+            "checkpoint": str(job / "checkpoints" / "last.ckpt"), "run_dir": str(job), "require_overlap": None}  # fmt: skip
+    for name, extra in {"predcls-last-seen-relations": {"split": "test", "relations": "seen"},
+                        "predcls-last-val": {"split": "val", "relations": "all"}}.items():  # fmt: skip
+        out = job / "evaluate" / name
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"predcls/mR@50": 0.99}))
+        (out / "evaluation.json").write_text(json.dumps(info | extra))
+    run = cr.load_run(job, "best")
+    assert cr._final_weights_test(run) is None and run.retests("predcls") == {}
+    plain = job / "evaluate" / "predcls-last"
+    plain.mkdir()
+    (plain / "metrics.json").write_text(json.dumps({"predcls/mR@50": 0.5}))
+    (plain / "evaluation.json").write_text(json.dumps(info | {"split": "test", "relations": "all"}))
+    assert cr._final_weights_test(cr.load_run(job, "best")) == plain
+    assert cr.load_run(job, "last").value("predcls", "mR@50") == 0.5
