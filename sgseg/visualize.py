@@ -48,9 +48,10 @@ def graph_layout(
 
     Nodes: the objects in ``triplets``, evenly spaced on the unit circle in the order of their box centres' angles
     around the centres' mean (image y points down, the panel's up) and turned to sit nearest those angles, so the
-    graph keeps the picture's left/right/above/below and neighbours' edges stay short. Edges: one per ordered (subject, object) pair, its predicates one per line
-    (``"near (0.40)"``), the label at the middle of the drawn arc (the quadratic Bézier of matplotlib's
-    ``arc3,rad``, at t = ½) — on its own arrow, and the pair's two directions on opposite sides.
+    graph keeps the picture's left/right/above/below and neighbours' edges stay short. Edges: one per ordered
+    (subject, object) pair, its predicates one per line (``"near (0.40)"``), the label at the middle of the drawn
+    arc (the quadratic Bézier of matplotlib's ``arc3,rad``, at t = ½) — on its own arrow, and the pair's two
+    directions on opposite sides.
     Returns ``(pos, edges)``: ``pos[j] = (x, y)``, ``edges = [(s, o, text, (x, y))]`` in first-seen order."""
     nodes = sorted({s for s, _, _, _ in triplets} | {o for _, o, _, _ in triplets})
     if not nodes:
@@ -64,13 +65,7 @@ def graph_layout(
     step = 2 * math.pi / len(nodes)
     dev = [angle[i] - step * t for t, i in enumerate(order)]
     start = math.atan2(sum(map(math.sin, dev)), sum(map(math.cos, dev))) if len(nodes) > 1 else math.pi / 2
-    pos = {
-        nodes[i]: (
-            math.cos(start + 2 * math.pi * t / len(nodes)),
-            math.sin(start + 2 * math.pi * t / len(nodes)),
-        )
-        for t, i in enumerate(order)
-    }
+    pos = {nodes[i]: (math.cos(start + step * t), math.sin(start + step * t)) for t, i in enumerate(order)}
     texts: dict[tuple[int, int], list[str]] = {}
     for s, o, pred, score in triplets:
         texts.setdefault((s, o), []).append(f"{pred} ({score:.2f})")

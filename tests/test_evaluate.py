@@ -177,11 +177,15 @@ def test_keep_relations_splits_seen_and_zero_shot():
 
     import torch
 
+    from sgseg.evaluation.scene_graph import make_protocol
     from sgseg.lit.scene_graph_module import SceneGraphModule
 
     # 5 object classes, 4 predicates (with background); zero-shot triplets (1, 2, 3) and (4, 4, 1)
-    module = SimpleNamespace(num_object_classes=5, num_predicates=4, gt_relations="zeroshot",
-                             zeroshot_triplets=torch.tensor([[1, 2, 3], [4, 4, 1]]))  # fmt: skip
+    def module_with(zeroshot):
+        protocol = make_protocol("predcls", 4, (20, 50, 100), 0.5, zeroshot, 5)
+        return SimpleNamespace(gt_relations="zeroshot", metric=SimpleNamespace(protocol=protocol))
+
+    module = module_with(torch.tensor([[1, 2, 3], [4, 4, 1]]))
     subj, obj, pred = (
         torch.tensor([1, 2, 4, 4, 1]),
         torch.tensor([2, 1, 4, 4, 2]),
@@ -197,6 +201,7 @@ def test_keep_relations_splits_seen_and_zero_shot():
         True,
         True,
     ]
-    module.zeroshot_triplets = None
+    module = module_with(None)
+    module.gt_relations = "seen"
     with pytest.raises(ValueError, match="no zero-shot triplets"):
         SceneGraphModule._keep_relations(module, subj, obj, pred)

@@ -236,6 +236,15 @@ class _Protocol:
     def triplet_keys(self, subj: np.ndarray, obj: np.ndarray, pred: np.ndarray) -> np.ndarray:
         return (subj * self.num_object_classes + obj) * self.num_predicates + pred
 
+    def is_zeroshot(self, subj: np.ndarray, obj: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Bool[R]: whether each (subject label, object label, predicate) is a zero-shot triplet (all False
+        without zero-shot triplets)."""
+        keys = self.triplet_keys(subj, obj, pred)
+        if self.zeroshot_keys is None or not self.zeroshot_keys.size or not keys.size:
+            return np.zeros(keys.shape, dtype=bool)
+        pos = np.minimum(np.searchsorted(self.zeroshot_keys, keys), self.zeroshot_keys.size - 1)
+        return self.zeroshot_keys[pos] == keys
+
     # ------------------------------------------------------------------------------------------ one image
     def evaluate_image(self, gt: Any, pred: Any, index: int, image_id: int | None) -> np.ndarray:
         where = _where(index, image_id)
@@ -314,14 +323,7 @@ class _Protocol:
         n_rel = rels.shape[0]
         rec[2] = n_rel
         gt_pred = rels[:, 2]
-        if self.zeroshot_keys is not None and n_rel:
-            keys = self.triplet_keys(gt_labels[rels[:, 0]], gt_labels[rels[:, 1]], gt_pred)
-            pos = np.minimum(np.searchsorted(self.zeroshot_keys, keys), self.zeroshot_keys.size - 1)
-            is_zs = (
-                self.zeroshot_keys[pos] == keys if self.zeroshot_keys.size else np.zeros(n_rel, dtype=bool)
-            )
-        else:
-            is_zs = np.zeros(n_rel, dtype=bool)
+        is_zs = self.is_zeroshot(gt_labels[rels[:, 0]], gt_labels[rels[:, 1]], gt_pred)
         rec[3] = int(is_zs.sum())
         rec[lay.pred_count] = np.bincount(gt_pred - 1, minlength=num_cls)
 

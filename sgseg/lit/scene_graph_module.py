@@ -98,7 +98,6 @@ class SceneGraphModule(pl.LightningModule):
         self.test_metrics: dict[str, Any] = {}
         # which GT relations the metric scores: all | seen (triplets of the training split) | zeroshot (only the
         # zero-shot triplets: R@K then equals zsR@K); a test-time choice of `sgseg.evaluate relations=`
-        self.zeroshot_triplets = zeroshot_triplets
         self.gt_relations = "all"
         self.save_hyperparameters(ignore=["model", "zeroshot_triplets", "coco_val_gt", "stage_two_inputs"])
 
@@ -265,18 +264,15 @@ class SceneGraphModule(pl.LightningModule):
 
     def _keep_relations(self, subj: Tensor, obj: Tensor, pred: Tensor) -> Tensor:
         """Bool[R]: the GT relations ``gt_relations`` keeps — their (subject label, object label, predicate) is a
-        zero-shot triplet (``zeroshot``) or is not (``seen``)."""
+        zero-shot triplet (``zeroshot``) or is not (``seen``), by the evaluator's own zsR@K test."""
         if self.gt_relations not in ("seen", "zeroshot"):
             raise ValueError(f"gt_relations={self.gt_relations!r}: all | seen | zeroshot")
-        if self.zeroshot_triplets is None:
+        protocol = self.metric.protocol
+        if protocol.zeroshot_keys is None:
             raise ValueError(f"gt_relations={self.gt_relations}: this module has no zero-shot triplets")
-        zs = self.zeroshot_triplets.to(subj.device).long()
-
-        def key(s: Tensor, o: Tensor, p: Tensor) -> Tensor:
-            return (s * self.num_object_classes + o) * self.num_predicates + p
-
-        is_zs = torch.isin(key(subj, obj, pred), key(zs[:, 0], zs[:, 1], zs[:, 2]))
-        return is_zs if self.gt_relations == "zeroshot" else ~is_zs
+        is_zs = protocol.is_zeroshot(*(t.cpu().numpy() for t in (subj, obj, pred)))
+        keep = is_zs if self.gt_relations == "zeroshot" else ~is_zs
+        return torch.from_numpy(keep).to(subj.device)
 
     def _coco_masks(self, images: ImageBatch, targets: Targets) -> None:
         """COCO mask AP detections, refined and unrefined, in the three settings of paper Table 2:
