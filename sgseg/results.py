@@ -17,9 +17,11 @@ grounding, mask source, detector, ablation row, seed) and ``detector/detector_me
 - Table 4: the ablation rows (``row=``/``ablation_row``) as mean ± std over seeds of mR@20/50/100,
 - the study (``sweep=study``): per (model, task) the rows baseline / grounded / oracle / oracle_amodal / shuffled /
   empty (mask source ``model.mask_source``; oracle_amodal: the oracle on an amodal ``data.true_masks`` file; empty:
-  the control, trained and tested on all-zero masks, ``row=empty``) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
-  bootstrap over test images of each grounded row − baseline (same model, task, seed; and of the oracle,
-  shuffled and control rows − grounded) for mR@50 and R@50;
+  the control, trained and tested on all-zero masks, ``row=empty``) and Table 4's partial rows trained at the
+  study's schedule (``row=node|edge_avg|edge_union|edge_gaussian``: node grounding on the transferred masks without
+  refinement) as mean ± 95 % t-interval over seeds, their per-predicate R@50, and the paired
+  bootstrap over test images of each grounded row − baseline (same model, task, seed; and of every other row but
+  the baseline − grounded) for mR@50 and R@50;
   in SGCls / SGDet also how well each row labels the objects (``obj_acc`` / ``obj_recall``, where its test reports
   it) and the recall split (``rel_objects_ok``, ``mR@50_given_objects``), a table per measure; with
   ``--recorded``, an over-seeds table that merges recorded per-seed mR@50 of lost runs with the runs;
@@ -87,7 +89,20 @@ STUDY_SOURCES = {
     "shuffled": "shuffled",
     "empty": "empty",
 }
-STUDY_ROWS = ("baseline", "grounded", "oracle", "oracle_amodal", "shuffled", "empty")
+# Table 4's partial rows trained at the study's schedule (``row=node|edge_avg|edge_union|edge_gaussian``): node
+# grounding on the transferred masks, without refinement, and no / one edge grounding (model.grounding.edge → row)
+ABLATION_STUDY_ROWS = {"none": "node", "avg": "edge_avg", "union": "edge_union", "gaussian": "edge_gaussian"}
+STUDY_ROWS = (
+    "baseline",
+    *ABLATION_STUDY_ROWS.values(),
+    "grounded",
+    "oracle",
+    "oracle_amodal",
+    "shuffled",
+    "empty",
+)
+# the rows also set against the grounded one (Δ vs grounded): every row but the baseline and grounded itself
+VS_GROUNDED = tuple(v for v in STUDY_ROWS if v not in ("baseline", "grounded"))
 # the oracle on the objects' amodal masks (data.true_masks names an *amodal* file, e.g. the synthetic benchmark's
 # vg_{split}_amodal_masks.json) rather than the visible ones
 AMODAL_ORACLE = "oracle_amodal"
@@ -95,9 +110,19 @@ AMODAL_ORACLE = "oracle_amodal"
 # architecture without any shape information
 CONTROL = "empty"
 # rows listed in the study table only when run (the four main rows show "—" when missing)
-OPTIONAL_ROWS = (AMODAL_ORACLE, CONTROL)
+OPTIONAL_ROWS = (*ABLATION_STUDY_ROWS.values(), AMODAL_ORACLE, CONTROL)
 # the figures' legend names of rows whose table name says too little
-LEGEND_NAMES = {CONTROL: "empty (all-zero masks)"}
+LEGEND_NAMES = {
+    CONTROL: "empty (all-zero masks)",
+    "node": "node grounding only",
+    "edge_avg": "node + avg edges",
+    "edge_union": "node + union edges",
+    "edge_gaussian": "node + Gaussian edges, no refinement",
+}
+# the figures' colour of each study row
+ROW_COLORS = {"baseline": "#8C8C8C", "node": "#CCB974", "edge_avg": "#64B5CD", "edge_union": "#937860",
+              "edge_gaussian": "#DA8BC3", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2",
+              "shuffled": "#C44E52", CONTROL: "#DD8452"}  # fmt: skip
 STUDY_K = 50
 # the test-time mask swaps of sgseg.evaluate (mask_source=...), and the masks each study row trained on
 SWAP_SOURCES = ("transfer", "oracle", "oracle_amodal", "shuffled", "empty")
@@ -106,6 +131,7 @@ SWAP_NAMES = {"transfer": "transferred", "oracle": "true", "oracle_amodal": "tru
               "unrefined": "own, unrefined"}  # fmt: skip
 UNREFINED = "unrefined"  # the swap-table column of the re-tests with refine_passes=0 on the run's own masks
 TRAINED_SOURCE = {
+    **{row: "transfer" for row in ABLATION_STUDY_ROWS.values()},
     "grounded": "transfer",
     "oracle": "oracle",
     AMODAL_ORACLE: AMODAL_ORACLE,
@@ -308,11 +334,16 @@ class Run:
 
     @property
     def study_variant(self) -> str | None:
-        """The study's row: baseline (no grounding, no refinement, any detector) or the full seg-grounded
+        """The study's row: baseline (no grounding, no refinement, any detector), the full seg-grounded
         model (node + Gaussian edge grounding + refinement) on its mask source: grounded | oracle | oracle_amodal |
-        shuffled | empty (the control, all-zero masks)."""
+        shuffled | empty (the control, all-zero masks), or one of Table 4's partial rows on the transferred masks
+        (node grounding without refinement, no / avg / union / Gaussian edges: node | edge_avg | edge_union |
+        edge_gaussian)."""
         if self.node == "none" and self.edge == "none" and self.refine is False:
             return "baseline"
+        if self.node == "masks" and self.refine is False and self.edge in ABLATION_STUDY_ROWS:
+            kind = _source_kind(self.mask_source, self.get("data.true_masks"), self.get("model.oracle_blur"))
+            return ABLATION_STUDY_ROWS[self.edge] if kind == "transfer" else None
         if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
             kind = _source_kind(self.mask_source, self.get("data.true_masks"), self.get("model.oracle_blur"))
             return STUDY_SOURCES.get(kind)  # a blurred oracle (``oracle|blur2``) is no study row yet
@@ -1186,9 +1217,7 @@ def table_study_objects(
         for v, _ in values.values():
             cell.add(v)
         _, over_b, p_b = _paired_over_seeds(values, base if variant != "baseline" else {})
-        _, over_g, p_g = _paired_over_seeds(
-            values, grounded if variant not in ("baseline", "grounded") else {}
-        )
+        _, over_g, p_g = _paired_over_seeds(values, grounded if variant in VS_GROUNDED else {})
         seeds = " ".join(str(s) for s in values)
         rows.append([variant, seeds, cell, recall[variant], over_b, p_b, over_g, p_g])
     pooled = "" if measure.startswith("mR@") else ", pooled over the test images"
@@ -1461,7 +1490,9 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
     rows: list[list[Any]] = []
     # every row against the baseline, then the other rows against the grounded one (transferred masks): the gap
     # between transferred and true, wrong-source or no masks, per seed with its test-set interval
-    comparisons = [(v, "baseline") for v in STUDY_ROWS[1:]] + [(v, "grounded") for v in STUDY_ROWS[2:]]
+    comparisons = [(v, "baseline") for v in STUDY_ROWS if v != "baseline"] + [
+        (v, "grounded") for v in VS_GROUNDED
+    ]
     for variant, reference in comparisons:
         base = _by_seed(rows_runs.get(reference, []))
         other = _by_seed(rows_runs.get(variant, []))
@@ -1652,9 +1683,7 @@ def table_study_over_seeds(
             cell.add(v)
         seeds = " ".join(f"{s}{'*' if rec else ''}" for s, (_, rec) in values.items())
         per_seed, over, p_text = _paired_over_seeds(values, base if variant != "baseline" else {})
-        _, over_g, p_g = _paired_over_seeds(
-            values, grounded if variant not in ("baseline", "grounded") else {}
-        )
+        _, over_g, p_g = _paired_over_seeds(values, grounded if variant in VS_GROUNDED else {})
         rows.append([variant, seeds, len(values), cell, per_seed, over, p_text, over_g, p_g])
     note = (
         f"mR@{k} (%) of the {checkpoint} weights per seed: the runs found and the recorded values (seeds marked *; "
@@ -1705,12 +1734,13 @@ def mask_decided_first(names: list[str]) -> list[int]:
 
 
 def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
-    """Per-predicate R@50 bars: baseline vs. grounded vs. oracle(s) vs. the all-zero-mask control (those present),
+    """Per-predicate R@50 bars: baseline vs. Table 4's partial rows vs. grounded vs. oracle(s) vs. the all-zero-mask
+    control (those present; not the shuffled row),
     mean over seeds with the 95 % t-interval as error bars; mask-decided predicates first and marked (bold label,
     shaded). None without data."""
     task = key[2]
     count = _num_predicates(rows_runs, task)
-    shown = [v for v in ("baseline", "grounded", "oracle", AMODAL_ORACLE, CONTROL) if rows_runs.get(v)]
+    shown = [v for v in STUDY_ROWS if v != "shuffled" and rows_runs.get(v)]
     if count == 0 or not shown:
         return None
     import matplotlib
@@ -1722,8 +1752,6 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
     names = predicate_names([r for rs in rows_runs.values() for r in rs], task, count)
     order = mask_decided_first(names)  # as the per-predicate table lists them
     names = [names[i] for i in order]
-    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2",
-              CONTROL: "#DD8452"}  # fmt: skip
     width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * count + 2.0) + 2.5, 4.0))
     for c, n in enumerate(names):
@@ -1736,7 +1764,7 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
         means = [c.mean if c.mean is not None else 0.0 for c in cells]
         errs = [c.spread if c.spread is not None else 0.0 for c in cells]
         n_runs = len(rows_runs[variant])
-        ax.bar(x, means, width, yerr=errs if n_runs > 1 else None, capsize=2, color=colors[variant], zorder=2,
+        ax.bar(x, means, width, yerr=errs if n_runs > 1 else None, capsize=2, color=ROW_COLORS[variant], zorder=2,
                label=f"{LEGEND_NAMES.get(variant, variant)} ({n_runs} run{'s' if n_runs != 1 else ''})")  # fmt: skip
     ax.set_xticks(range(count))
     ax.set_xticklabels(names, rotation=40, ha="right", fontsize=8)
@@ -1798,13 +1826,11 @@ def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"baseline": "#8C8C8C", "grounded": "#4C72B0", "oracle": "#55A868", AMODAL_ORACLE: "#8172B2",
-              "shuffled": "#C44E52", CONTROL: "#DD8452"}  # fmt: skip
     style = {label: styles[i % len(styles)] for i, label in enumerate(series)}
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.0 if len(series) == 1 else 4.6))
     for ax, metric in zip(axes, ("mR", "R")):
         for label, variant, runs in drawn:
-            color = colors.get(variant, "#000000")
+            color = ROW_COLORS.get(variant, "#000000")
             per_seed = [dict(c[metric]) for _, c in runs]
             for points in per_seed:
                 ax.plot(list(points), [100 * v for v in points.values()], color=color, alpha=0.25, lw=0.8,

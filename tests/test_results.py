@@ -373,6 +373,10 @@ def _study_job(path: Path, variant: str, seed: int, images, ids, overrides: tupl
         "shuffled": ("masks", "gaussian", True, "shuffled"),
         "oracle_amodal": ("masks", "gaussian", True, "oracle"),
         "empty": ("masks", "gaussian", True, "empty"),
+        "node": ("masks", "none", False, "transfer"),
+        "edge_avg": ("masks", "avg", False, "transfer"),
+        "edge_gaussian": ("masks", "gaussian", False, "transfer"),
+        "edge_gaussian_oracle": ("masks", "gaussian", False, "oracle"),
     }
     node, edge, refine, source = settings[variant]
     cfg = _config("motif", node, edge, refine, True, seed=seed, task="predcls", backbone="tiny")
@@ -536,6 +540,64 @@ def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
     out.mkdir()
     key = ("motif", "tiny", "predcls", "")
     assert cr.plot_study_predicates(key, cr.study_groups(runs)[key], out / "p.png").stat().st_size > 5000
+
+
+def test_table4_partial_rows_at_the_study_schedule_are_study_rows(tmp_path: Path) -> None:
+    """Table 4's partial rows trained like the study's (row=node / edge_avg / edge_gaussian: node grounding on the
+    transferred masks, no refinement) are study rows of their own, between the baseline and the grounded row,
+    paired with the baseline and with the grounded run of the same seed; on true masks such a run is no study
+    row (no oracle ablation exists to pair it with)."""
+    ids = np.arange(10)
+    metrics = {}
+    skills = {"baseline": 0.2, "node": 0.5, "edge_avg": 0.6, "edge_gaussian": 0.7, "grounded": 1.0}
+    for seed in (0, 1):
+        for variant, skill in skills.items():
+            images = _random_images(np.random.default_rng([seed, 5]), 10, 0.0)
+            for gt, pred in images:
+                for s, o, c in gt["relations"]:
+                    row = int(
+                        np.flatnonzero((pred["rel_pairs"][:, 0] == s) & (pred["rel_pairs"][:, 1] == o))[0]
+                    )
+                    pred["rel_scores"][row, c] += skill * (1 + seed + s)
+            metrics[(variant, seed)] = _study_job(tmp_path / f"{variant}_{seed}", variant, seed, images, ids)
+    _study_job(tmp_path / "oracle_ablation_0", "edge_gaussian_oracle", 0, images, ids)
+    runs = {path.name: cr.load_run(path) for path in sorted(tmp_path.iterdir())}
+    assert runs["node_0"].study_variant == "node" and runs["edge_avg_1"].study_variant == "edge_avg"
+    assert (
+        runs["edge_gaussian_0"].study_variant == "edge_gaussian"
+        and runs["grounded_0"].study_variant == "grounded"
+    )
+    assert runs["oracle_ablation_0"].study_variant is None
+    runs = list(runs.values())
+    tables = {t.name: t for t in cr.tables_study(runs, 20)}
+    study = tables["study_motif_predcls_tiny"]
+    assert [row[0] for row in study.rows] == [
+        "baseline", "node", "edge_avg", "edge_gaussian", "grounded", "oracle", "shuffled"
+    ]  # fmt: skip
+    node = next(row for row in study.rows if row[0] == "node")
+    assert node[-1] == 2 and node[2].values == [
+        pytest.approx(metrics[("node", s)]["predcls/mR@50"]) for s in (0, 1)
+    ]
+    bootstrap = tables["study_bootstrap_motif_predcls_tiny"]
+    assert {r[0] for r in bootstrap.rows} == {
+        f"{v} − {ref}" for v in ("node", "edge_avg", "edge_gaussian") for ref in ("baseline", "grounded")
+    } | {"grounded − baseline"}
+    # the refinement's share: edge_gaussian (node + Gaussian edges) − grounded (the same + refinement), per seed
+    d1 = metrics[("edge_gaussian", 1)]["predcls/mR@50"] - metrics[("grounded", 1)]["predcls/mR@50"]
+    line = next(r for r in bootstrap.rows if r[0] == "edge_gaussian − grounded" and r[1] == 1)
+    assert line[2] == f"{100 * d1:+.1f}" and float(line[3]) <= 100 * d1 <= float(line[4])
+    key = ("motif", "tiny", "predcls", "")
+    (over, *_) = cr.table_study_over_seeds(key, cr.study_groups(runs)[key], {}, "last")
+    node = next(row for row in over.rows if row[0] == "node")
+    gain = [metrics[("node", s)]["predcls/mR@50"] - metrics[("baseline", s)]["predcls/mR@50"] for s in (0, 1)]
+    gap = [metrics[("node", s)]["predcls/mR@50"] - metrics[("grounded", s)]["predcls/mR@50"] for s in (0, 1)]
+    assert node[5].startswith(f"{100 * np.mean(gain):+.1f} [") and node[7].startswith(
+        f"{100 * np.mean(gap):+.1f} ["
+    )
+    out = tmp_path / "figs"
+    out.mkdir()
+    assert cr.plot_study_predicates(key, cr.study_groups(runs)[key], out / "p.png").stat().st_size > 5000
+    assert cr.plot_study_curves(key, cr.study_groups(runs)[key], out / "c.png") is None  # no CSV logs here
 
 
 def test_object_label_table_by_hand(tmp_path: Path) -> None:
