@@ -10,6 +10,10 @@ interval), on four sets of relations:
 - ``test seen``: its GT relations whose triplet the training split has (``... ckpt=last relations=seen``);
 - ``test zero-shot``: the others (``... ckpt=last relations=zeroshot``).
 
+The seen and zero-shot sets need no re-test where the test's per-image counts hold the zero-shot split (tests
+written since 2026-12-06): they are cut from the ``test`` counts (:func:`sgseg.evaluation.scene_graph.split_counts`,
+the same numbers); a re-test folder, where there is one, is read instead.
+
     python scripts/split_gap.py --baseline RUN_s1 RUN_s2 --grounded RUN_s1 RUN_s2 [--k 50] [--bootstrap 1000]
 
 Runs are paired in the order given (seed by seed). Prints a markdown table per metric (mR@K, R@K): the images
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgseg.evaluation.scene_graph import recall_from_per_image
+from sgseg.evaluation.scene_graph import recall_from_per_image, split_counts
 from sgseg.results import paired_bootstrap
 
 # set name → (evaluate folder suffix after <task>-last, the sgseg.evaluate arguments that write it)
@@ -35,6 +39,8 @@ SETS = {
     "test seen": ("-seen-relations", "relations=seen"),
     "test zero-shot": ("-zeroshot-relations", "relations=zeroshot"),
 }
+# the sets that can also be cut from the test's own counts: set name → split_counts' relations
+FROM_TEST = {"test seen": "seen", "test zero-shot": "zeroshot"}
 
 
 def task_of(run: Path) -> str:
@@ -48,14 +54,28 @@ def task_of(run: Path) -> str:
     return found[0]
 
 
-def load(run: Path, task: str, suffix: str, args: str) -> dict[str, np.ndarray]:
-    path = run / "evaluate" / f"{task}-last{suffix}" / f"{task}_per_image.npz"
-    if not path.is_file():
-        raise SystemExit(
-            f"split_gap: {path} not found: run python -m sgseg.evaluate run_dir={run} ckpt=last {args}"
-        )
+def _read(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
+
+
+def load(run: Path, task: str, name: str) -> dict[str, np.ndarray]:
+    """The per-image counts of one set of relations (:data:`SETS`) for the run's final weights: its re-test
+    folder, or for the seen / zero-shot sets the test's counts cut to them when they hold the split."""
+    suffix, args = SETS[name]
+    path = run / "evaluate" / f"{task}-last{suffix}" / f"{task}_per_image.npz"
+    if path.is_file():
+        return _read(path)
+    test = run / "evaluate" / f"{task}-last" / f"{task}_per_image.npz"
+    if name in FROM_TEST and test.is_file():
+        data = _read(test)
+        if "zs_pred_count" in data:
+            return split_counts(data, FROM_TEST[name])
+    raise SystemExit(
+        f"split_gap: {path} not found"
+        + (f" and {test} holds no zero-shot split" if name in FROM_TEST else "")
+        + f": run python -m sgseg.evaluate run_dir={run} ckpt=last {args}"
+    )
 
 
 def gap_tables(baseline: list[Path], grounded: list[Path], k: int, num: int) -> str:
@@ -68,10 +88,8 @@ def gap_tables(baseline: list[Path], grounded: list[Path], k: int, num: int) -> 
         if task_of(run) != task:
             raise SystemExit(f"split_gap: {run} was tested in {task_of(run)}, {baseline[0]} in {task}")
     data = {
-        name: [
-            (load(b, task, suf, a), load(g, task, suf, a)) for b, g in zip(baseline, grounded, strict=True)
-        ]
-        for name, (suf, a) in SETS.items()
+        name: [(load(b, task, name), load(g, task, name)) for b, g in zip(baseline, grounded, strict=True)]
+        for name in SETS
     }
     out = []
     for metric in (f"mR@{k}", f"R@{k}"):

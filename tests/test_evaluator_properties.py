@@ -238,3 +238,34 @@ def test_top_candidates_is_a_stable_sort_prefix(rows, cols, n, levels, seed):
     cand = rng.integers(0, levels, (rows, cols)) / levels  # few distinct values: ties everywhere
     want = np.argsort(-cand.ravel(), kind="stable")[:n]
     np.testing.assert_array_equal(_top_candidates(cand, n), want)
+
+
+@SETTINGS
+@given(datasets())
+def test_seen_and_zero_shot_split_of_the_counts_equals_filtering_the_gt(d):
+    """The per-image counts cut to the seen / zero-shot GT relations (split_counts) give what the evaluator gives
+    on ground truth holding only those relations (the route of ``sgseg.evaluate relations=...``), and the
+    zero-shot R@K is the evaluator's zsR@K."""
+    from sgseg.evaluation.scene_graph import recall_from_per_image
+
+    ev = _evaluate(d)
+    counts = ev.protocol.per_image(ev.records)
+    zs = {tuple(t) for t in (d["zs"] if d["zs"] is not None else np.zeros((0, 3), int)).tolist()}
+    for relations in ("seen", "zeroshot"):
+        images = []
+        for g, p in d["images"]:
+            rels = np.asarray(g["relations"]).reshape(-1, 3)
+            labels = np.asarray(g["labels"])
+            is_zs = np.array([(labels[s], labels[o], c) in zs for s, o, c in rels.tolist()], dtype=bool)
+            keep = is_zs if relations == "zeroshot" else ~is_zs
+            images.append((g | {"relations": rels[keep]}, p))
+        want = SceneGraphEvaluator(d["mode"], d["num_predicates"], d["ks"], 0.5, None)
+        for g, p in images:
+            want.update(g, p)
+        want = want.compute()
+        for k in d["ks"]:
+            got = recall_from_per_image(counts, k, relations=relations)
+            for key in (f"R@{k}", f"mR@{k}", f"mR_per_predicate@{k}"):
+                assert _close(got[key], want[key]), (relations, key, got[key], want[key])
+            if relations == "zeroshot":
+                assert _close(got[f"R@{k}"], ev.compute()[f"zsR@{k}"])

@@ -49,9 +49,10 @@ class RecordLayout:
     then per K the pair-accuracy hits (A@K, predcls/sgcls; 0 in sgdet); then the image's GT objects and
     how many of them the prediction labels right (sgcls: the label predicted for that GT box; sgdet: some
     predicted box of its label at IoU+1 >= the threshold; both 0 in predcls, where the labels are given);
-    last, per predicate 1..C the GT rows whose subject and object are *both* matched by some predicted object
+    then, per predicate 1..C the GT rows whose subject and object are *both* matched by some predicted object
     (label equal, IoU+1 >= the threshold) — the only rows any candidate can hit (0 in predcls and for skipped
-    images).
+    images); last, the zero-shot GT rows per predicate 1..C and per K their hits (graph constraint) — with the
+    columns above they split mR@K into the seen and the zero-shot triplets (:func:`recall_from_per_image`).
     """
 
     num_ks: int
@@ -87,8 +88,18 @@ class RecordLayout:
         return slice(start, start + self.num_classes)
 
     @property
+    def zs_pred_count(self) -> slice:  # (C,): zero-shot GT rows per predicate
+        start = self.pred_count_ok.stop
+        return slice(start, start + self.num_classes)
+
+    @property
+    def zs_pred_hits(self) -> slice:  # (num_ks, C): their hits, graph constraint
+        start = self.zs_pred_count.stop
+        return slice(start, start + self.num_ks * self.num_classes)
+
+    @property
     def width(self) -> int:
-        return self.pred_count_ok.stop
+        return self.zs_pred_hits.stop
 
 
 # ----------------------------------------------------------------------------------------------- validation
@@ -326,6 +337,7 @@ class _Protocol:
         is_zs = self.is_zeroshot(gt_labels[rels[:, 0]], gt_labels[rels[:, 1]], gt_pred)
         rec[3] = int(is_zs.sum())
         rec[lay.pred_count] = np.bincount(gt_pred - 1, minlength=num_cls)
+        rec[lay.zs_pred_count] = np.bincount(gt_pred[is_zs] - 1, minlength=num_cls)
 
         # obj_ok[g, m]: GT object g and predicted object m match (labels equal and IoU+1 >= threshold)
         obj_ok = (gt_labels[:, None] == labels[None, :]) & (
@@ -369,6 +381,8 @@ class _Protocol:
         # per-predicate hits of each (list, K): bincount of (list * nk + k) * C + (predicate - 1)
         bins = (np.arange(2 * nk)[:, None] * num_cls + (gt_pred - 1)[None, :]).reshape(2, nk, -1)
         rec[lay.pred_hits] = np.bincount(bins[hits], minlength=2 * nk * num_cls)
+        zs_hits = hits[0] & is_zs  # (nk, R), graph constraint
+        rec[lay.zs_pred_hits] = np.bincount(bins[0][zs_hits], minlength=nk * num_cls)
 
         # pair accuracy A@K (reference SGPairAccuracy, predcls/sgcls): keep the rows whose (subject, object)
         # is a GT pair, in input order; the first K of *those* rows, each with its argmax predicate; hits =
@@ -438,8 +452,10 @@ class _Protocol:
         ``image_id`` Int32[I] (-1 when not given), ``counted`` Bool[I] (the image enters the means),
         ``num_rel`` Int32[I] GT relation rows, ``hits`` Int32[I, K] GT rows hit by the top-K list,
         ``pred_count`` Int32[I, C] GT rows per predicate 1..C, ``pred_hits`` Int32[I, K, C] their hits, ``ks``
-        Int64[K]. :func:`recall_from_per_image` turns any subset or resample of the rows back into R@K / mR@K
-        exactly as :meth:`aggregate` computes them (paired bootstrap over test images, ``sgseg.results``).
+        Int64[K]; the zero-shot part of each: ``num_zs`` Int32[I], ``zs_hits`` Int32[I, K], ``zs_pred_count``
+        Int32[I, C], ``zs_pred_hits`` Int32[I, K, C]. :func:`recall_from_per_image` turns any subset or resample
+        of the rows back into R@K / mR@K exactly as :meth:`aggregate` computes them (paired bootstrap over test
+        images, ``sgseg.results``), over all GT relations or only the seen / zero-shot ones.
         """
         lay = self.layout
         records = _dedupe(np.asarray(records).reshape(-1, lay.width))
@@ -451,6 +467,10 @@ class _Protocol:
             "hits": records[:, lay.hits].reshape(-1, 4, nk)[:, 0].copy(),
             "pred_count": records[:, lay.pred_count].copy(),
             "pred_hits": records[:, lay.pred_hits].reshape(-1, 2, nk, num_cls)[:, 0].copy(),
+            "num_zs": records[:, 3].copy(),
+            "zs_hits": records[:, lay.hits].reshape(-1, 4, nk)[:, 2].copy(),
+            "zs_pred_count": records[:, lay.zs_pred_count].copy(),
+            "zs_pred_hits": records[:, lay.zs_pred_hits].reshape(-1, nk, num_cls).copy(),
             "ks": np.asarray(self.ks, dtype=np.int64),
         }
 
@@ -474,16 +494,56 @@ def mean_over_predicates(per_pred: Sequence[float]) -> float:
     return total / len(per_pred)
 
 
+RELATION_SETS = ("all", "seen", "zeroshot")
+_ZS_KEYS = ("num_zs", "zs_hits", "zs_pred_count", "zs_pred_hits")
+
+
+def split_counts(data: Mapping[str, np.ndarray], relations: str = "all") -> dict[str, np.ndarray]:
+    """:meth:`_Protocol.per_image` arrays restricted to one set of GT relations: ``all``, ``seen`` (triplets of
+    the training split) or ``zeroshot`` (the others) — the counts a test scoring only those GT relations
+    (``sgseg.evaluate relations=seen|zeroshot``) writes: an image without a relation of the set is not counted.
+    Hits of one GT row do not depend on the other rows (many-to-many matching), so the split is exact."""
+    if relations not in RELATION_SETS:
+        raise ValueError(f"relations={relations!r}: one of {', '.join(RELATION_SETS)}")
+    if relations == "all":
+        return dict(data)
+    missing = [key for key in _ZS_KEYS if key not in data]
+    if missing:
+        raise ValueError(
+            f"per-image counts without the zero-shot split (missing {', '.join(missing)}: written before "
+            f"2026-12-06): re-test the run (python -m sgseg.evaluate run_dir=RUN ckpt=...), or score relations="
+            f"{relations} with python -m sgseg.evaluate run_dir=RUN ckpt=... relations={relations}"
+        )
+    zs = {key: np.asarray(data[key]).astype(np.int64) for key in _ZS_KEYS}
+    if relations == "zeroshot":
+        num, hits, count, pred_hits = zs["num_zs"], zs["zs_hits"], zs["zs_pred_count"], zs["zs_pred_hits"]
+    else:
+        num = np.asarray(data["num_rel"]).astype(np.int64) - zs["num_zs"]
+        hits = np.asarray(data["hits"]).astype(np.int64) - zs["zs_hits"]
+        count = np.asarray(data["pred_count"]).astype(np.int64) - zs["zs_pred_count"]
+        pred_hits = np.asarray(data["pred_hits"]).astype(np.int64) - zs["zs_pred_hits"]
+    return dict(data) | {  # image_id, ks and the rest as they are
+        "counted": np.asarray(data["counted"]) & (num > 0),
+        "num_rel": num,
+        "hits": hits,
+        "pred_count": count,
+        "pred_hits": pred_hits,
+    }
+
+
 def recall_from_per_image(
-    data: Mapping[str, np.ndarray], k: int, rows: np.ndarray | None = None
+    data: Mapping[str, np.ndarray], k: int, rows: np.ndarray | None = None, relations: str = "all"
 ) -> dict[str, Any]:
     """R@K, mR@K and the per-predicate R@K from :meth:`_Protocol.per_image` arrays (e.g. a run's
     ``<task>_per_image.npz``), over ``rows`` (Int[J] indices, repeats allowed: a bootstrap resample; None =
-    every image). Same arithmetic as :meth:`_Protocol.aggregate`, so the full set gives metrics.json's values."""
+    every image) and the GT relations of ``relations`` (:func:`split_counts`). Same arithmetic as
+    :meth:`_Protocol.aggregate`, so the full set gives metrics.json's values."""
     ks = [int(x) for x in np.asarray(data["ks"]).tolist()]
     if k not in ks:
         raise ValueError(f"recall_from_per_image: K = {k} is not among the saved ks {ks}")
     ki = ks.index(k)
+    if relations != "all":
+        data = split_counts(data, relations)
     idx = np.arange(len(data["counted"])) if rows is None else np.asarray(rows)
     idx = idx[np.asarray(data["counted"])[idx]]
     per_pred = per_predicate_recall(data["pred_count"][idx], data["pred_hits"][idx, ki])
