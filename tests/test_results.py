@@ -488,22 +488,31 @@ def test_the_amodal_oracle_is_a_row_of_its_own(tmp_path: Path) -> None:
     assert cr._retest_key({**amodal, "true_masks": "vg_{split}_masks.json"}) == "oracle"
 
 
-def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
-    """A seg-grounded run trained on all-zero masks (row=empty, model.mask_source=empty) is the study's control
-    row: listed after the others, paired with the baseline (bootstrap, summary) and with the grounded run of the
-    same seed (over seeds), and drawn in the per-predicate figure."""
-    ids = np.arange(10)
+def _skilled_study_jobs(root: Path, skills: dict[str, float], stream: int) -> dict[tuple[str, int], dict]:
+    """Seeds 0 and 1 of each study row, ten random images each; a row's GT predicates get ``skill`` added to
+    their scores (more for later seeds and subjects), so rows differ by design. Returns the metrics by (row,
+    seed)."""
     metrics = {}
     for seed in (0, 1):
-        for variant, skill in (("baseline", 0.2), ("grounded", 1.0), ("empty", 0.4)):
-            images = _random_images(np.random.default_rng([seed, 9]), 10, 0.0)
+        for variant, skill in skills.items():
+            images = _random_images(np.random.default_rng([seed, stream]), 10, 0.0)
             for gt, pred in images:
                 for s, o, c in gt["relations"]:
                     row = int(
                         np.flatnonzero((pred["rel_pairs"][:, 0] == s) & (pred["rel_pairs"][:, 1] == o))[0]
                     )
                     pred["rel_scores"][row, c] += skill * (1 + seed + s)
-            metrics[(variant, seed)] = _study_job(tmp_path / f"{variant}_{seed}", variant, seed, images, ids)
+            metrics[(variant, seed)] = _study_job(
+                root / f"{variant}_{seed}", variant, seed, images, np.arange(10)
+            )
+    return metrics
+
+
+def test_the_all_zero_mask_control_is_a_row_of_its_own(tmp_path: Path) -> None:
+    """A seg-grounded run trained on all-zero masks (row=empty, model.mask_source=empty) is the study's control
+    row: listed after the others, paired with the baseline (bootstrap, summary) and with the grounded run of the
+    same seed (over seeds), and drawn in the per-predicate figure."""
+    metrics = _skilled_study_jobs(tmp_path, {"baseline": 0.2, "grounded": 1.0, "empty": 0.4}, 9)
     # the control re-tested on the transferred masks (sgseg.evaluate mask_source=transfer): a swap of its own
     swapped = {"predcls/mR@50": metrics[("empty", 0)]["predcls/mR@50"] - 0.05}
     _retest(tmp_path / "empty_0", "transfer", swapped)
@@ -547,20 +556,10 @@ def test_table4_partial_rows_at_the_study_schedule_are_study_rows(tmp_path: Path
     transferred masks, no refinement) are study rows of their own, between the baseline and the grounded row,
     paired with the baseline and with the grounded run of the same seed; on true masks such a run is no study
     row (no oracle ablation exists to pair it with)."""
-    ids = np.arange(10)
-    metrics = {}
     skills = {"baseline": 0.2, "node": 0.5, "edge_avg": 0.6, "edge_gaussian": 0.7, "grounded": 1.0}
-    for seed in (0, 1):
-        for variant, skill in skills.items():
-            images = _random_images(np.random.default_rng([seed, 5]), 10, 0.0)
-            for gt, pred in images:
-                for s, o, c in gt["relations"]:
-                    row = int(
-                        np.flatnonzero((pred["rel_pairs"][:, 0] == s) & (pred["rel_pairs"][:, 1] == o))[0]
-                    )
-                    pred["rel_scores"][row, c] += skill * (1 + seed + s)
-            metrics[(variant, seed)] = _study_job(tmp_path / f"{variant}_{seed}", variant, seed, images, ids)
-    _study_job(tmp_path / "oracle_ablation_0", "edge_gaussian_oracle", 0, images, ids)
+    metrics = _skilled_study_jobs(tmp_path, skills, 5)
+    images = _random_images(np.random.default_rng([0, 5]), 10, 0.0)
+    _study_job(tmp_path / "oracle_ablation_0", "edge_gaussian_oracle", 0, images, np.arange(10))
     runs = {path.name: cr.load_run(path) for path in sorted(tmp_path.iterdir())}
     assert runs["node_0"].study_variant == "node" and runs["edge_avg_1"].study_variant == "edge_avg"
     assert (
