@@ -244,8 +244,9 @@ def test_top_candidates_is_a_stable_sort_prefix(rows, cols, n, levels, seed):
 @given(datasets())
 def test_seen_and_zero_shot_split_of_the_counts_equals_filtering_the_gt(d):
     """The per-image counts cut to the seen / zero-shot GT relations (split_counts) give what the evaluator gives
-    on ground truth holding only those relations (the route of ``sgseg.evaluate relations=...``), and the
-    zero-shot R@K is the evaluator's zsR@K."""
+    on ground truth holding only those relations (the route of ``sgseg.evaluate relations=...``), the
+    zero-shot R@K is the evaluator's zsR@K, and the rows with both objects matched give its recall given the
+    objects."""
     from sgseg.evaluation.scene_graph import recall_from_per_image
 
     ev = _evaluate(d)
@@ -269,3 +270,10 @@ def test_seen_and_zero_shot_split_of_the_counts_equals_filtering_the_gt(d):
                 assert _close(got[key], want[key]), (relations, key, got[key], want[key])
             if relations == "zeroshot":
                 assert _close(got[f"R@{k}"], ev.compute()[f"zsR@{k}"])
+    if d["mode"] != "predcls":  # the rows with both objects matched: the evaluator's recall given the objects
+        out = ev.compute()
+        for k in d["ks"]:
+            got = recall_from_per_image(counts, k, relations="objects_ok")
+            assert _close(got[f"R@{k}"], out[f"R@{k}_given_objects"])
+            assert _close(got[f"mR@{k}"], out[f"mR@{k}_given_objects"])
+            assert _close(got[f"mR_per_predicate@{k}"], out[f"mR_per_predicate@{k}_given_objects"])

@@ -453,7 +453,9 @@ class _Protocol:
         ``num_rel`` Int32[I] GT relation rows, ``hits`` Int32[I, K] GT rows hit by the top-K list,
         ``pred_count`` Int32[I, C] GT rows per predicate 1..C, ``pred_hits`` Int32[I, K, C] their hits, ``ks``
         Int64[K]; the zero-shot part of each: ``num_zs`` Int32[I], ``zs_hits`` Int32[I, K], ``zs_pred_count``
-        Int32[I, C], ``zs_pred_hits`` Int32[I, K, C]. :func:`recall_from_per_image` turns any subset or resample
+        Int32[I, C], ``zs_pred_hits`` Int32[I, K, C]; ``pred_count_ok`` Int32[I, C] the GT rows per predicate
+        whose two objects some prediction matches (SGCls / SGDet; the denominators of ``mR@K_given_objects``).
+        :func:`recall_from_per_image` turns any subset or resample
         of the rows back into R@K / mR@K exactly as :meth:`aggregate` computes them (paired bootstrap over test
         images, ``sgseg.results``), over all GT relations or only the seen / zero-shot ones.
         """
@@ -471,6 +473,7 @@ class _Protocol:
             "zs_hits": records[:, lay.hits].reshape(-1, 4, nk)[:, 2].copy(),
             "zs_pred_count": records[:, lay.zs_pred_count].copy(),
             "zs_pred_hits": records[:, lay.zs_pred_hits].reshape(-1, nk, num_cls).copy(),
+            "pred_count_ok": records[:, lay.pred_count_ok].copy(),
             "ks": np.asarray(self.ks, dtype=np.int64),
         }
 
@@ -494,19 +497,32 @@ def mean_over_predicates(per_pred: Sequence[float]) -> float:
     return total / len(per_pred)
 
 
-RELATION_SETS = ("all", "seen", "zeroshot")
+RELATION_SETS = ("all", "seen", "zeroshot", "objects_ok")
 _ZS_KEYS = ("num_zs", "zs_hits", "zs_pred_count", "zs_pred_hits")
 
 
 def split_counts(data: Mapping[str, np.ndarray], relations: str = "all") -> dict[str, np.ndarray]:
     """:meth:`_Protocol.per_image` arrays restricted to one set of GT relations: ``all``, ``seen`` (triplets of
-    the training split) or ``zeroshot`` (the others) — the counts a test scoring only those GT relations
-    (``sgseg.evaluate relations=seen|zeroshot``) writes: an image without a relation of the set is not counted.
-    Hits of one GT row do not depend on the other rows (many-to-many matching), so the split is exact."""
+    the training split), ``zeroshot`` (the others) — the counts a test scoring only those GT relations
+    (``sgseg.evaluate relations=seen|zeroshot``) writes: an image without a relation of the set is not counted —
+    or ``objects_ok`` (SGCls / SGDet: the rows whose subject and object some prediction matches, the only ones a
+    candidate can hit; R@K / mR@K over them are :meth:`_Protocol.aggregate`'s ``R@K_given_objects`` /
+    ``mR@K_given_objects``). Hits of one GT row do not depend on the other rows (many-to-many matching), so the
+    split is exact."""
     if relations not in RELATION_SETS:
         raise ValueError(f"relations={relations!r}: one of {', '.join(RELATION_SETS)}")
     if relations == "all":
         return dict(data)
+    if relations == "objects_ok":
+        if "pred_count_ok" not in data:
+            raise ValueError(
+                "per-image counts without pred_count_ok (written before 2026-12-06): re-test the run "
+                "(python -m sgseg.evaluate run_dir=RUN ckpt=...) to split the recall by matched objects"
+            )
+        count = np.asarray(data["pred_count_ok"]).astype(np.int64)
+        num = count.sum(1)
+        return dict(data) | {"counted": np.asarray(data["counted"]) & (num > 0), "num_rel": num,
+                             "pred_count": count}  # fmt: skip
     missing = [key for key in _ZS_KEYS if key not in data]
     if missing:
         raise ValueError(
