@@ -205,3 +205,28 @@ def test_keep_relations_splits_seen_and_zero_shot():
     module.gt_relations = "seen"
     with pytest.raises(ValueError, match="no zero-shot triplets"):
         SceneGraphModule._keep_relations(module, subj, obj, pred)
+
+
+@pytest.mark.parametrize(
+    ("node", "edge", "grounded"),
+    [
+        ("NodeGrounding", "NoEdgeGrounding", True),  # Table 4's "+ node grounding" row
+        ("NoNodeGrounding", "GaussianEdgeGrounding", True),
+        ("NodeGrounding", "GaussianEdgeGrounding", True),
+        ("NoNodeGrounding", "NoEdgeGrounding", False),
+    ],
+)
+def test_a_mask_swap_needs_node_or_edge_grounding(node, edge, grounded, tmp_path):
+    from omegaconf import OmegaConf
+
+    from sgseg.lit.run import _check_mask_swap
+
+    cfg = OmegaConf.create({"model": {"grounding": {
+        "node": {"_target_": f"sgseg.models.grounding.{node}"},
+        "edge": {"_target_": f"sgseg.models.grounding.{edge}"},
+    }}})  # fmt: skip
+    if grounded:
+        _check_mask_swap(cfg, tmp_path, "empty")
+    else:
+        with pytest.raises(Exception, match="neither node nor edge grounding"):
+            _check_mask_swap(cfg, tmp_path, "empty")

@@ -342,7 +342,8 @@ def _check_mask_swap(run_cfg: DictConfig, run_dir: Path, source: str) -> None:
         )
     grounding = run_cfg.model.get("grounding") or {}
     targets = [str((grounding.get(k) or {}).get("_target_", "")) for k in ("node", "edge")]
-    if all(t.rsplit(".", 1)[-1].startswith("No") for t in targets):
+    # the classes without grounding by name (a prefix test would take NodeGrounding for one)
+    if all(t.rsplit(".", 1)[-1] in ("", "NoNodeGrounding", "NoEdgeGrounding") for t in targets):
         raise ConfigError(
             f"mask_source={source}: {run_dir} has neither node nor edge grounding "
             f"({', '.join(targets)}), so its predictions do not read the masks; swap them in a grounded run"
