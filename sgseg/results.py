@@ -1735,9 +1735,8 @@ def mask_decided_first(names: list[str]) -> list[int]:
 
 def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
     """Per-predicate R@50 bars: baseline vs. Table 4's partial rows vs. grounded vs. oracle(s) vs. the all-zero-mask
-    control (those present; not the shuffled row),
-    mean over seeds with the 95 % t-interval as error bars; mask-decided predicates first and marked (bold label,
-    shaded). None without data."""
+    control (those present; not the shuffled row), mean over seeds with the 95 % t-interval as error bars;
+    mask-decided predicates first and marked (bold label, shaded). None without data."""
     task = key[2]
     count = _num_predicates(rows_runs, task)
     shown = [v for v in STUDY_ROWS if v != "shuffled" and rows_runs.get(v)]

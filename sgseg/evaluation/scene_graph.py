@@ -455,9 +455,9 @@ class _Protocol:
         Int64[K]; the zero-shot part of each: ``num_zs`` Int32[I], ``zs_hits`` Int32[I, K], ``zs_pred_count``
         Int32[I, C], ``zs_pred_hits`` Int32[I, K, C]; ``pred_count_ok`` Int32[I, C] the GT rows per predicate
         whose two objects some prediction matches (SGCls / SGDet; the denominators of ``mR@K_given_objects``).
-        :func:`recall_from_per_image` turns any subset or resample
-        of the rows back into R@K / mR@K exactly as :meth:`aggregate` computes them (paired bootstrap over test
-        images, ``sgseg.results``), over all GT relations or only the seen / zero-shot ones.
+        :func:`recall_from_per_image` turns any subset or resample of the rows back into R@K / mR@K exactly as
+        :meth:`aggregate` computes them (paired bootstrap over test images, ``sgseg.results``), over all GT
+        relations or one part of them (:func:`split_counts`).
         """
         lay = self.layout
         records = _dedupe(np.asarray(records).reshape(-1, lay.width))
