@@ -341,11 +341,12 @@ class Run:
         edge_gaussian)."""
         if self.node == "none" and self.edge == "none" and self.refine is False:
             return "baseline"
-        if self.node == "masks" and self.refine is False and self.edge in ABLATION_STUDY_ROWS:
-            kind = _source_kind(self.mask_source, self.get("data.true_masks"), self.get("model.oracle_blur"))
+        if self.node != "masks":
+            return None
+        kind = _source_kind(self.mask_source, self.get("data.true_masks"), self.get("model.oracle_blur"))
+        if self.refine is False and self.edge in ABLATION_STUDY_ROWS:
             return ABLATION_STUDY_ROWS[self.edge] if kind == "transfer" else None
-        if self.node == "masks" and self.edge == "gaussian" and self.refine is True:
-            kind = _source_kind(self.mask_source, self.get("data.true_masks"), self.get("model.oracle_blur"))
+        if self.edge == "gaussian" and self.refine is True:
             return STUDY_SOURCES.get(kind)  # a blurred oracle (``oracle|blur2``) is no study row yet
         return None
 

@@ -219,6 +219,7 @@ def test_keep_relations_splits_seen_and_zero_shot():
 def test_a_mask_swap_needs_node_or_edge_grounding(node, edge, grounded, tmp_path):
     from omegaconf import OmegaConf
 
+    from sgseg.lit.build import ConfigError
     from sgseg.lit.run import _check_mask_swap
 
     cfg = OmegaConf.create({"model": {"grounding": {
@@ -228,5 +229,5 @@ def test_a_mask_swap_needs_node_or_edge_grounding(node, edge, grounded, tmp_path
     if grounded:
         _check_mask_swap(cfg, tmp_path, "empty")
     else:
-        with pytest.raises(Exception, match="neither node nor edge grounding"):
+        with pytest.raises(ConfigError, match="neither node nor edge grounding"):
             _check_mask_swap(cfg, tmp_path, "empty")
