@@ -1199,16 +1199,12 @@ def table_study_objects(
     per_row: dict[str, dict[int, tuple[float, bool]]] = {}
     recall: dict[str, IntervalCell] = {}
     for variant in STUDY_ROWS:
-        values: dict[int, tuple[float, bool]] = {}
+        chosen = _runs_reporting_by_seed(rows_runs.get(variant, []), task, measure)
         cell = IntervalCell()
-        for run in sorted(rows_runs.get(variant, []), key=lambda r: _natural_key(r.path)):
-            v = run.value(task, measure)
-            if v is None or run.seed is None or int(run.seed) in values:
-                continue
-            values[int(run.seed)] = (v, False)
+        for run in chosen.values():
             cell.add(run.value(task, f"mR@{k}"))
-        if values:
-            per_row[variant], recall[variant] = dict(sorted(values.items())), cell
+        if chosen:
+            per_row[variant], recall[variant] = _seed_values(chosen, task, measure), cell
     if not per_row:
         return None
     base, grounded = per_row.get("baseline", {}), per_row.get("grounded", {})
@@ -1234,6 +1230,81 @@ def table_study_objects(
     return Table(
         f"Study: {what}, {_study_name(key)}", header, rows, f"study_objects{slug}_{_study_slug(key)}", note
     )
+
+
+def _runs_reporting_by_seed(runs: list[Run], task: str, measure: str) -> dict[int, Run]:
+    """Per seed the first run (in natural path order) whose test reports ``measure``, in that order; runs without a
+    seed are left out."""
+    out: dict[int, Run] = {}
+    for run in sorted(runs, key=lambda r: _natural_key(r.path)):
+        if run.seed is not None and int(run.seed) not in out and run.value(task, measure) is not None:
+            out[int(run.seed)] = run
+    return out
+
+
+def _seed_values(chosen: dict[int, Run], task: str, measure: str) -> dict[int, tuple[float, bool]]:
+    """``{seed: (value, False)}`` in seed order: the form :func:`_paired_over_seeds` pairs."""
+    return {s: (chosen[s].value(task, measure), False) for s in sorted(chosen)}
+
+
+# Table 4 read step by step at the study's schedule: (row, the row it adds to, what it adds). The three edge
+# variants are alternatives on top of node grounding; the full model (grounded) adds the refinement head to the
+# Gaussian edges.
+ABLATION_STEPS = (
+    ("node", "baseline", "node grounding f_N"),
+    ("edge_avg", "node", "edge grounding f_E on the masks' mean"),
+    ("edge_union", "node", "edge grounding f_E on the masks' union"),
+    ("edge_gaussian", "node", "edge grounding f_E on the Gaussian-blurred product"),
+    ("grounded", "edge_gaussian", "the mask refinement head"),
+)
+
+
+def table_study_steps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table | None:
+    """Table 4 step by step: each of :data:`ABLATION_STEPS` whose two rows both have runs, as the paired difference
+    row − the row it adds to over the seeds with both (mean, 95 % t-interval, two-sided paired t-test), in mR@50
+    and in each object measure of the task (:data:`OBJECT_MEASURES`) that some run reports — so what a step adds
+    to the object labels and what it adds to the predicates given them are read apart. None without a partial
+    row (Table 4's rows trained with ``sweep=study``)."""
+    if not any(rows_runs.get(v) for v in ABLATION_STUDY_ROWS.values()):
+        return None
+    task, k = key[2], STUDY_K
+    reported = {m for runs in rows_runs.values() for r in runs for m, *_ in OBJECT_MEASURES.get(task, ())
+                if r.value(task, m) is not None}  # fmt: skip
+    measures = [(f"mR@{k}", f"mR@{k}")] + [
+        (m, w) for m, w, _ in OBJECT_MEASURES.get(task, ()) if m in reported
+    ]
+
+    def values(variant: str, measure: str) -> dict[int, tuple[float, bool]]:
+        return _seed_values(_runs_reporting_by_seed(rows_runs.get(variant, []), task, measure), task, measure)
+
+    rows = []
+    for variant, ref, adds in ABLATION_STEPS:
+        if not rows_runs.get(variant) or not rows_runs.get(ref):
+            continue
+        cells: list[str] = []
+        seeds = sorted(set(values(variant, f"mR@{k}")) & set(values(ref, f"mR@{k}")))
+        for measure, _ in measures:
+            a, b = values(variant, measure), values(ref, measure)
+            _, over, p = _paired_over_seeds(a, b)
+            paired = sorted(set(a) & set(b))
+            if paired and paired != seeds:  # an object measure that older tests lack: name its seeds
+                over += f" (seeds {' '.join(map(str, paired))})"
+            cells += [over, p]
+        rows.append([f"{variant} − {ref}", adds, " ".join(map(str, seeds)), *cells])
+    if not rows:
+        return None
+    header = ["Step", "adds", f"seeds (mR@{k})"]
+    for measure, what in measures:
+        header += [f"Δ {what} (t)", f"p ({measure})"]
+    note = (
+        "Table 4 step by step: each partial row (trained like the study's rows) minus the row it adds to, per seed, "
+        "then the mean with its 95 % t-interval over the seeds with both and the two-sided paired t-test's p; the "
+        "object measures pair the seeds whose tests report them (re-test older runs with `python -m sgseg.evaluate "
+        "run_dir=RUN ckpt=last`). The edge variants are alternatives on top of node grounding; the full model "
+        "(grounded) adds the refinement head to the Gaussian edges."
+    )
+    return Table(f"Study: Table 4 step by step, {_study_name(key)}", header, rows,
+                 f"study_steps_{_study_slug(key)}", note)  # fmt: skip
 
 
 def _per_predicate_cells(runs: list[Run], task: str, count: int) -> list[IntervalCell]:
@@ -1904,6 +1975,8 @@ def tables_study(
             out.append(table_study_summary(key, study, predicates, swaps, boot, detector_note(rows_runs)))
         out += [study, predicates]
         out += tables_study_objects(key, rows_runs)
+        if (steps := table_study_steps(key, rows_runs)) is not None:
+            out.append(steps)
         if swaps is not None:
             out.append(swaps)
         if boot is not None:

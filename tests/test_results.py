@@ -664,6 +664,70 @@ def test_object_label_table_by_hand(tmp_path: Path) -> None:
     assert cr.table_study_objects(key, cr.study_groups(runs)[key]) is None
 
 
+def test_table4_step_by_step_by_hand(tmp_path: Path) -> None:
+    """Table 4 read step by step: each partial row minus the row it adds to (node − baseline, each edge variant −
+    node, grounded − edge_gaussian), paired over the seeds with both, in mR@50 and in the object measures some run
+    reports (an object measure that an older test lacks names the seeds it paired); absent rows, absent steps."""
+    from scipy.stats import t as student_t
+    from scipy.stats import ttest_1samp
+
+    settings = {"baseline": ("none", "none", False), "node": ("masks", "none", False),
+                "edge_avg": ("masks", "avg", False), "edge_gaussian": ("masks", "gaussian", False),
+                "grounded": ("masks", "gaussian", True)}  # fmt: skip
+    # (mR@50, obj_acc) per (row, seed); None: an older test without obj_acc
+    values = {
+        ("baseline", 0): (0.50, None), ("baseline", 1): (0.52, 0.90), ("baseline", 2): (0.51, 0.88),
+        ("node", 0): (0.54, 0.93), ("node", 1): (0.55, 0.92), ("node", 2): (0.56, 0.91),
+        ("edge_avg", 0): (0.55, 0.93),
+        ("edge_gaussian", 0): (0.56, 0.93), ("edge_gaussian", 1): (0.56, 0.93), ("edge_gaussian", 2): (0.58, 0.92),
+        ("grounded", 0): (0.57, 0.94), ("grounded", 1): (0.58, 0.93),
+    }  # fmt: skip
+    for (variant, seed), (mr, acc) in values.items():
+        node, edge, refine = settings[variant]
+        cfg = _config("vctree", node, edge, refine, True, seed=seed, task="sgcls", backbone="tiny")
+        cfg["model"]["mask_source"] = "transfer"
+        metrics = {"sgcls/mR@50": mr, "sgcls/R@50": mr + 0.1} | (
+            {} if acc is None else {"sgcls/obj_acc": acc}
+        )
+        _job(tmp_path / f"{variant}_{seed}", cfg, [f"seed={seed}"], metrics)
+    runs = [cr.load_run(path) for path in sorted(tmp_path.iterdir())]
+    key = ("vctree", "tiny", "sgcls", "")
+    groups = cr.study_groups(runs)[key]
+    table = cr.table_study_steps(key, groups)
+    assert table.header == ["Step", "adds", "seeds (mR@50)", "Δ mR@50 (t)", "p (mR@50)",
+                            "Δ object accuracy (t)", "p (obj_acc)"]  # fmt: skip
+    rows = {row[0]: row for row in table.rows}
+    # no edge_union runs: no such step
+    assert list(rows) == [
+        "node − baseline",
+        "edge_avg − node",
+        "edge_gaussian − node",
+        "grounded − edge_gaussian",
+    ]
+
+    def over(d: list[float]) -> str:
+        d = np.array(d)
+        h = student_t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        return f"{d.mean():+.1f} [{d.mean() - h:+.1f}, {d.mean() + h:+.1f}]"
+
+    node = rows["node − baseline"]
+    assert node[1] == "node grounding f_N" and node[2] == "0 1 2"
+    assert node[3] == over([4.0, 3.0, 5.0]) == "+4.0 [+1.5, +6.5]"
+    assert node[4] == f"{ttest_1samp([4.0, 3.0, 5.0], 0).pvalue:.3f}"
+    # obj_acc: seed 0's baseline predates it, so seeds 1 and 2 pair: +2, +3
+    assert node[5] == over([2.0, 3.0]) + " (seeds 1 2)"
+    gauss = rows["edge_gaussian − node"]
+    assert gauss[2] == "0 1 2" and gauss[3] == over([2.0, 1.0, 2.0]) and gauss[5] == over([0.0, 1.0, 1.0])
+    avg = rows["edge_avg − node"]
+    assert avg[2] == "0" and avg[3] == "+1.0" and avg[4] == "—" and avg[5] == "+0.0"  # one seed: no interval
+    refine = rows["grounded − edge_gaussian"]
+    assert refine[1] == "the mask refinement head" and refine[2] == "0 1"
+    assert refine[3] == over([1.0, 2.0]) and refine[5] == over([1.0, 0.0])
+    # the table is among the study's tables; a study without a partial row has none
+    assert table.name in {t.name for t in cr.tables_study(runs, 0)}
+    assert cr.table_study_steps(key, {v: groups[v] for v in ("baseline", "grounded")}) is None
+
+
 def _write_csv_log(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = ["epoch", "step", "train/loss", "val/R@50", "val/mR@50"]
@@ -1365,6 +1429,25 @@ def test_readme_summary_tables_are_what_the_archive_gives(
     assert set(found) == set(generated) == {"baseline", "grounded", *rows}
     for variant, row in generated.items():
         assert found[variant] == row, variant
+
+
+def test_readme_table4_steps_are_what_the_archive_gives() -> None:
+    """The README's *Table 4 step by step* table (VCTree SGCls at the study's schedule) is
+    :func:`sgseg.results.table_study_steps` of the archived study and Table-4 runs, cell for cell (the typographic
+    minus aside), with the node, Gaussian-edge and refinement steps at least."""
+    paths = sorted([*ARCHIVE.glob("study12/sgcls_vctree_*"), *ARCHIVE.glob("table4_12ep/sgcls_vctree_*")])
+    runs = [cr.load_run(p, "last") for p in cr.find_job_dirs(paths)]
+    key = ("vctree", "tiny", "sgcls", "")
+    table = cr.table_study_steps(key, cr.study_groups(runs)[key])
+    readme = (ARCHIVE.parents[1] / "README.md").read_text()
+    part = readme.split("Step by step (the *Table 4 step by step* table")[1].split("\n\n")[1]
+    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    assert _readme_cells(lines[0]) == table.header
+    found = {
+        line.split("|")[1].strip(): _readme_cells(line)[1:] for line in lines[1:]
+    }  # names keep their "−"
+    assert found == _row_cells(table)
+    assert {"node − baseline", "edge_gaussian − node", "grounded − edge_gaussian"} <= set(found)
 
 
 def test_readme_object_accuracy_table_is_what_the_archive_gives() -> None:
