@@ -1407,7 +1407,7 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
             "**Table 4 analogue at the study's schedule",
             "study12/sgcls_vctree_* table4_12ep/sgcls_vctree_*",
             "summary_study_vctree_sgcls",
-            ("node", "edge_avg", "edge_gaussian", "empty"),
+            ("node", "edge_avg", "edge_union", "edge_gaussian", "empty"),
         ),
     ],
 )
