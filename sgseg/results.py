@@ -1282,9 +1282,9 @@ def table_study_steps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         if not rows_runs.get(variant) or not rows_runs.get(ref):
             continue
         cells: list[str] = []
-        seeds = sorted(set(values(variant, f"mR@{k}")) & set(values(ref, f"mR@{k}")))
-        for measure, _ in measures:
-            a, b = values(variant, measure), values(ref, measure)
+        pairs = [(values(variant, measure), values(ref, measure)) for measure, _ in measures]
+        seeds = sorted(set(pairs[0][0]) & set(pairs[0][1]))  # mR@K's: every test reports it
+        for a, b in pairs:
             _, over, p = _paired_over_seeds(a, b)
             paired = sorted(set(a) & set(b))
             if paired and paired != seeds:  # an object measure that older tests lack: name its seeds
