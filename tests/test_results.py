@@ -1334,14 +1334,29 @@ def _row_cells(table) -> dict[str, list[str]]:
 
 
 @functools.cache
+def _archived_runs(pattern: str) -> tuple:
+    """The archived runs of ``docs/runs/<pattern>`` (one or more globs), read with ``--checkpoint last`` — once per
+    pattern for the README tests that share it."""
+    paths = sorted(p for one in pattern.split() for p in ARCHIVE.glob(one))
+    runs = tuple(cr.load_run(path, "last") for path in cr.find_job_dirs(paths))
+    assert runs, pattern
+    return runs
+
+
+@functools.cache
 def _archived_summary(pattern: str, table: str):
     """The study summary table named ``table*`` that ``sgseg.results docs/runs/<pattern> --checkpoint last``
     computes (bootstrap 1000; computed once per pattern for the README tests that repeat it)."""
-    paths = sorted(p for one in pattern.split() for p in ARCHIVE.glob(one))  # one or more globs
-    runs = [cr.load_run(path, "last") for path in cr.find_job_dirs(paths)]
-    assert runs, pattern
+    runs = list(_archived_runs(pattern))
     (summary,) = [t for t in cr.tables_study(runs, 1000, None, "last") if t.name.startswith(table)]
     return summary
+
+
+def _readme_table_lines(marker: str, block: int = 1) -> list[str]:
+    """The table lines (header first, the ``| ---`` line left out) of the ``block``-th paragraph after ``marker`` in
+    the README."""
+    part = (ARCHIVE.parents[1] / "README.md").read_text().split(marker)[1].split("\n\n")[block]
+    return [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
 
 
 def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
@@ -1421,9 +1436,7 @@ def test_readme_summary_tables_are_what_the_archive_gives(
     summary = _archived_summary(pattern, table)
     cells = _readme_cells
     generated = _row_cells(summary)
-    readme = (ARCHIVE.parents[1] / "README.md").read_text()
-    part = readme.split(section)[1].split("\n\n")[1]
-    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    lines = _readme_table_lines(section)
     assert cells(lines[0])[1:] == summary.header[1:-1] + ["all-zero masks at test"]
     found = {cells(line)[0].split(" (")[0]: cells(line)[1:] for line in lines[1:]}
     assert set(found) == set(generated) == {"baseline", "grounded", *rows}
@@ -1435,13 +1448,10 @@ def test_readme_table4_steps_are_what_the_archive_gives() -> None:
     """The README's *Table 4 step by step* table (VCTree SGCls at the study's schedule) is
     :func:`sgseg.results.table_study_steps` of the archived study and Table-4 runs, cell for cell (the typographic
     minus aside), with the node, Gaussian-edge and refinement steps at least."""
-    paths = sorted([*ARCHIVE.glob("study12/sgcls_vctree_*"), *ARCHIVE.glob("table4_12ep/sgcls_vctree_*")])
-    runs = [cr.load_run(p, "last") for p in cr.find_job_dirs(paths)]
+    runs = list(_archived_runs("study12/sgcls_vctree_* table4_12ep/sgcls_vctree_*"))
     key = ("vctree", "tiny", "sgcls", "")
     table = cr.table_study_steps(key, cr.study_groups(runs)[key])
-    readme = (ARCHIVE.parents[1] / "README.md").read_text()
-    part = readme.split("Step by step (the *Table 4 step by step* table")[1].split("\n\n")[1]
-    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    lines = _readme_table_lines("Step by step (the *Table 4 step by step* table")
     assert _readme_cells(lines[0]) == table.header
     found = {
         line.split("|")[1].strip(): _readme_cells(line)[1:] for line in lines[1:]
@@ -1454,12 +1464,10 @@ def test_readme_object_accuracy_table_is_what_the_archive_gives() -> None:
     """The README's VCTree SGCls object-accuracy table is the object table (:func:`sgseg.results.table_study_objects`)
     of ``sgseg.results docs/runs/study12/sgcls_vctree_* --checkpoint last``, cell for cell from the seeds column to
     the last column, with the control row (``row=empty``) paired with the grounded runs of its seeds."""
-    runs = [cr.load_run(p, "last") for p in cr.find_job_dirs(sorted(ARCHIVE.glob("study12/sgcls_vctree_*")))]
+    runs = list(_archived_runs("study12/sgcls_vctree_*"))
     key = ("vctree", "tiny", "sgcls", "")
     table = cr.table_study_objects(key, cr.study_groups(runs)[key])
-    readme = (ARCHIVE.parents[1] / "README.md").read_text()
-    part = readme.split("**Object labels in SGCls (VCTree")[1].split("\n\n")[1]
-    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    lines = _readme_table_lines("**Object labels in SGCls (VCTree")
     assert _readme_cells(lines[0])[1:] == table.header[1:]
     found = {_readme_cells(line)[0].split(" (")[0]: _readme_cells(line)[1:] for line in lines[1:]}
     assert found == _row_cells(table) and set(found) == {"baseline", "grounded", "empty"}
@@ -1470,8 +1478,7 @@ def test_readme_object_accuracy_table_is_what_the_archive_gives() -> None:
         "relations with both objects labelled (rel_objects_ok)",
         "mR@50 given both objects (mR@50_given_objects)",
     ]
-    part = readme.split("**Object labels in SGCls (VCTree")[1].split("\n\n")[2]
-    lines = [line for line in part.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    lines = _readme_table_lines("**Object labels in SGCls (VCTree", 2)
     assert _readme_cells(lines[0])[1:] == [
         split[0].header[1],
         *(t.header[i] for t in split for i in (2, 4, 5, 6)),
@@ -1558,14 +1565,10 @@ def test_readme_at_a_glance_table_is_what_the_archive_gives() -> None:
     both rows' mR@50, the paired Δ over seeds with its interval and p — from the archived runs (MOTIF PredCls with
     the recorded values of its lost runs), or for a single seed pair the bootstrap interval over test images."""
     cells = _readme_cells
-    readme = (ARCHIVE.parents[1] / "README.md").read_text()
-    part = readme.split("**At a glance")[1].split("\n\n")[1]
-    found = {cells(line)[0]: cells(line)[1:] for line in part.splitlines()[2:] if line.startswith("| ")}
+    found = {cells(line)[0]: cells(line)[1:] for line in _readme_table_lines("**At a glance")[1:]}
     # MOTIF PredCls: 5 seeds only with the lost runs' recorded values
     key = ("motif", "tiny", "predcls", "")
-    runs = [
-        cr.load_run(path, "last") for path in cr.find_job_dirs(sorted(ARCHIVE.glob("study12/[jr]*_s[0-9]")))
-    ]
+    runs = list(_archived_runs("study12/[jr]*_s[0-9]"))
     recorded = cr.load_recorded(ARCHIVE / "study12" / "earlier_seeds.csv")[
         (*key[:3], "12 epochs; LR x0.1 at 4000")
     ]
