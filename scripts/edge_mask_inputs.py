@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,10 @@ def pair_maxima(rel: torch.Tensor) -> torch.Tensor:
     return rel.detach().flatten(1).amax(dim=1) if rel.numel() else rel.new_zeros(rel.shape[0])
 
 
+@contextmanager
 def recording(maxima: list[np.ndarray]):
-    """Wrap ``relation_masks`` so that every call appends its pairs' maxima to ``maxima``."""
+    """Within the block, every ``relation_masks`` call of a mask edge grounding (avg / union via the base class,
+    Gaussian its own) appends its pairs' maxima to ``maxima``; the class methods are restored on leaving."""
 
     def wrap(fn):
         def relation_masks(self, *args, **kwargs):
@@ -45,7 +48,16 @@ def recording(maxima: list[np.ndarray]):
 
         return relation_masks
 
-    return wrap
+    originals = {
+        cls: cls.__dict__["relation_masks"] for cls in (edge._MaskEdgeGrounding, edge.GaussianEdgeGrounding)
+    }
+    try:
+        for cls, fn in originals.items():
+            cls.relation_masks = wrap(fn)
+        yield maxima
+    finally:
+        for cls, fn in originals.items():
+            cls.relation_masks = fn
 
 
 def summarise(maxima: np.ndarray, thresholds: list[float]) -> dict[str, float]:
@@ -69,29 +81,19 @@ def measure(run_dir: Path, ckpt: str, thresholds: list[float], num_threads: int)
     from sgseg.lit.run import run_evaluation
 
     maxima: list[np.ndarray] = []
-    wrap = recording(maxima)
-    originals = {
-        cls: cls.__dict__["relation_masks"] for cls in (edge._MaskEdgeGrounding, edge.GaussianEdgeGrounding)
-    }
-    try:
-        for cls, fn in originals.items():
-            cls.relation_masks = wrap(fn)
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = OmegaConf.create(
-                {
-                    "run_dir": str(run_dir),
-                    "ckpt": ckpt,
-                    "out": tmp,
-                    "split": "val",
-                    "num_threads": num_threads,
-                    **{k: None for k in ("task", "data_dir", "mask_source", "refine_passes", "true_masks",
-                                         "oracle_blur", "require_overlap", "relations")},
-                }
-            )  # fmt: skip
-            run_evaluation(cfg)
-    finally:
-        for cls, fn in originals.items():
-            cls.relation_masks = fn
+    with recording(maxima), tempfile.TemporaryDirectory() as tmp:
+        cfg = OmegaConf.create(
+            {
+                "run_dir": str(run_dir),
+                "ckpt": ckpt,
+                "out": tmp,
+                "split": "val",
+                "num_threads": num_threads,
+                **{k: None for k in ("task", "data_dir", "mask_source", "refine_passes", "true_masks",
+                                     "oracle_blur", "require_overlap", "relations")},
+            }
+        )  # fmt: skip
+        run_evaluation(cfg)
     return summarise(np.concatenate(maxima) if maxima else np.zeros(0), thresholds)
 
 

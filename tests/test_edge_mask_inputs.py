@@ -43,20 +43,14 @@ def test_recording_sees_what_each_edge_grounding_computes_and_restores_it():
     boxes = torch.tensor([[0.0, 0, 10, 10], [90.0, 90, 100, 100]])
     pairs = torch.tensor([[0, 1]])
     maxima = []
-    wrap = edge_mask_inputs.recording(maxima)
     classes = (edge_mask_inputs.edge._MaskEdgeGrounding, GaussianEdgeGrounding)
-    originals = {cls: cls.__dict__["relation_masks"] for cls in classes}
-    try:
-        for cls, fn in originals.items():
-            cls.relation_masks = wrap(fn)
+    originals = [cls.__dict__["relation_masks"] for cls in classes]
+    with edge_mask_inputs.recording(maxima):
         outs = [
             m.relation_masks(masks, boxes, pairs, torch.rand(2, 3))
             for m in (AvgEdgeGrounding(**KW), UnionEdgeGrounding(**KW), GaussianEdgeGrounding(num_label_classes=3, **KW))
         ]  # fmt: skip
-    finally:
-        for cls, fn in originals.items():
-            cls.relation_masks = fn
-    assert [cls.__dict__["relation_masks"] for cls in classes] == list(originals.values())
+    assert [cls.__dict__["relation_masks"] for cls in classes] == originals
     got = np.concatenate(maxima)
     assert got[:2] == pytest.approx([0.5, 1.0], abs=1e-6) and got[2] < 1e-6
     assert [float(o.detach().flatten(1).amax()) for o in outs] == pytest.approx(got.tolist(), abs=1e-6)
