@@ -481,3 +481,66 @@ def test_joint_params_with_block_weights_equal_per_object(frame):
     a = per_obj.relation_masks(masks, boxes, pairs, labels)
     torch.testing.assert_close(a, joint.relation_masks(masks, boxes, pairs, labels))
     assert a.min() >= 0.5  # the reference's extra sigmoid
+
+
+@pytest.mark.parametrize("cls", [AvgEdgeGrounding, UnionEdgeGrounding, GaussianEdgeGrounding])
+def test_pair_mask_dropout_zeroes_whole_pairs_in_training_only(cls):
+    """``pair_mask_dropout=p``: in training each unordered pair's m_{j,j'} reaches the head whole or all zero
+    (about a share p of them zero); in evaluation, and with p = 0, the head sees m_{j,j'} unchanged and p = 0 draws
+    no random number."""
+    kw = dict(in_channels=2, num_mask_channels=1, hidden_dim=8, out_dim=4, roi_size=8, pool_size=2)
+    if cls is GaussianEdgeGrounding:
+        kw["num_label_classes"] = 3
+    torch.manual_seed(0)
+    n = 24
+    xy = torch.rand(n, 2) * 60
+    boxes = torch.cat([xy, xy + 8 + torch.rand(n, 2) * 30], 1)
+    masks, labels = torch.rand(n, 1, 8, 8), torch.rand(n, 3).softmax(1)
+    pairs = torch.tensor(
+        [(i, j) for i in range(n) for j in range(n) if i < j]
+    )  # unordered: one head row each
+    feats = torch.rand(pairs.shape[0], 2, 8, 8)
+    seen = []
+
+    def run(module):
+        seen.clear()
+        handle = module.head.register_forward_hook(lambda m, args, out: seen.append(args[1].detach().clone()))
+        module(feats, masks, boxes, pairs, labels)
+        handle.remove()
+        return seen[0]
+
+    module = cls(pair_mask_dropout=0.5, **kw)
+    m = module.relation_masks(masks, boxes, pairs, labels).detach()
+    module.train()
+    dropped = run(module)
+    zero = dropped.flatten(1).abs().amax(1) == 0
+    whole = (dropped == m).flatten(1).all(1)
+    assert bool((zero | whole).all())  # whole pairs, never parts of one
+    nonzero = m.flatten(1).amax(1) > 0  # (the Gaussian product is exactly 0 for pairs far apart)
+    assert int(nonzero.sum()) >= 80 and 0.35 < float(zero[nonzero].float().mean()) < 0.65
+    module.eval()
+    assert torch.equal(run(module), m)
+
+    plain = cls(**kw)
+    plain.load_state_dict(module.state_dict())
+    plain.train()
+    state = torch.random.get_rng_state()
+    assert torch.equal(run(plain), m) and torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(ValueError, match="pair_mask_dropout"):
+        cls(pair_mask_dropout=1.0, **kw)
+
+
+def test_pair_mask_dropout_from_the_config():
+    """``model.grounding.pair_mask_dropout`` reaches every mask edge grounding (0 by default, the paper)."""
+    from hydra import compose, initialize_config_dir
+
+    from .conftest import REPO
+
+    for edge in ("avg", "union", "gaussian"):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            default = compose("train", overrides=[f"model/grounding/edge={edge}"])
+            set_ = compose(
+                "train", overrides=[f"model/grounding/edge={edge}", "model.grounding.pair_mask_dropout=0.3"]
+            )
+        assert default.model.grounding.edge.pair_mask_dropout == 0.0
+        assert set_.model.grounding.edge.pair_mask_dropout == 0.3

@@ -223,6 +223,10 @@ class _MaskEdgeGrounding(nn.Module):
     """Shared body of the mask-using f_E variants: pair frames → combine (subclass) → head.
 
     num_label_classes: C_obj, part of the common builder call; only the Gaussian variant reads labels.
+    pair_mask_dropout: p — in training only, each (unordered) pair's m_{j,j'} is replaced by zeros with
+    probability p before f_E (not rescaled: the all-zero input of a test on all-zero masks). 0 (default, the
+    paper): never, and no random number is drawn. A probe of how a branch copes without its masks, not part of
+    the method.
     """
 
     def __init__(
@@ -237,12 +241,18 @@ class _MaskEdgeGrounding(nn.Module):
         sigmoid_relation_masks: bool = False,
         conv_relu: bool = True,
         num_label_classes: int | None = None,
+        pair_mask_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if mask_frame not in ("union", "own_box"):
             raise ValueError(
                 f"{type(self).__name__}: `mask_frame` must be 'union' or 'own_box', got {mask_frame!r}"
             )
+        if not 0.0 <= float(pair_mask_dropout) < 1.0:
+            raise ValueError(
+                f"{type(self).__name__}: `pair_mask_dropout` must be in [0, 1), got {pair_mask_dropout!r}"
+            )
+        self.pair_mask_dropout = float(pair_mask_dropout)
         self.mask_frame = mask_frame
         self.sigmoid_relation_masks = sigmoid_relation_masks
         self.head = GroundingHead(
@@ -284,6 +294,13 @@ class _MaskEdgeGrounding(nn.Module):
         rel = self.combine(self.pair_masks(mask_probs, boxes, pair_index), pair_index, label_probs)
         return rel.sigmoid() if self.sigmoid_relation_masks else rel
 
+    def drop_pair_masks(self, rel: Tensor) -> Tensor:
+        """``pair_mask_dropout``: in training, zero each row of ``rel`` (Float[R, ...]) with probability p."""
+        if not self.training or self.pair_mask_dropout == 0.0 or rel.shape[0] == 0:
+            return rel
+        keep = torch.rand(rel.shape[0], device=rel.device) >= self.pair_mask_dropout
+        return rel * keep.view(-1, *([1] * (rel.dim() - 1))).to(rel.dtype)
+
     def forward(
         self,
         union_features: Tensor,
@@ -315,7 +332,9 @@ class _MaskEdgeGrounding(nn.Module):
             )
 
         def per_pair(feats: Tensor, pairs: Tensor) -> Tensor:
-            return self.head(feats, self.relation_masks(mask_probs, boxes, pairs, label_probs))
+            return self.head(
+                feats, self.drop_pair_masks(self.relation_masks(mask_probs, boxes, pairs, label_probs))
+            )
 
         if not self.symmetric:
             return per_pair(union_features, pair_index)
@@ -366,6 +385,7 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
         kernel_size: int = 7,
         joint_pair_params: bool = False,
         conv_relu: bool = True,
+        pair_mask_dropout: float = 0.0,
     ) -> None:
         super().__init__(
             in_channels,
@@ -377,6 +397,7 @@ class GaussianEdgeGrounding(_MaskEdgeGrounding):
             mask_frame,
             sigmoid_relation_masks,
             conv_relu,
+            pair_mask_dropout=pair_mask_dropout,
         )
         self.num_label_classes = num_label_classes
         self.kernel_size = kernel_size
