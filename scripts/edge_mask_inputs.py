@@ -27,6 +27,7 @@ from omegaconf import OmegaConf
 
 from sgseg.models.grounding import edge
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 MASK_EDGES = ("AvgEdgeGrounding", "UnionEdgeGrounding", "GaussianEdgeGrounding")
 
 
@@ -82,17 +83,19 @@ def measure(run_dir: Path, ckpt: str, thresholds: list[float], num_threads: int)
 
     maxima: list[np.ndarray] = []
     with recording(maxima), tempfile.TemporaryDirectory() as tmp:
-        cfg = OmegaConf.create(
+        # sgseg.evaluate's own defaults (conf/evaluate.yaml), so a key it gains later is not missed here
+        defaults = OmegaConf.load(CONF_DIR / "evaluate.yaml")
+        cfg = OmegaConf.merge(
+            {k: v for k, v in OmegaConf.to_container(defaults).items() if k not in ("defaults", "hydra")},
             {
+                "task": None,
                 "run_dir": str(run_dir),
                 "ckpt": ckpt,
                 "out": tmp,
                 "split": "val",
                 "num_threads": num_threads,
-                **{k: None for k in ("task", "data_dir", "mask_source", "refine_passes", "true_masks",
-                                     "oracle_blur", "require_overlap", "relations")},
-            }
-        )  # fmt: skip
+            },
+        )
         run_evaluation(cfg)
     return summarise(np.concatenate(maxima) if maxima else np.zeros(0), thresholds)
 
