@@ -1196,7 +1196,7 @@ def table_study_objects(
             f"table_study_objects: no object measure {measure!r} in {task}; known: {list(known)}"
         )
     measure, what, definition = known[measure or default]
-    per_row: dict[str, dict[int, tuple[float, bool]]] = {}
+    per_row: dict[str, dict[int, float]] = {}
     recall: dict[str, IntervalCell] = {}
     for variant in STUDY_ROWS:
         chosen = _runs_reporting_by_seed(rows_runs.get(variant, []), task, measure)
@@ -1211,7 +1211,7 @@ def table_study_objects(
     rows = []
     for variant, values in per_row.items():
         cell = IntervalCell()
-        for v, _ in values.values():
+        for v in values.values():
             cell.add(v)
         _, over_b, p_b = _paired_over_seeds(values, base if variant != "baseline" else {})
         _, over_g, p_g = _paired_over_seeds(values, grounded if variant in VS_GROUNDED else {})
@@ -1242,9 +1242,9 @@ def _runs_reporting_by_seed(runs: list[Run], task: str, measure: str) -> dict[in
     return out
 
 
-def _seed_values(chosen: dict[int, Run], task: str, measure: str) -> dict[int, tuple[float, bool]]:
-    """``{seed: (value, False)}`` in seed order: the form :func:`_paired_over_seeds` pairs."""
-    return {s: (chosen[s].value(task, measure), False) for s in sorted(chosen)}
+def _seed_values(chosen: dict[int, Run], task: str, measure: str) -> dict[int, float]:
+    """``{seed: value}`` in seed order: the form :func:`_paired_over_seeds` pairs."""
+    return {s: chosen[s].value(task, measure) for s in sorted(chosen)}
 
 
 # Table 4 read step by step at the study's schedule: (row, the row it adds to, what it adds). The three edge
@@ -1274,7 +1274,7 @@ def table_study_steps(key: StudyKey, rows_runs: dict[str, list[Run]]) -> Table |
         (m, w) for m, w, _ in OBJECT_MEASURES.get(task, ()) if m in reported
     ]
 
-    def values(variant: str, measure: str) -> dict[int, tuple[float, bool]]:
+    def values(variant: str, measure: str) -> dict[int, float]:
         return _seed_values(_runs_reporting_by_seed(rows_runs.get(variant, []), task, measure), task, measure)
 
     rows = []
@@ -1746,16 +1746,17 @@ def table_study_over_seeds(
             values[seed] = (v, True)
         if values:
             merged[variant] = dict(sorted(values.items()))
-    base = merged.get("baseline", {})
-    grounded = merged.get("grounded", {})
+    plain = {variant: {s: v for s, (v, _) in values.items()} for variant, values in merged.items()}
+    base, grounded = plain.get("baseline", {}), plain.get("grounded", {})
     rows: list[list[Any]] = []
     for variant, values in merged.items():
         cell = IntervalCell()
-        for v, _ in values.values():
+        for v in plain[variant].values():
             cell.add(v)
         seeds = " ".join(f"{s}{'*' if rec else ''}" for s, (_, rec) in values.items())
-        per_seed, over, p_text = _paired_over_seeds(values, base if variant != "baseline" else {})
-        _, over_g, p_g = _paired_over_seeds(values, grounded if variant in VS_GROUNDED else {})
+        mine = plain[variant]
+        per_seed, over, p_text = _paired_over_seeds(mine, base if variant != "baseline" else {})
+        _, over_g, p_g = _paired_over_seeds(mine, grounded if variant in VS_GROUNDED else {})
         rows.append([variant, seeds, len(values), cell, per_seed, over, p_text, over_g, p_g])
     note = (
         f"mR@{k} (%) of the {checkpoint} weights per seed: the runs found and the recorded values (seeds marked *; "
@@ -1781,12 +1782,10 @@ def table_study_over_seeds(
     return out
 
 
-def _paired_over_seeds(
-    values: dict[int, tuple[float, bool]], ref: dict[int, tuple[float, bool]]
-) -> tuple[str, str, str]:
+def _paired_over_seeds(values: dict[int, float], ref: dict[int, float]) -> tuple[str, str, str]:
     """Per-seed differences ``values − ref`` (fractions) over the seeds both hold, as printed text: the per-seed
     list, the mean with its 95 % t-interval, and the two-sided paired t-test's p; MISSING where no seed pairs."""
-    diffs = {s: v - ref[s][0] for s, (v, _) in values.items() if s in ref}
+    diffs = {s: v - ref[s] for s, v in values.items() if s in ref}
     if not diffs:
         return MISSING, MISSING, MISSING
     mean, half, p = seed_t_test(list(diffs.values()))
