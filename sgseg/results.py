@@ -1487,7 +1487,10 @@ def paired_bootstrap(
     to every run, so the differences are paired and, over several pairs, their mean is bootstrapped too.
     Returns ``images`` and, per metric, ``<metric>`` Float[P] (the difference on all common images, in
     fractions), ``<metric>_low`` / ``<metric>_high`` (the 2.5 / 97.5 percentiles) per pair, and
-    ``<metric>_mean`` / ``_mean_low`` / ``_mean_high`` for the mean over the pairs.
+    ``<metric>_mean`` / ``_mean_low`` / ``_mean_high`` for the mean over the pairs, and ``<metric>_undefined``: how
+    many resamples left the metric undefined (R@K where a resample draws no image with a GT relation — only in
+    tiny test sets; mR@K is then 0, as absent predicates score); its percentiles are taken over the other
+    resamples, and a ValueError is raised when none is left.
     """
     arrays = [d for pair in pairs for d in pair]
     for d in arrays:
@@ -1514,9 +1517,17 @@ def paired_bootstrap(
     diff_boot = boot[:, 1::2] - boot[:, 0::2]  # (B, P, 2)
     out: dict[str, Any] = {"images": int(common.size)}
     for j, m in enumerate(metrics):
-        low, high = np.percentile(diff_boot[:, :, j], [2.5, 97.5], axis=0)
+        undefined = np.isnan(diff_boot[:, :, j]).any(axis=1)
+        if undefined.all():
+            raise ValueError(
+                f"paired_bootstrap: none of the {num} resamples of the {common.size} common test images holds "
+                f"an image with a GT relation, so {m} is undefined in all; the test set is too small to bootstrap"
+            )
+        kept = diff_boot[~undefined, :, j]
+        out[f"{m}_undefined"] = int(undefined.sum())
+        low, high = np.percentile(kept, [2.5, 97.5], axis=0)
         out[m], out[f"{m}_low"], out[f"{m}_high"] = diff_full[:, j], low, high
-        mean_boot = diff_boot[:, :, j].mean(1)
+        mean_boot = kept.mean(1)
         out[f"{m}_mean"] = float(diff_full[:, j].mean())
         out[f"{m}_mean_low"], out[f"{m}_mean_high"] = (
             float(x) for x in np.percentile(mean_boot, [2.5, 97.5])
@@ -1560,6 +1571,7 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
         f"p (mR@{k})",
     ]
     rows: list[list[Any]] = []
+    undefined: list[str] = []
     # every row against the baseline, then the other rows against the grounded one (transferred masks): the gap
     # between transferred and true, wrong-source or no masks, per seed with its test-set interval
     comparisons = [(v, "baseline") for v in STUDY_ROWS if v != "baseline"] + [
@@ -1579,6 +1591,8 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
             continue
         res = paired_bootstrap(pairs, k, num)
         label = f"{variant} − {reference}"
+        if res[f"R@{k}_undefined"]:
+            undefined.append(f"{label}: {res[f'R@{k}_undefined']}")
         for i, seed in enumerate(used):
             a, b = base[seed].detector_id, other[seed].detector_id
             shown = f"{seed} (detectors differ)" if a is not None and b is not None and a != b else seed
@@ -1605,6 +1619,11 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
         "training runs instead: the per-seed differences' mean with its 95 % Student-t interval, and p of the "
         "two-sided paired t-test over seeds (H0: mean difference 0)."
     )
+    if undefined:
+        note += (
+            f" Resamples that drew no image with a GT relation (R@{k} undefined; a tiny test set) are left out of "
+            f"R@{k}'s percentiles — of {num}: " + "; ".join(undefined) + "."
+        )
     name = f"study_bootstrap_{_study_slug(key)}"
     return Table(f"Study: paired bootstrap, {_study_name(key)}", header, rows, name, note)
 

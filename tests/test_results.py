@@ -363,6 +363,27 @@ def test_paired_bootstrap_pairs_images_by_id() -> None:
     drop = good.protocol.per_image(good.records)
     drop = {k: (v[1:] if v.ndim and len(v) == 40 else v) for k, v in drop.items()}
     assert cr.paired_bootstrap([(a, drop)], 50, num=10)["images"] == 39
+    assert res["R@50_undefined"] == res["mR@50_undefined"] == 0
+
+
+def test_paired_bootstrap_leaves_out_resamples_without_relations() -> None:
+    """In a two-image test set with one scored image, a quarter of the resamples draw only the unscored one (R@K
+    undefined there): counted, left out of R@K's percentiles; a set with no scored image is a clear error."""
+    rng = np.random.default_rng(2)
+    images = _random_images(rng, 2, skill=0.5)
+    ev = _evaluate(images, [7, 8])
+    a = ev.protocol.per_image(ev.records)
+    a = {**a, "counted": np.array([True, False])}
+    b = {**a, "hits": a["hits"] * 0, "pred_hits": a["pred_hits"] * 0}  # a run that finds nothing
+    res = cr.paired_bootstrap([(a, b)], 50, num=400)
+    assert 60 < res["R@50_undefined"] < 140  # binomial(400, 1/4): 100 ± 8.7
+    assert res["mR@50_undefined"] == 0  # mR@K is 0 there (absent predicates score 0), not undefined
+    full = recall_from_per_image(a, 50)
+    assert full["R@50"] > 0
+    # every defined resample holds only image 7: the difference is its own, so the interval is a point
+    assert res["R@50_low"][0] == res["R@50_high"][0] == pytest.approx(-full["R@50"])
+    with pytest.raises(ValueError, match="too small to bootstrap"):
+        cr.paired_bootstrap([({**a, "counted": np.array([False, False])}, b)], 50, num=20)
 
 
 def _study_job(path: Path, variant: str, seed: int, images, ids, overrides: tuple[str, ...] = ()) -> dict:
