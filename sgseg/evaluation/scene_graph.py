@@ -339,20 +339,26 @@ class _Protocol:
         rec[lay.pred_count] = np.bincount(gt_pred - 1, minlength=num_cls)
         rec[lay.zs_pred_count] = np.bincount(gt_pred[is_zs] - 1, minlength=num_cls)
 
-        # obj_ok[g, m]: GT object g and predicted object m match (labels equal and IoU+1 >= threshold)
-        obj_ok = (gt_labels[:, None] == labels[None, :]) & (
-            box_iou_plus1(gt_boxes, boxes) >= self.iou_threshold
-        )
+        def matches() -> np.ndarray:
+            """obj_ok[g, m]: GT object g and predicted object m match (labels equal and IoU+1 >= threshold)."""
+            return (gt_labels[:, None] == labels[None, :]) & (
+                box_iou_plus1(gt_boxes, boxes) >= self.iou_threshold
+            )
+
         # the object labels (every image, with or without relations): sgcls compares each GT box's own
         # predicted label (another GT box of the same label on top of it does not count), sgdet asks for any
         # predicted box of the right label that matches it
+        obj_ok = None
         if self.mode == "sgcls":
             rec[lay.objects] = n_gt, int((labels == gt_labels).sum())
         elif self.mode == "sgdet":
+            obj_ok = matches()
             rec[lay.objects] = n_gt, int(obj_ok.any(1).sum())
         if n_rel == 0 or num_rows == 0:
             return rec  # skipped: enters no recall average
         rec[1] = 1
+        if obj_ok is None:
+            obj_ok = matches()
         ok_subj = obj_ok[rels[:, 0]]  # Bool[R, M]
         ok_obj = obj_ok[rels[:, 1]]
         if self.mode != "predcls":
