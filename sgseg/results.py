@@ -1876,7 +1876,8 @@ def plot_study_predicates(key: StudyKey, rows_runs: dict[str, list[Run]], path: 
 
 def plot_study_curves(key: StudyKey, rows_runs: dict[str, list[Run]], path: Path) -> Path | None:
     """Validation curves of every study row: val mR@50 and val R@50 against the training step, one thin line
-    per seed and the mean over seeds (thick; only at steps every seed of the row has). None without data."""
+    per seed and the mean over seeds (thick; :func:`mean_curve`: at the steps every seed of the row validated,
+    give or take :data:`CURVE_STEP_TOLERANCE`). None without data."""
     return _plot_curves(
         {"": rows_runs}, f"validation curves, {_study_name(key)}; thin lines: single seeds", path
     )
@@ -1924,8 +1925,7 @@ def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path
             for points in per_seed:
                 ax.plot(list(points), [100 * v for v in points.values()], color=color, alpha=0.25, lw=0.8,
                         ls=style[label])  # fmt: skip
-            common = sorted(set.intersection(*(set(p) for p in per_seed)))
-            means = [100 * statistics.fmean(p[step] for p in per_seed) for step in common]
+            common, means = mean_curve(per_seed)
             name = _curve_legend(variant, label, [r.seed for r, _ in runs])
             ax.plot(common, means, color=color, lw=2.2, marker="o", ms=3, ls=style[label], label=name)
         ax.set_xlabel("training step")
@@ -1938,6 +1938,28 @@ def _plot_curves(series: dict[str, dict[str, list[Run]]], title: str, path: Path
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# Validations of one schedule logged this many steps apart count as the same point of the mean curve: Lightning logs
+# a mid-epoch validation (val_check_interval 0.5) at the step before the one an end-of-epoch validation (1.0) has.
+CURVE_STEP_TOLERANCE = 2
+
+
+def mean_curve(
+    per_seed: list[dict[int, float]], tolerance: int = CURVE_STEP_TOLERANCE
+) -> tuple[list[int], list[float]]:
+    """The thick curve of a row: at each validation step of its sparsest seed, the mean (in %) over the seeds of
+    each seed's validation nearest that step — only where every seed has one within ``tolerance`` steps (seeds
+    validated at other intervals or one step apart still meet; a step some seed lacks is left out)."""
+    if not per_seed or not all(per_seed):
+        return [], []
+    steps, means = [], []
+    for step in sorted(min(per_seed, key=len)):
+        nearest = [min(p, key=lambda s: (abs(s - step), s)) for p in per_seed]
+        if all(abs(n - step) <= tolerance for n in nearest):
+            steps.append(step)
+            means.append(100 * statistics.fmean(p[n] for p, n in zip(per_seed, nearest)))
+    return steps, means
 
 
 def _curve_legend(variant: str, label: str, seeds: list[Any]) -> str:

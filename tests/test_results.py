@@ -788,6 +788,21 @@ def test_study_validation_curves(tmp_path: Path) -> None:
     assert cr.plot_study_curves(key, {"baseline": [bare]}, tmp_path / "none.png") is None
     # the thick line's legend: the mean of several seeds, or the one run it is
     assert cr._curve_legend("grounded", "", [0, 1]) == "grounded (mean of 2)"
+
+
+def test_mean_curve_meets_seeds_validated_at_other_intervals() -> None:
+    """The archived SGDet baselines: seed 0 validated every half epoch (steps 211, 423, 636, 848: Lightning logs a
+    mid-epoch validation one step early), seed 2 once per epoch (424, 849). The mean is drawn at seed 2's steps
+    from each seed's nearest validation; a step no seed matches within the tolerance is left out."""
+    half = {211: 0.30, 423: 0.34, 636: 0.36, 848: 0.40}
+    whole = {424: 0.38, 849: 0.46, 1274: 0.50}
+    steps, means = cr.mean_curve([half, whole])
+    assert steps == [424, 849]  # 1274: seed 0 has nothing within 2 steps
+    assert means == [pytest.approx(36.0), pytest.approx(43.0)]
+    assert cr.mean_curve([half, {430: 0.5}]) == ([], [])  # 7 steps from 423: another validation
+    assert cr.mean_curve([half, {}]) == ([], [])
+    same = cr.mean_curve([half, {k: 2 * v for k, v in half.items()}])
+    assert same[0] == sorted(half) and same[1] == [pytest.approx(150 * v) for v in half.values()]
     assert cr._curve_legend("empty", "12 epochs", [4]) == "empty (all-zero masks), 12 epochs (1 run, seed 4)"
 
 
