@@ -1769,11 +1769,11 @@ def table_study_over_seeds(
     base, grounded = plain.get("baseline", {}), plain.get("grounded", {})
     rows: list[list[Any]] = []
     for variant, values in merged.items():
+        mine = plain[variant]
         cell = IntervalCell()
-        for v in plain[variant].values():
+        for v in mine.values():
             cell.add(v)
         seeds = " ".join(f"{s}{'*' if rec else ''}" for s, (_, rec) in values.items())
-        mine = plain[variant]
         per_seed, over, p_text = _paired_over_seeds(mine, base if variant != "baseline" else {})
         _, over_g, p_g = _paired_over_seeds(mine, grounded if variant in VS_GROUNDED else {})
         rows.append([variant, seeds, len(values), cell, per_seed, over, p_text, over_g, p_g])
