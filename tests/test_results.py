@@ -788,6 +788,7 @@ def test_study_validation_curves(tmp_path: Path) -> None:
     assert cr.plot_study_curves(key, {"baseline": [bare]}, tmp_path / "none.png") is None
     # the thick line's legend: the mean of several seeds, or the one run it is
     assert cr._curve_legend("grounded", "", [0, 1]) == "grounded (mean of 2)"
+    assert cr._curve_legend("empty", "12 epochs", [4]) == "empty (all-zero masks), 12 epochs (1 run, seed 4)"
 
 
 def test_mean_curve_meets_seeds_validated_at_other_intervals() -> None:
@@ -803,7 +804,6 @@ def test_mean_curve_meets_seeds_validated_at_other_intervals() -> None:
     assert cr.mean_curve([half, {}]) == ([], [])
     same = cr.mean_curve([half, {k: 2 * v for k, v in half.items()}])
     assert same[0] == sorted(half) and same[1] == [pytest.approx(150 * v) for v in half.values()]
-    assert cr._curve_legend("empty", "12 epochs", [4]) == "empty (all-zero masks), 12 epochs (1 run, seed 4)"
 
 
 def _retest(
