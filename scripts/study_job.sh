@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One job of the synthetic lab study at the study's 12-epoch schedule, as the archived runs were made:
-# train (resuming from the job's last.ckpt when one is there), test the last weights, re-test a grounded row
-# with all-zero masks (mask_source=empty), and optionally archive the run next to the study's.
+# train (with ckpt_path=last: sgseg.train resumes from the job's checkpoints/last.ckpt when one is there, else
+# starts fresh), test the last weights, re-test a grounded row with all-zero masks (mask_source=empty), and
+# optionally archive the run next to the study's.
 #
 #   DETECTOR=DET.pt bash scripts/study_job.sh EXPERIMENT TASK ROW SEED [extra overrides ...]
 #   DETECTOR=DET.pt bash scripts/study_job.sh synthetic_motif sgdet refine 2
@@ -45,10 +46,6 @@ if [ -f "$DIR/DONE" ]; then
     echo "study_job.sh: $DIR is done ($DIR/DONE); nothing to do"
     exit 0
 fi
-RESUME=()
-if [ -f "$DIR/checkpoints/last.ckpt" ]; then
-    RESUME=("ckpt_path=$DIR/checkpoints/last.ckpt")
-fi
 SGDET=()
 VAL_DEFAULT=0.5
 if [ "$TASK" = sgdet ]; then
@@ -59,7 +56,7 @@ VAL_CHECK=${VAL_CHECK:-$VAL_DEFAULT}
 run "$PY" -m sgseg.train sweep=study "experiment=$EXPERIMENT" "task=$TASK" stage=scene_graph \
     "detector.checkpoint=$DETECTOR" model.trainer.max_epochs=12 'model.optim.milestones=[4000]' \
     "+model.trainer.val_check_interval=$VAL_CHECK" num_threads=1 logger.wandb=null cpu_fast_kernels=false \
-    "row=$ROW" "seed=$SEED" ${SGDET[@]+"${SGDET[@]}"} "hydra.run.dir=$DIR" ${RESUME[@]+"${RESUME[@]}"} "$@"
+    "row=$ROW" "seed=$SEED" ${SGDET[@]+"${SGDET[@]}"} "hydra.run.dir=$DIR" ckpt_path=last "$@"
 run "$PY" -m sgseg.evaluate "run_dir=$DIR" ckpt=last num_threads=1
 if [ "$ROW" != joint ]; then  # the baseline reads no masks: nothing to swap
     run "$PY" -m sgseg.evaluate "run_dir=$DIR" ckpt=last num_threads=1 mask_source=empty

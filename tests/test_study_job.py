@@ -73,7 +73,7 @@ def test_grounded_sgdet_job_trains_tests_retests_and_marks_done(fake):
     ):
         assert arg in train, arg
     assert train[-1] == "model.foo=1"  # extra overrides last
-    assert not any(a.startswith("ckpt_path=") for a in train)  # nothing to resume yet
+    assert train[-2] == "ckpt_path=last"  # sgseg.train resumes from the job's last.ckpt if there is one
     assert test == ["-m", "sgseg.evaluate", f"run_dir={job}", "ckpt=last", "num_threads=1"]
     assert empty == test + ["mask_source=empty"]
     assert (job / "DONE").is_file()
@@ -85,12 +85,10 @@ def test_grounded_sgdet_job_trains_tests_retests_and_marks_done(fake):
 
 def test_baseline_resumes_skips_mask_swap_and_archives(fake, tmp_path):
     job = fake["study"] / "sgcls_vctree_joint_s0"
-    (job / "checkpoints").mkdir(parents=True)
-    (job / "checkpoints" / "last.ckpt").write_bytes(b"")
     res = run_job(fake, "synthetic_vctree", "sgcls", "joint", "0", ARCHIVE=str(tmp_path / "arch"))
     assert res.returncode == 0, res.stderr
     train, test, archive = calls(fake)
-    assert f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}" in train
+    assert train[-1] == "ckpt_path=last"  # with no extra overrides, the last argument
     assert "+model.trainer.val_check_interval=0.5" in train  # PredCls/SGCls: twice an epoch, as archived
     assert not any(a.startswith("model.sampling.test_require_overlap") for a in train)
     assert "mask_source=empty" not in test  # the baseline reads no masks
@@ -129,3 +127,18 @@ def test_bad_invocations_are_refused_with_a_reason(fake, tmp_path):
     )
     assert res.returncode != 0 and "set DETECTOR" in res.stderr
     assert calls(fake) == []
+
+
+def test_ckpt_path_last_resumes_from_the_fixed_job_directory(tmp_path, capsys):
+    """What the script relies on: with a fixed ``hydra.run.dir``, ``ckpt_path=last`` resumes from that directory's
+    own ``checkpoints/last.ckpt`` (sgseg.lit.run._resume), and starts fresh when there is none yet."""
+    from omegaconf import OmegaConf
+
+    from sgseg.lit.run import _resume
+
+    cfg = OmegaConf.create({"ckpt_path": "last"})
+    assert _resume(cfg, tmp_path, None) is None
+    assert "starting from scratch" in capsys.readouterr().out
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert _resume(cfg, tmp_path, None) == str(tmp_path / "checkpoints" / "last.ckpt")
