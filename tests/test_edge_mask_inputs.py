@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -67,7 +68,10 @@ def _script(*args):
 def test_on_a_trained_run(tiny_sweep, tmp_path):
     """The seg-grounded tiny run (Gaussian edges) re-tested on its validation images: a row with every pair f_E
     saw, shares that grow with the threshold; the baseline's edges are not mask-grounded: one clear line."""
-    job = tiny_sweep.jobs["refine"]
+    # a private copy of the job: under xdist, tests/test_evaluate.py writes into the shared job's evaluate/
+    # (and W&B offline) folders at the same time, which the before/after listing below would count
+    job = tmp_path / "refine"
+    shutil.copytree(tiny_sweep.jobs["refine"], job, ignore=shutil.ignore_patterns("evaluate", "wandb"))
     before = sorted(p for p in job.rglob("*") if p.is_file())
     done = _script(job, "--thresholds", "0.01", "0.5", "1.01")
     assert done.returncode == 0, done.stderr[-3000:]

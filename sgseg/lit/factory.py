@@ -13,8 +13,11 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch.utils.deterministic
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+
+from sgseg.lit.build import ConfigError
 
 
 def run_name(stage_name: str) -> str:
@@ -112,12 +115,36 @@ def build_trainer(
         # conf/trainer/ddp.yaml: DDP's unused-parameter search only where a step can leave a trainable
         # parameter without a gradient (it costs a walk over the autograd graph every step)
         strategy.find_unused_parameters = find_unused
-    return hydra.utils.instantiate(
+    deterministic = tcfg.get("deterministic")
+    if deterministic == "cpu":
+        tcfg.deterministic = None  # Lightning leaves torch's flag alone; set below once the device is known
+    elif deterministic not in (None, True, False, "warn"):
+        raise ConfigError(
+            f"trainer.deterministic={deterministic!r}: must be cpu (deterministic on the CPU only), true, false or warn"
+        )
+    trainer = hydra.utils.instantiate(
         tcfg,
         default_root_dir=str(out_dir),
         logger=loggers(cfg, out_dir, name) or False,
         callbacks=callbacks(cfg, out_dir, monitor),
     )
+    if deterministic == "cpu":
+        set_cpu_deterministic(trainer.strategy.root_device.type == "cpu")
+    return trainer
+
+
+def set_cpu_deterministic(on_cpu: bool) -> None:
+    """``trainer.deterministic=cpu``: torch's deterministic algorithms on the CPU, off elsewhere (CUDA kernels
+    such as torchvision's RoIAlign backward have no deterministic version and would raise).
+
+    On the CPU, the backward of advanced indexing (``x[idx]``: ``index_put_(accumulate=True)``) adds the rows
+    of repeated indices in an order that depends on the threads, so two multi-threaded runs drift apart by
+    float rounding and training amplifies it; the deterministic version sorts the indices first. The same
+    numbers at 1 thread, where the order is fixed either way. ``torch.empty``'s filling of fresh memory with
+    NaN (part of deterministic mode) is left off: it catches reads of uninitialised memory, not rounding,
+    and costs a write of every new tensor."""
+    torch.use_deterministic_algorithms(on_cpu)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def overrides_without_resume() -> list[str] | None:
