@@ -12,12 +12,16 @@
 # go, default logs/study), ARCHIVE (a folder: archive the finished run there with `sgseg.results --archive`),
 # VAL_CHECK (validations per epoch as Lightning's val_check_interval; default 0.5 — twice an epoch, as the
 # archived PredCls/SGCls runs — and 1.0 for SGDet, whose grounded validation takes ~9 min on one thread),
+# THREADS (torch threads of each command, default 1 as in the archived runs; with trainer.deterministic=cpu,
+# the default since 2026-12-07, a 2-thread run is bit-reproducible too, but its numbers are not the 1-thread
+# run's: a grounded SGDet job alone on a quiet 2-core Xeon trains at 1.13 it/s with THREADS=2 vs 0.73 it/s),
 # PY (the Python, default python), DRY_RUN=1 (print the commands, run nothing).
 # The job directory is $STUDY_DIR/<task>_<model>_<row>_s<seed> (model: the experiment without `synthetic_`),
 # the archive's naming. Its file DONE marks a finished job: running the script again then does nothing, so a
 # list of jobs can be rerun after an interruption and continues where it stopped. The study's settings:
-# 12 epochs, LR × 0.1 at step 4000, one thread, no W&B, torchvision's kernels (cpu_fast_kernels=false) and,
-# for SGDet, every ordered pair of detections tested (model.sampling.test_require_overlap=false; README, *MOTIF SGDet*).
+# 12 epochs, LR × 0.1 at step 4000, one thread unless THREADS says otherwise, no W&B, torchvision's kernels
+# (cpu_fast_kernels=false) and, for SGDet, every ordered pair of detections tested
+# (model.sampling.test_require_overlap=false; README, *MOTIF SGDet*).
 set -euo pipefail
 
 if [ $# -lt 4 ]; then
@@ -53,13 +57,14 @@ if [ "$TASK" = sgdet ]; then
     VAL_DEFAULT=1.0
 fi
 VAL_CHECK=${VAL_CHECK:-$VAL_DEFAULT}
+THREADS=${THREADS:-1}
 run "$PY" -m sgseg.train sweep=study "experiment=$EXPERIMENT" "task=$TASK" stage=scene_graph \
     "detector.checkpoint=$DETECTOR" model.trainer.max_epochs=12 'model.optim.milestones=[4000]' \
-    "+model.trainer.val_check_interval=$VAL_CHECK" num_threads=1 logger.wandb=null cpu_fast_kernels=false \
+    "+model.trainer.val_check_interval=$VAL_CHECK" "num_threads=$THREADS" logger.wandb=null cpu_fast_kernels=false \
     "row=$ROW" "seed=$SEED" ${SGDET[@]+"${SGDET[@]}"} "hydra.run.dir=$DIR" ckpt_path=last "$@"
-run "$PY" -m sgseg.evaluate "run_dir=$DIR" ckpt=last num_threads=1
+run "$PY" -m sgseg.evaluate "run_dir=$DIR" ckpt=last "num_threads=$THREADS"
 if [ "$ROW" != joint ]; then  # the baseline reads no masks: nothing to swap
-    run "$PY" -m sgseg.evaluate "run_dir=$DIR" ckpt=last num_threads=1 mask_source=empty
+    run "$PY" -m sgseg.evaluate "run_dir=$DIR" ckpt=last "num_threads=$THREADS" mask_source=empty
 fi
 if [ -n "${ARCHIVE:-}" ]; then
     run "$PY" -m sgseg.results "$DIR" --checkpoint last --archive "$ARCHIVE" --out "$DIR/results"

@@ -85,9 +85,13 @@ def test_grounded_sgdet_job_trains_tests_retests_and_marks_done(fake):
 
 def test_baseline_resumes_skips_mask_swap_and_archives(fake, tmp_path):
     job = fake["study"] / "sgcls_vctree_joint_s0"
-    res = run_job(fake, "synthetic_vctree", "sgcls", "joint", "0", ARCHIVE=str(tmp_path / "arch"))
+    res = run_job(
+        fake, "synthetic_vctree", "sgcls", "joint", "0", ARCHIVE=str(tmp_path / "arch"), THREADS="2"
+    )
     assert res.returncode == 0, res.stderr
     train, test, archive = calls(fake)
+    assert "num_threads=2" in train and test[-1] == "num_threads=2"  # THREADS: training and test alike
+    assert "num_threads=1" not in train
     assert train[-1] == "ckpt_path=last"  # with no extra overrides, the last argument
     assert "+model.trainer.val_check_interval=0.5" in train  # PredCls/SGCls: twice an epoch, as archived
     assert not any(a.startswith("model.sampling.test_require_overlap") for a in train)
