@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +37,30 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@contextmanager
+def once_per_session(tmp_path_factory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A folder that every xdist worker of this test session shares, filled once: yields ``(folder, build)``
+    with a lock held, ``build`` true for the first worker to get here (the folder is then empty; it is marked
+    done when the block exits without an error). The other workers wait at the lock, then read.
+
+    ``xdist_group`` alone does not keep tests together with pytest 9 + xdist 3.8 (xdist tags the group onto
+    ``item._nodeid``, which pytest 9 no longer reads), so a module- or session-scoped fixture would otherwise
+    be built once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above the workers' own
+    root = base / name
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build = not (root / "done").is_file()
+        if build:
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+        yield root, build
+        if build:
+            (root / "done").write_text("")
+
+
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory):
     """A two-job sweep of the whole pipeline on a tiny synthetic set, trained in about a minute per job:
@@ -40,26 +68,17 @@ def tiny_sweep(tmp_path_factory):
     offline, stdout to a file (not a terminal: the progress lines) with a line per step; ``jobs``: row → job
     directory.
 
-    Trained once per test session: under xdist the workers share it through their common base temp folder
-    and a lock (``xdist_group`` alone does not keep tests together with pytest 9 + xdist 3.8: xdist tags the
-    group onto ``item._nodeid``, which pytest 9 no longer reads)."""
-    import fcntl
-    import shutil
+    Trained once per test session (:func:`once_per_session`): the first worker trains, the others wait, then
+    read."""
     import subprocess
     import sys
     from types import SimpleNamespace
 
     from .test_scene_graph_module import TINY_OVERRIDES
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # the session's folder, above the workers' own
-    root, sweep = base / "tiny_sweep", base / "tiny_sweep" / "sweep"
-    with open(base / "tiny_sweep.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; the others wait here, then read
-        if not (root / "done").is_file():
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir()
+    with once_per_session(tmp_path_factory, "tiny_sweep") as (root, build):
+        sweep = root / "sweep"
+        if build:
             env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONWARNINGS": "ignore",
                    "PYTHONPATH": str(REPO)}  # fmt: skip
             cmd = [sys.executable, "-m", "sgseg.train", "-m", f"paths.data_dir={root / 'data'}",
@@ -69,7 +88,6 @@ def tiny_sweep(tmp_path_factory):
                 proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
                                       timeout=900)  # fmt: skip
             assert proc.returncode == 0, proc.stderr[-3000:]
-            (root / "done").write_text("")
     log = (root / "log.txt").read_text()
     assert not list(sweep.glob("*/FAILED.txt")), log[-3000:]
     jobs = {}

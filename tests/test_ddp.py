@@ -26,11 +26,12 @@ import torch
 from sgseg.evaluation import coco_mask_ap
 from sgseg.evaluation.metric import SceneGraphMetric
 
-from .conftest import REPO
+from .conftest import REPO, once_per_session
 from .ddp_probe import state_hash
 from .test_train_cli import ENV, _cmd
 
-# one worker runs them all, so the 2-process pipeline of the module fixture runs once (pytest --dist loadgroup)
+# meant to keep the module on one worker (pytest --dist loadgroup); with pytest 9 it does not, so the pipeline
+# fixture shares its run through once_per_session
 pytestmark = pytest.mark.xdist_group("ddp_pipeline")
 
 DDP = [
@@ -71,9 +72,18 @@ def _batches(lines: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """Stage 1 (4 steps) + stage 2 (2 epochs, 8 steps) + test of the seg-grounded MOTIF, as 2 processes."""
-    tmp = tmp_path_factory.mktemp("ddp")
-    out = _run(tmp)
+    """Stage 1 (4 steps) + stage 2 (2 epochs, 8 steps) + test of the seg-grounded MOTIF, as 2 processes; run
+    once per test session even when xdist spreads this module's tests over two workers (as it does with
+    pytest 9, ``xdist_group`` notwithstanding: measured, the pipeline ran on both, two 2-process gloo jobs at
+    once): its stdout and stderr are kept in files for the workers that did not run it."""
+    from types import SimpleNamespace
+
+    with once_per_session(tmp_path_factory, "ddp_pipeline") as (tmp, build):
+        if build:
+            out = _run(tmp)
+            (tmp / "stdout.txt").write_text(out.stdout)
+            (tmp / "stderr.txt").write_text(out.stderr)
+    out = SimpleNamespace(stdout=(tmp / "stdout.txt").read_text(), stderr=(tmp / "stderr.txt").read_text())
     run_dir = next((tmp / "logs").rglob("metrics.json")).parent
     return tmp, run_dir, out
 
