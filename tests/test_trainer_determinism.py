@@ -32,7 +32,7 @@ def _indexing_grad(src: torch.Tensor, idx: torch.Tensor, threads: int) -> torch.
 
 def test_cpu_default_makes_the_indexing_backward_thread_independent(tmp_path):
     """Without deterministic algorithms, two threads add the rows of repeated indices in a varying order
-    (measured: 5 repeats in one process, 4 different results, none equal to one thread's); with them every
+    (measured: 5 repeats in one process, 4 unlike the first, none equal to one thread's); with them every
     repeat equals the 1-thread result bit for bit."""
     threads = torch.get_num_threads()
     try:
