@@ -139,7 +139,7 @@ def set_cpu_deterministic(on_cpu: bool) -> None:
 
     On the CPU, the backward of advanced indexing (``x[idx]``: ``index_put_(accumulate=True)``) adds the rows
     of repeated indices in an order that depends on the threads, so two multi-threaded runs drift apart by
-    float rounding and training amplifies it; the deterministic version sorts the indices first. The same
+    float rounding and training amplifies it; the deterministic version adds them in a fixed order. The same
     numbers at 1 thread, where the order is fixed either way. ``torch.empty``'s filling of fresh memory with
     NaN (part of deterministic mode) is left off: it catches reads of uninitialised memory, not rounding,
     and costs a write of every new tensor."""
