@@ -18,9 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# ``${sgseg.default:A,B}``: A, or B where A is null (conf/evaluate.yaml: Hydra's run dir, and with it
+# evaluate.log, is ``out`` when one is given, so ``out=`` writes nothing into the run directory)
+OmegaConf.register_new_resolver(
+    "sgseg.default", lambda value, default: default if value is None else value, replace=True
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")

@@ -35,6 +35,8 @@ def test_evaluate_reproduces_the_test_stage_and_switches_task(tiny_sweep, tmp_pa
         assert (math.isnan(value) and math.isnan(again[key])) or abs(again[key] - value) < 1e-6, key
     assert (tmp_path / "again" / "predcls_per_predicate_recall.png").stat().st_size > 1000
     assert "mR" in done.stdout
+    # with out=, Hydra's log goes there too, not into the run directory
+    assert (tmp_path / "again" / "evaluate.log").is_file()
 
     sgdet = _evaluate(
         f"run_dir={job}", "task=sgdet", "ckpt=last"
