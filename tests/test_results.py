@@ -1449,6 +1449,12 @@ def test_readme_over_seeds_table_is_what_the_archive_gives() -> None:
             (),
         ),
         (
+            "**MOTIF SGDet at the study's schedule",
+            "study12/sgdet_motif_*",
+            "summary_study_motif_sgdet",
+            (),
+        ),
+        (
             "**Transformer PredCls at the study's schedule",
             "study12/predcls_transformer_*",
             "summary_study_transformer_predcls",
