@@ -28,6 +28,22 @@ OmegaConf.register_new_resolver(
 )
 
 
+def _run_subdir(run_dir: str, name: str) -> str:
+    """``${sgseg.run_subdir:${run_dir},evaluate}``: ``<run_dir>/evaluate``, Hydra's run dir when no ``out`` is given.
+
+    Raises before Hydra creates that folder where ``run_dir`` is not a run of ``python -m sgseg.train`` (a mistyped
+    path would otherwise be left behind as a new ``<run_dir>/evaluate``)."""
+    if not (Path(run_dir) / ".hydra" / "config.yaml").is_file():
+        raise SystemExit(
+            f"sgseg.evaluate: {Path(run_dir) / '.hydra' / 'config.yaml'} not found: run_dir must be a run "
+            "directory of python -m sgseg.train"
+        )
+    return str(Path(run_dir) / name)
+
+
+OmegaConf.register_new_resolver("sgseg.run_subdir", _run_subdir, replace=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from sgseg.data.errors import DatasetError

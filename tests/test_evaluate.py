@@ -64,6 +64,11 @@ def test_evaluate_without_a_run_is_one_clear_line(tmp_path):
     out = _evaluate(f"run_dir={tmp_path}")
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "config.yaml not found" in out.stderr
+    # the check comes before Hydra makes its run dir: a mistyped run_dir leaves no <run_dir>/evaluate behind
+    assert not (tmp_path / "evaluate").exists()
+    missing = _evaluate(f"run_dir={tmp_path / 'typo'}")
+    assert missing.returncode == 1 and "config.yaml not found" in missing.stderr
+    assert not (tmp_path / "typo").exists()
 
 
 def test_evaluate_swaps_grounding_masks_at_test_time(tiny_sweep, tmp_path):
