@@ -28,11 +28,17 @@ OmegaConf.register_new_resolver(
 )
 
 
-def _run_subdir(run_dir: str, name: str) -> str:
-    """``${sgseg.run_subdir:${run_dir},evaluate}``: ``<run_dir>/evaluate``, Hydra's run dir when no ``out`` is given.
+def _run_subdir(run_dir: str | None, name: str) -> str:
+    """``${sgseg.run_subdir:${oc.select:run_dir,null},evaluate}``: ``<run_dir>/evaluate``, Hydra's run dir when no
+    ``out`` is given.
 
-    Raises before Hydra creates that folder where ``run_dir`` is not a run of ``python -m sgseg.train`` (a mistyped
-    path would otherwise be left behind as a new ``<run_dir>/evaluate``)."""
+    Exits with one line before Hydra creates that folder where ``run_dir`` is not given (``???``) or is not a run of
+    ``python -m sgseg.train`` (a mistyped path would otherwise be left behind as a new ``<run_dir>/evaluate``)."""
+    if run_dir is None:
+        raise SystemExit(
+            "sgseg.evaluate: run_dir is required: python -m sgseg.evaluate run_dir=<a run directory of "
+            "python -m sgseg.train> [task=...] [ckpt=best|last|PATH]"
+        )
     if not (Path(run_dir) / ".hydra" / "config.yaml").is_file():
         raise SystemExit(
             f"sgseg.evaluate: {Path(run_dir) / '.hydra' / 'config.yaml'} not found: run_dir must be a run "

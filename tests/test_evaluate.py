@@ -69,6 +69,8 @@ def test_evaluate_without_a_run_is_one_clear_line(tmp_path):
     missing = _evaluate(f"run_dir={tmp_path / 'typo'}")
     assert missing.returncode == 1 and "config.yaml not found" in missing.stderr
     assert not (tmp_path / "typo").exists()
+    none = _evaluate()
+    assert none.returncode == 1 and "Traceback" not in none.stderr and "run_dir is required" in none.stderr
 
 
 def test_evaluate_swaps_grounding_masks_at_test_time(tiny_sweep, tmp_path):
