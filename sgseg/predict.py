@@ -129,6 +129,12 @@ def predict_image(
 def main(cfg: DictConfig) -> None:
     from sgseg.visualize import draw_scene_graph
 
+    missing = [key for key in ("run_dir", "images") if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise SystemExit(
+            f"sgseg.predict: {' and '.join(missing)} required: python -m sgseg.predict run_dir=<a run directory of "
+            "python -m sgseg.train> images=<an image or a folder of them> [out=predictions]"
+        )
     try:
         model, run_cfg, objects, predicates = load_model(Path(cfg.run_dir), str(cfg.checkpoint))
         files = image_files(str(cfg.images))

@@ -36,6 +36,22 @@ def test_cfg_job_prints_the_composed_config():
     assert "name: sgcls" in out.stdout and "VCTreeContext" in out.stdout and "stage: pipeline" in out.stdout
 
 
+def test_predict_without_run_dir_or_images_is_one_clear_line(tmp_path):
+    def predict(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sgseg.predict", f"out={tmp_path / 'preds'}", *args],
+            capture_output=True, text=True, cwd=REPO, env=ENV, timeout=120,
+        )  # fmt: skip
+
+    for args, missing in [((), "run_dir and images"), ((f"run_dir={tmp_path}",), "images")]:
+        out = predict(*args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert f"sgseg.predict: {missing} required" in out.stderr
+    # both given, but run_dir is no training run: the loader's one line
+    out = predict(f"run_dir={tmp_path}", f"images={tmp_path}")
+    assert out.returncode == 1 and "config.yaml not found" in out.stderr
+
+
 @pytest.mark.slow
 def test_missing_detector_checkpoint_is_one_clear_line(tmp_path):
     out = subprocess.run(
