@@ -39,11 +39,13 @@ def _run_subdir(run_dir: str | None, name: str) -> str:
             "sgseg.evaluate: run_dir is required: python -m sgseg.evaluate run_dir=<a run directory of "
             "python -m sgseg.train> [task=...] [ckpt=best|last|PATH]"
         )
-    if not (Path(run_dir) / ".hydra" / "config.yaml").is_file():
-        raise SystemExit(
-            f"sgseg.evaluate: {Path(run_dir) / '.hydra' / 'config.yaml'} not found: run_dir must be a run "
-            "directory of python -m sgseg.train"
-        )
+    from sgseg.lit.build import ConfigError
+    from sgseg.lit.factory import run_config_path
+
+    try:
+        run_config_path(run_dir)
+    except ConfigError as err:
+        raise SystemExit(f"sgseg.evaluate: {err}") from None
     return str(Path(run_dir) / name)
 
 

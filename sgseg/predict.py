@@ -18,7 +18,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sgseg.lit.factory import find_checkpoint  # also imported from here by notebooks and tests
+from sgseg.lit.factory import (  # find_checkpoint also imported from here by notebooks and tests
+    find_checkpoint,
+    run_config_path,
+)
 from sgseg.ops.boxes import local_index, rescale_boxes
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -41,12 +44,7 @@ def load_model(run_dir: Path, which: str = "best"):
     from sgseg.lit.build import StageTwoInputs, build_stage2
     from sgseg.models.detector.checkpoint import build_detector
 
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(
-            f"{cfg_path} not found: run_dir must be a run directory of python -m sgseg.train"
-        )
-    cfg = OmegaConf.load(cfg_path)
+    cfg = OmegaConf.load(run_config_path(run_dir))
     ckpt_path = find_checkpoint(run_dir, which)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     if "detector_config" not in ckpt:

@@ -156,6 +156,15 @@ def overrides_without_resume() -> list[str] | None:
     return sorted(o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path="))
 
 
+def run_config_path(run_dir: str | Path) -> Path:
+    """``<run_dir>/.hydra/config.yaml``, the config a run of ``python -m sgseg.train`` was made with; a
+    :class:`ConfigError` naming the file where ``run_dir`` holds none (the check of sgseg.evaluate and sgseg.predict)."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run_dir must be a run directory of python -m sgseg.train")
+    return path
+
+
 def find_checkpoint(run_dir: Path, which: str) -> Path:
     """``best`` (the monitored checkpoint), ``last``, or an explicit path."""
     if which not in ("best", "last"):

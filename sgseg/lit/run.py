@@ -45,6 +45,7 @@ from sgseg.lit.factory import (
     find_checkpoint,
     finish_wandb,
     overrides_without_resume,
+    run_config_path,
 )
 from sgseg.models.detector.checkpoint import PROVENANCE_FILE, detector_provenance, export_detector
 
@@ -189,10 +190,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     from sgseg.models.detector.checkpoint import build_detector as detector_from_config
 
     run_dir = Path(cfg.run_dir)
-    cfg_path = run_dir / ".hydra" / "config.yaml"
-    if not cfg_path.is_file():
-        raise ConfigError(f"{cfg_path} not found: run_dir must be a run directory of python -m sgseg.train")
-    run_cfg = OmegaConf.load(cfg_path)
+    run_cfg = OmegaConf.load(run_config_path(run_dir))
     if cfg.get("task") is not None:
         run_cfg.task = cfg.task
     ckpt_path = find_checkpoint(run_dir, str(cfg.ckpt))
