@@ -1535,6 +1535,14 @@ def paired_bootstrap(
     return out
 
 
+def format_p(p: float) -> str:
+    """A p-value as the tables print it: three decimals, ``< 0.001`` below 0.0005 (where three decimals would
+    read 0.000), MISSING for NaN (fewer than two seeds, or no spread)."""
+    if math.isnan(p):
+        return MISSING
+    return "< 0.001" if p < 0.0005 else f"{p:.3f}"
+
+
 def seed_t_test(diffs: Any) -> tuple[float, float, float]:
     """Per-seed paired differences (fractions) → (mean, half-width of its 95 % t-interval, two-sided p of the
     one-sample t-test against 0), the first two in fractions; NaN where fewer than two seeds."""
@@ -1611,7 +1619,7 @@ def table_study_bootstrap(key: StudyKey, rows_runs: dict[str, list[Run]], num: i
                 mean, half, _ = seed_t_test(res[m])
                 cells += [_signed(mean), _signed(mean - half), _signed(mean + half)]
             p_value = seed_t_test(res[f"mR@{k}"])[2]
-            rows.append([label, f"over {len(pairs)} seeds (t)", *cells, res["images"], f"{p_value:.3f}"])
+            rows.append([label, f"over {len(pairs)} seeds (t)", *cells, res["images"], format_p(p_value)])
     note = (
         f"Difference in points of recall; 'low'/'high': the 95 % percentile interval of {num} paired bootstrap "
         "resamples of the test images (the same resample for both runs of a pair, and for every seed in the "
@@ -1814,7 +1822,7 @@ def _paired_over_seeds(values: dict[int, float], ref: dict[int, float]) -> tuple
         if math.isnan(half)
         else f"{_signed(mean)} [{_signed(mean - half)}, {_signed(mean + half)}]"
     )
-    return per_seed, over, (MISSING if math.isnan(p) else f"{p:.3f}")
+    return per_seed, over, format_p(p)
 
 
 def mask_decided_first(names: list[str]) -> list[int]:

@@ -318,6 +318,19 @@ def test_t_interval_half_width_by_hand() -> None:
     assert str(cell) == "44.0 ± 9.9"
 
 
+def test_p_values_print_three_decimals_or_below_one_in_a_thousand() -> None:
+    """The tables' p cells: three decimals, ``< 0.001`` where three decimals would read 0.000 (four MOTIF SGDet
+    seed pairs: p = 2.0e-5), "—" where no test ran."""
+    assert cr.format_p(0.0166) == "0.017"
+    assert cr.format_p(0.00051) == "0.001"
+    assert cr.format_p(0.00049) == "< 0.001"
+    assert cr.format_p(1.98e-5) == "< 0.001"
+    assert cr.format_p(math.nan) == cr.MISSING
+    # paired t-test over seeds of +9.56, +9.16, +10.03, +9.24 points: t = 9.50 / (0.395 / 2) = 48.1, p ≈ 2e-5
+    _, _, p = cr.seed_t_test([0.0956, 0.0916, 0.1003, 0.0924])
+    assert p == pytest.approx(1.98e-5, rel=0.05) and cr.format_p(p) == "< 0.001"
+
+
 def test_per_image_counts_give_the_evaluators_numbers_on_any_resample() -> None:
     """mR@K / R@K from the per-image counts equal the evaluator's, on all images (exactly) and on a resample
     with repeats (= a fresh evaluator fed those images under distinct ids)."""
