@@ -26,6 +26,32 @@ from sgseg.ops.boxes import local_index, rescale_boxes
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+USAGE = (
+    "python -m sgseg.predict run_dir=<a run directory of python -m sgseg.train> images=<an image or a folder of "
+    "them> [out=predictions]"
+)
+
+
+def _log_dir(run_dir: str | None, images: str | None, out: str) -> str:
+    """``${sgseg.predict_log_dir:...}`` (conf/predict.yaml): Hydra's run dir, ``<out>/.hydra_logs``.
+
+    Hydra resolves it before it creates that folder, so the argument checks happen here: a missing ``run_dir`` or
+    ``images`` (``???``), a ``run_dir`` that is no run of ``python -m sgseg.train`` or ``images`` that name no image
+    exit with one line and leave no ``<out>/.hydra_logs`` behind."""
+    missing = [key for key, value in (("run_dir", run_dir), ("images", images)) if value is None]
+    if missing:
+        raise SystemExit(f"sgseg.predict: {' and '.join(missing)} required: {USAGE}")
+    from sgseg.lit.build import ConfigError
+
+    try:
+        run_config_path(run_dir)
+        image_files(images)
+    except (ConfigError, FileNotFoundError) as err:
+        raise SystemExit(f"sgseg.predict: {err}") from None
+    return str(Path(out) / ".hydra_logs")
+
+
+OmegaConf.register_new_resolver("sgseg.predict_log_dir", _log_dir, replace=True)
 
 
 def newest_run(root: Path) -> Path:
@@ -127,12 +153,11 @@ def predict_image(
 def main(cfg: DictConfig) -> None:
     from sgseg.visualize import draw_scene_graph
 
+    # run_dir and images were checked by _log_dir, before Hydra made its run dir; a config composed without
+    # that hydra.run.dir (compose API) still gets the same line
     missing = [key for key in ("run_dir", "images") if OmegaConf.is_missing(cfg, key)]
     if missing:
-        raise SystemExit(
-            f"sgseg.predict: {' and '.join(missing)} required: python -m sgseg.predict run_dir=<a run directory of "
-            "python -m sgseg.train> images=<an image or a folder of them> [out=predictions]"
-        )
+        raise SystemExit(f"sgseg.predict: {' and '.join(missing)} required: {USAGE}")
     try:
         model, run_cfg, objects, predicates = load_model(Path(cfg.run_dir), str(cfg.checkpoint))
         files = image_files(str(cfg.images))

@@ -50,6 +50,19 @@ def test_predict_without_run_dir_or_images_is_one_clear_line(tmp_path):
     # both given, but run_dir is no training run: the loader's one line
     out = predict(f"run_dir={tmp_path}", f"images={tmp_path}")
     assert out.returncode == 1 and "config.yaml not found" in out.stderr
+    # a run directory, but images names nothing / a folder without images
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("task: {}\n")
+    (tmp_path / "empty").mkdir()
+    for images, says in [
+        (tmp_path / "nope.jpg", "no such file or directory"),
+        (tmp_path / "empty", "no .jpg"),
+    ]:
+        out = predict(f"run_dir={tmp_path / 'run'}", f"images={images}")
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert says in out.stderr, out.stderr
+    # the checks come before Hydra makes its run dir: no usage error leaves <out>/.hydra_logs behind
+    assert not (tmp_path / "preds").exists()
 
 
 @pytest.mark.slow
