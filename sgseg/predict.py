@@ -32,22 +32,27 @@ USAGE = (
 )
 
 
-def _log_dir(run_dir: str | None, images: str | None, out: str) -> str:
-    """``${sgseg.predict_log_dir:...}`` (conf/predict.yaml): Hydra's run dir, ``<out>/.hydra_logs``.
-
-    Hydra resolves it before it creates that folder, so the argument checks happen here: a missing ``run_dir`` or
-    ``images`` (``???``), a ``run_dir`` that is no run of ``python -m sgseg.train`` or ``images`` that name no image
-    exit with one line and leave no ``<out>/.hydra_logs`` behind."""
+def check_arguments(run_dir: str | None, images: str | None) -> None:
+    """Exit with one line where ``run_dir`` or ``images`` is not given (None), ``run_dir`` is no run of
+    ``python -m sgseg.train`` or ``images`` names no image."""
     missing = [key for key, value in (("run_dir", run_dir), ("images", images)) if value is None]
     if missing:
         raise SystemExit(f"sgseg.predict: {' and '.join(missing)} required: {USAGE}")
     from sgseg.lit.build import ConfigError
 
     try:
-        run_config_path(run_dir)
-        image_files(images)
+        run_config_path(str(run_dir))
+        image_files(str(images))
     except (ConfigError, FileNotFoundError) as err:
         raise SystemExit(f"sgseg.predict: {err}") from None
+
+
+def _log_dir(run_dir: str | None, images: str | None, out: str) -> str:
+    """``${sgseg.predict_log_dir:...}`` (conf/predict.yaml): Hydra's run dir, ``<out>/.hydra_logs``.
+
+    Hydra resolves it before it creates that folder, so :func:`check_arguments` runs here: a usage error exits
+    with one line and leaves no ``<out>/.hydra_logs`` behind."""
+    check_arguments(run_dir, images)
     return str(Path(out) / ".hydra_logs")
 
 
@@ -153,11 +158,11 @@ def predict_image(
 def main(cfg: DictConfig) -> None:
     from sgseg.visualize import draw_scene_graph
 
-    # run_dir and images were checked by _log_dir, before Hydra made its run dir; a config composed without
-    # that hydra.run.dir (compose API) still gets the same line
-    missing = [key for key in ("run_dir", "images") if OmegaConf.is_missing(cfg, key)]
-    if missing:
-        raise SystemExit(f"sgseg.predict: {' and '.join(missing)} required: {USAGE}")
+    # on the command line _log_dir has run this check already, before Hydra made its run dir; a config passed
+    # in directly (compose API) gets the same lines here (a missing ``???`` value selects as None)
+    check_arguments(
+        OmegaConf.select(cfg, "run_dir", default=None), OmegaConf.select(cfg, "images", default=None)
+    )
     try:
         model, run_cfg, objects, predicates = load_model(Path(cfg.run_dir), str(cfg.checkpoint))
         files = image_files(str(cfg.images))
